@@ -1,0 +1,19 @@
+namespace XenPvUsb.Usb;
+
+/// <summary>The host's USB world: enumeration, claiming and hotplug. Real: sysfs + usbfs + uevents. Simulated: emulated devices.</summary>
+public interface IUsbHost
+{
+    /// <summary>Every USB device present now, root hubs and hubs included.</summary>
+    IReadOnlyList<UsbDeviceInfo> Enumerate();
+
+    /// <summary>The device at a bus id (e.g. "1-2.3"), or null if none is plugged there.</summary>
+    UsbDeviceInfo? Find(string busId);
+
+    /// <summary>Opens and claims the device at a bus id. Throws <see cref="UsbDeviceException"/> if absent or busy.</summary>
+    IUsbHostDevice Open(string busId);
+
+    /// <summary>A device appeared at or vanished from a bus id. Raised on any thread.</summary>
+    event Action<UsbHotplugEvent>? Hotplug;
+}
+
+public readonly record struct UsbHotplugEvent(string BusId, bool Added);
