@@ -1,0 +1,81 @@
+using System.Runtime.CompilerServices;
+
+namespace XenPvUsb.Rings;
+
+/// <summary>The frontend end of a Xen shared ring (ring.h FRONT_RING), used by the simulated guest.</summary>
+public unsafe struct FrontRing<TRequest, TResponse>
+    where TRequest : unmanaged
+    where TResponse : unmanaged
+{
+    private readonly byte* _page;
+    private readonly int _entrySize;
+
+    /// <summary>XEN_FRONT_RING_INIT: initialises the shared header and attaches.</summary>
+    public FrontRing(nint page, int pageSize = 4096)
+    {
+        _page = (byte*)page;
+        _entrySize = Math.Max(sizeof(TRequest), sizeof(TResponse));
+        Size = (uint)RingIndex.RingSize(pageSize, _entrySize);
+        new Span<byte>(_page, RingIndex.HeaderSize).Clear();
+        *(uint*)(_page + RingIndex.ReqEventOffset) = 1;
+        *(uint*)(_page + RingIndex.RspEventOffset) = 1;
+        ReqProdPvt = 0;
+        RspCons = 0;
+    }
+
+    public readonly uint Size { get; }
+
+    public uint ReqProdPvt { get; private set; }
+
+    public uint RspCons { get; private set; }
+
+    public readonly bool IsFull => ReqProdPvt - RspCons >= Size;
+
+    public void PutRequest(in TRequest request)
+    {
+        byte* slot = _page + RingIndex.HeaderSize + ((ReqProdPvt & (Size - 1)) * (uint)_entrySize);
+        Unsafe.WriteUnaligned(slot, request);
+        ReqProdPvt++;
+    }
+
+    /// <summary>RING_PUSH_REQUESTS_AND_CHECK_NOTIFY.</summary>
+    public readonly bool PushRequestsAndCheckNotify()
+    {
+        uint* reqProd = (uint*)(_page + RingIndex.ReqProdOffset);
+        uint old = Volatile.Read(ref *reqProd);
+        uint now = ReqProdPvt;
+        Volatile.Write(ref *reqProd, now);
+        Interlocked.MemoryBarrier();
+        uint reqEvent = Volatile.Read(ref *(uint*)(_page + RingIndex.ReqEventOffset));
+        return RingIndex.NeedsNotify(old, now, reqEvent);
+    }
+
+    /// <summary>Reads rsp_prod; false if the backend produced more responses than possible.</summary>
+    public readonly bool TryReadResponseProd(out uint rspProd)
+    {
+        rspProd = Volatile.Read(ref *(uint*)(_page + RingIndex.RspProdOffset));
+        return !RingIndex.ResponseProdOverflow(rspProd, RspCons, Size);
+    }
+
+    public TResponse CopyNextResponse()
+    {
+        byte* slot = _page + RingIndex.HeaderSize + ((RspCons & (Size - 1)) * (uint)_entrySize);
+        RspCons++;
+        return Unsafe.ReadUnaligned<TResponse>(slot);
+    }
+
+    /// <summary>RING_FINAL_CHECK_FOR_RESPONSES.</summary>
+    public readonly bool FinalCheckForResponses()
+    {
+        if (Volatile.Read(ref *(uint*)(_page + RingIndex.RspProdOffset)) != RspCons)
+        {
+            return true;
+        }
+        Volatile.Write(ref *(uint*)(_page + RingIndex.RspEventOffset), RspCons + 1);
+        Interlocked.MemoryBarrier();
+        return Volatile.Read(ref *(uint*)(_page + RingIndex.RspProdOffset)) != RspCons;
+    }
+
+    /// <summary>Test hook for hostile-frontend tests: writes a raw req_prod.</summary>
+    public readonly void ForceRequestProd(uint value) => Volatile.Write(ref *(uint*)(_page + RingIndex.ReqProdOffset), value);
+}
