@@ -2,8 +2,8 @@ namespace XenPvUsb.Usb;
 
 /// <summary>
 /// A physical (or emulated) USB device claimed for a guest: every interface is claimed and host
-/// drivers are detached for as long as this object lives. Disposing releases the claims and lets
-/// the host drivers bind again. All methods are called from one thread at a time (the owning
+/// drivers are detached for as long as this object lives. Disposing completes every transfer still
+/// pending (with -ENODEV or -ENOENT), releases the claims and lets the host drivers bind again. All methods are called from one thread at a time (the owning
 /// controller's work), except completions, which may arrive on any thread.
 /// </summary>
 public interface IUsbHostDevice : IDisposable

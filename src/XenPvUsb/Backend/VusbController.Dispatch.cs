@@ -1,0 +1,371 @@
+using System.Buffers.Binary;
+using XenPvUsb.Logging;
+using XenPvUsb.Usb;
+using XenPvUsb.Usbif;
+using XenPvUsb.Xen;
+using static XenPvUsb.Usbif.Usbif;
+
+namespace XenPvUsb.Backend;
+
+internal sealed partial class VusbController
+{
+    private const int PageSize = 4096;
+
+    // Standard requests the backend handles itself (usb 2.0 spec 9.4; host-interfaces.md §1.10).
+    private const byte ReqClearFeature = 1;
+    private const byte ReqSetAddress = 5;
+    private const byte ReqSetConfiguration = 9;
+    private const byte ReqSetInterface = 11;
+
+    private void ProcessUrbRequests()
+    {
+        while (true)
+        {
+            if (!_urbRing.TryReadRequestProd(out uint prod))
+            {
+                LatchRingError("urb ring", prod);
+                return;
+            }
+            while (_urbRing.ReqCons != prod)
+            {
+                // Copy the request out of the shared page once; from here on only the copy is looked at.
+                usbif_urb_request req = _urbRing.CopyNextRequest();
+                HandleRequest(ref req);
+                if (_ringError || _evtchn is null)
+                {
+                    return;
+                }
+            }
+            if (!_urbRing.FinalCheckForRequests())
+            {
+                return;
+            }
+        }
+    }
+
+    private void HandleRequest(ref usbif_urb_request req)
+    {
+        var pipe = new UsbifPipe(req.pipe);
+        int port = pipe.Port;
+        if (port < 1 || port > NumPorts)
+        {
+            Reject(req.id, USBIF_STATUS_INVAL, "port out of range", port);
+            return;
+        }
+        if (pipe.IsUnlink)
+        {
+            HandleUnlink(req.id, port, req.u_unlink_unlink_id);
+            return;
+        }
+        if (FindInFlight(req.id) is not null)
+        {
+            Reject(req.id, USBIF_STATUS_INVAL, "id already in flight", port);
+            return;
+        }
+        int status = ValidateSegments(ref req, pipe);
+        if (status != USBIF_STATUS_OK)
+        {
+            Reject(req.id, status, "bad segments", port);
+            return;
+        }
+        VusbPort p = _ports[port];
+        if (p.Device is null)
+        {
+            Reject(req.id, USBIF_STATUS_NODEV, "no device on port", port);
+            return;
+        }
+        if (pipe.Device != 0 && pipe.Device != p.Address)
+        {
+            Reject(req.id, USBIF_STATUS_NODEV, "unknown device address", port);
+            return;
+        }
+        if (pipe.Type == UsbTransferType.Control)
+        {
+            if (TryHandleControlLocally(ref req, p, out status))
+            {
+                Respond(req.id, status, 0);
+                return;
+            }
+        }
+        else if (pipe.Type == UsbTransferType.Isochronous)
+        {
+            // Isochronous URBs need the per-packet descriptor segments; not served yet.
+            Reject(req.id, USBIF_STATUS_INVAL, "isochronous transfers are not supported yet", port);
+            return;
+        }
+        Submit(ref req, pipe, p);
+    }
+
+    /// <summary>
+    /// Checks the request's segments: count, page bounds, and that they add up to buffer_length.
+    /// Grant refs themselves are checked by the grant copy (an ungranted ref fails there).
+    /// </summary>
+    private static int ValidateSegments(ref usbif_urb_request req, UsbifPipe pipe)
+    {
+        int nsegs = req.nr_buffer_segs;
+        int total = nsegs;
+        if (pipe.Type == UsbTransferType.Isochronous)
+        {
+            total += req.u_isoc_nr_frame_desc_segs;
+        }
+        if (nsegs > USBIF_MAX_SEGMENTS_PER_REQUEST || total > USBIF_MAX_SEGMENTS_PER_REQUEST)
+        {
+            return USBIF_STATUS_INVAL;
+        }
+        int sum = 0;
+        for (int i = 0; i < total; i++)
+        {
+            usbif_request_segment seg = req.seg[i];
+            if (seg.length == 0 || seg.offset + seg.length > PageSize)
+            {
+                return USBIF_STATUS_INVAL;
+            }
+            if (i < nsegs)
+            {
+                sum += seg.length;
+            }
+        }
+        if (sum != req.buffer_length)
+        {
+            return USBIF_STATUS_INVAL;
+        }
+        if (pipe.Type == UsbTransferType.Control)
+        {
+            // The data stage is wLength bytes of the buffer; a guest that claims more than it gave is refused
+            // (QEMU's backend trusted wLength here).
+            int wLength = (int)(req.u_ctrl >> 48);
+            if (wLength > req.buffer_length)
+            {
+                return USBIF_STATUS_INVAL;
+            }
+        }
+        return USBIF_STATUS_OK;
+    }
+
+    /// <summary>SET_ADDRESS is answered here; SET_CONFIGURATION, SET_INTERFACE and CLEAR_FEATURE(ENDPOINT_HALT) go to the device's own operations.</summary>
+    private bool TryHandleControlLocally(ref usbif_urb_request req, VusbPort p, out int status)
+    {
+        ulong setup = req.u_ctrl;
+        byte bmRequestType = (byte)setup;
+        byte bRequest = (byte)(setup >> 8);
+        ushort wValue = (ushort)(setup >> 16);
+        ushort wIndex = (ushort)(setup >> 32);
+        IUsbHostDevice device = p.Device!;
+        switch ((bmRequestType, bRequest))
+        {
+            case (0x00, ReqSetAddress):
+                if (wValue == 0 || wValue > 127)
+                {
+                    status = USBIF_STATUS_INVAL;
+                    return true;
+                }
+                p.Address = wValue;
+                status = USBIF_STATUS_OK;
+                return true;
+            case (0x00, ReqSetConfiguration):
+                status = UsbifStatus.FromLinuxStatus(device.SetConfiguration(wValue & 0xff));
+                return true;
+            case (0x01, ReqSetInterface):
+                status = UsbifStatus.FromLinuxStatus(device.SetInterface(wIndex & 0xff, wValue & 0xff));
+                return true;
+            case (0x02, ReqClearFeature) when wValue == 0:
+                status = UsbifStatus.FromLinuxStatus(device.ClearHalt((byte)wIndex));
+                return true;
+            default:
+                status = 0;
+                return false;
+        }
+    }
+
+    private unsafe void Submit(ref usbif_urb_request req, UsbifPipe pipe, VusbPort p)
+    {
+        if (!_freeSlots.TryPop(out UrbSlot? slot))
+        {
+            // Cannot happen while the ring arithmetic holds (one slot per ring entry); refuse rather than grow.
+            Reject(req.id, USBIF_STATUS_SHUTDOWN, "no free request slot", p.Number);
+            return;
+        }
+        slot.Request = req;
+        slot.Pipe = pipe;
+        slot.Port = p.Number;
+
+        bool control = pipe.Type == UsbTransferType.Control;
+        int dataLength = control ? (int)(req.u_ctrl >> 48) : req.buffer_length;
+        int setupLength = control ? UsbTransfer.SetupSize : 0;
+        UsbTransfer t = slot.Rent(setupLength + dataLength);
+        t.Type = pipe.Type;
+        t.Length = setupLength + dataLength;
+        bool isIn;
+        if (control)
+        {
+            BinaryPrimitives.WriteUInt64LittleEndian(t.Buffer, req.u_ctrl);
+            isIn = (req.u_ctrl & 0x80) != 0;
+            t.Endpoint = (byte)(pipe.Endpoint | (isIn ? 0x80 : 0));
+            t.ShortNotOk = false;
+        }
+        else
+        {
+            isIn = pipe.IsIn;
+            t.Endpoint = pipe.EndpointAddress;
+            t.ShortNotOk = isIn && (req.transfer_flags & USBIF_SHORT_NOT_OK) != 0;
+        }
+
+        if (!isIn && dataLength > 0 && !CopySegments(ref slot.Request, t, setupLength, dataLength, toGuest: false))
+        {
+            slot.Release();
+            _freeSlots.Push(slot);
+            Reject(req.id, USBIF_STATUS_INVAL, "grant copy of OUT data failed", p.Number);
+            return;
+        }
+        p.Device!.Submit(t);
+    }
+
+    /// <summary>Grant-copies between the guest's segments and the transfer buffer. Returns false if any segment failed.</summary>
+    private unsafe bool CopySegments(ref usbif_urb_request req, UsbTransfer t, int bufferOffset, int length, bool toGuest)
+    {
+        fixed (byte* buf = t.Buffer)
+        {
+            int n = 0;
+            int done = 0;
+            for (int i = 0; i < req.nr_buffer_segs && done < length; i++)
+            {
+                usbif_request_segment seg = req.seg[i];
+                int len = Math.Min(seg.length, length - done);
+                ref GrantCopySegment c = ref _copySegments[n++];
+                c.Ref = new GrantRef(seg.gref);
+                c.Offset = seg.offset;
+                c.Length = (ushort)len;
+                c.ToGuest = toGuest;
+                c.Local = (nint)(buf + bufferOffset + done);
+                c.Status = 0;
+                done += len;
+            }
+            return n == 0 || _grants.Copy(Frontend, _copySegments.AsSpan(0, n));
+        }
+    }
+
+    private void HandleUnlink(ushort id, int port, ushort unlinkId)
+    {
+        UrbSlot? target = FindInFlight(unlinkId);
+        if (target is null || target.Port != port)
+        {
+            // Nothing of that id is in flight (it may just have completed): usbif.h answers -ENODEV.
+            Respond(id, USBIF_STATUS_NODEV, 0);
+            return;
+        }
+        target.Cancelled = true;
+        _ports[port].Device?.Cancel(target.Transfer!);
+        Respond(id, USBIF_STATUS_OK, 0);
+    }
+
+    private UrbSlot? FindInFlight(ushort id)
+    {
+        foreach (UrbSlot s in _slots)
+        {
+            if (s.Transfer is not null && s.Request.id == id)
+            {
+                return s;
+            }
+        }
+        return null;
+    }
+
+    /// <summary>
+    /// Cancels the URBs of one port (or of every port when <paramref name="port"/> is 0). Each still
+    /// completes through its owner (devices complete a cancelled transfer with -ENOENT, and a disposed
+    /// device completes all it held), and is answered with an error then.
+    /// </summary>
+    private void CancelInFlight(int port)
+    {
+        foreach (UrbSlot s in _slots)
+        {
+            if (s.Transfer is { } t && (port == 0 || s.Port == port))
+            {
+                s.Cancelled = true;
+                _ports[s.Port].Device?.Cancel(t);
+            }
+        }
+    }
+
+    public void OnTransferCompleted(UsbTransfer transfer)
+    {
+        UrbSlot slot = _slots[transfer.Tag];
+        if (_loop.IsLoopThread)
+        {
+            Complete(slot);
+            if (_dispatchDepth == 0)
+            {
+                PushResponses();
+            }
+            return;
+        }
+        _foreignCompletions.Enqueue(slot);
+        if (Interlocked.Exchange(ref _foreignDrainScheduled, 1) == 0)
+        {
+            _loop.Post(_drainForeignCompletions);
+        }
+    }
+
+    private void DrainForeignCompletions()
+    {
+        Volatile.Write(ref _foreignDrainScheduled, 0);
+        DrainForeignCompletionsNow();
+        PushResponses();
+    }
+
+    private void DrainForeignCompletionsNow()
+    {
+        while (_foreignCompletions.TryDequeue(out UrbSlot? slot))
+        {
+            Complete(slot);
+        }
+    }
+
+    private void Complete(UrbSlot slot)
+    {
+        UsbTransfer? t = slot.Transfer;
+        if (t is null)
+        {
+            return; // already answered (cancelled and finished by CancelInFlight)
+        }
+        int status = UsbifStatus.FromLinuxStatus(t.Status);
+        int actual = Math.Clamp(t.ActualLength, 0, t.Length);
+        if (slot.Cancelled && status == USBIF_STATUS_OK)
+        {
+            status = USBIF_STATUS_SHUTDOWN;
+        }
+        bool isIn = t.Type == UsbTransferType.Control ? (slot.Request.u_ctrl & 0x80) != 0 : t.IsIn;
+        if (isIn && actual > 0 && _evtchn is not null)
+        {
+            int offset = t.Type == UsbTransferType.Control ? UsbTransfer.SetupSize : 0;
+            if (!CopySegments(ref slot.Request, t, offset, actual, toGuest: true))
+            {
+                status = USBIF_STATUS_INVAL;
+                actual = 0;
+            }
+        }
+        Finish(slot, status, actual);
+    }
+
+    private void Finish(UrbSlot slot, int status, int actual)
+    {
+        ushort id = slot.Request.id;
+        slot.Release();
+        _freeSlots.Push(slot);
+        if (_evtchn is not null && !_ringError)
+        {
+            Respond(id, status, actual);
+        }
+    }
+
+    private void Reject(ushort id, int status, string reason, int port)
+    {
+        _logger.RequestRejected(Frontend.Value, DevId, id, port, reason, status);
+        Respond(id, status, 0);
+    }
+
+    private void Respond(ushort id, int status, int actualLength)
+    {
+        _urbRing.PutResponse(new usbif_urb_response { id = id, status = status, actual_length = actualLength });
+    }
+}

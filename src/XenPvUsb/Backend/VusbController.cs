@@ -1,0 +1,314 @@
+using Microsoft.Extensions.Logging;
+using XenPvUsb.Logging;
+using XenPvUsb.Rings;
+using XenPvUsb.Usb;
+using XenPvUsb.Usbif;
+using XenPvUsb.Xen;
+
+namespace XenPvUsb.Backend;
+
+/// <summary>
+/// The data path of one virtual host controller: both rings, the event channel, the ports and the
+/// URBs in flight. Everything here runs on the event loop thread (completions from other threads
+/// are queued back to it), so it takes no locks. Cf. QEMU hw/usb/xen-usb.c.
+/// </summary>
+internal sealed partial class VusbController : IEventHandler, IUsbTransferOwner, IDisposable
+{
+    private readonly IGrantTable _grants;
+    private readonly EventLoop _loop;
+    private readonly ILogger _logger;
+    private readonly VusbPort[] _ports;
+    private readonly UrbSlot[] _slots;
+    private readonly Stack<UrbSlot> _freeSlots;
+    private readonly Queue<usbif_conn_response> _pendingConnEvents = new();
+    private readonly System.Collections.Concurrent.ConcurrentQueue<UrbSlot> _foreignCompletions = new();
+    private readonly Action _drainForeignCompletions;
+    private readonly GrantCopySegment[] _copySegments = new GrantCopySegment[Usbif.Usbif.USBIF_MAX_SEGMENTS_PER_REQUEST];
+
+    private BackRing<usbif_urb_request, usbif_urb_response> _urbRing;
+    private BackRing<usbif_conn_request, usbif_conn_response> _connRing;
+    private GrantMapping? _urbMapping;
+    private GrantMapping? _connMapping;
+    private IEventChannel? _evtchn;
+    private long _evtchnRegistration;
+    private bool _ringError;
+    private int _dispatchDepth;
+    private int _foreignDrainScheduled;
+
+    public VusbController(DomId frontend, int devId, int numPorts, int usbVersion, IGrantTable grants, EventLoop loop, ILogger logger)
+    {
+        if (numPorts < 1 || numPorts > Usbif.Usbif.USBIF_MAX_PORTNR)
+        {
+            throw new ArgumentOutOfRangeException(nameof(numPorts));
+        }
+        Frontend = frontend;
+        DevId = devId;
+        UsbVersion = usbVersion;
+        _grants = grants;
+        _loop = loop;
+        _logger = logger;
+        _ports = new VusbPort[numPorts + 1];
+        for (int i = 1; i <= numPorts; i++)
+        {
+            _ports[i] = new VusbPort(i);
+        }
+        _slots = new UrbSlot[Usbif.Usbif.USB_URB_RING_SIZE];
+        _freeSlots = new Stack<UrbSlot>(_slots.Length);
+        for (int i = _slots.Length - 1; i >= 0; i--)
+        {
+            _slots[i] = new UrbSlot(i, this);
+            _freeSlots.Push(_slots[i]);
+        }
+        _drainForeignCompletions = DrainForeignCompletions;
+    }
+
+    public DomId Frontend { get; }
+
+    public int DevId { get; }
+
+    public int UsbVersion { get; }
+
+    public int NumPorts => _ports.Length - 1;
+
+    public bool IsConnected => _evtchn is not null;
+
+    /// <summary>Latched when the frontend broke the ring protocol; the controller then serves nothing.</summary>
+    public bool HasRingError => _ringError;
+
+    /// <summary>Raised (on the loop thread) once when the ring error latches.</summary>
+    public Action<VusbController>? RingErrorLatched { get; set; }
+
+    /// <summary>URBs submitted to devices and not yet answered.</summary>
+    public int InFlight => _slots.Length - _freeSlots.Count;
+
+    public IUsbHostDevice? DeviceAt(int port) => port >= 1 && port <= NumPorts ? _ports[port].Device : null;
+
+    /// <summary>Maps both rings and binds the event channel (frontend reached Connected). Throws on a bad grant.</summary>
+    public void Connect(GrantRef urbRingRef, GrantRef connRingRef, IEventChannel evtchn)
+    {
+        AssertLoopThread();
+        if (IsConnected)
+        {
+            throw new InvalidOperationException("already connected");
+        }
+        GrantMapping urb = _grants.Map(Frontend, urbRingRef, writable: true);
+        GrantMapping conn;
+        try
+        {
+            conn = _grants.Map(Frontend, connRingRef, writable: true);
+        }
+        catch
+        {
+            urb.Dispose();
+            throw;
+        }
+        _urbMapping = urb;
+        _connMapping = conn;
+        _urbRing = new BackRing<usbif_urb_request, usbif_urb_response>(urb.Address);
+        _connRing = new BackRing<usbif_conn_request, usbif_conn_response>(conn.Address);
+        _ringError = false;
+        _evtchn = evtchn;
+        _evtchnRegistration = _loop.Register(evtchn.Fd, this);
+        _logger.ControllerConnected(Frontend.Value, DevId, urbRingRef.Value, connRingRef.Value, evtchn.LocalPort.Value);
+
+        // Devices assigned before the frontend connected are announced now (QEMU does the same).
+        for (int p = 1; p <= NumPorts; p++)
+        {
+            if (_ports[p].Device is not null)
+            {
+                QueueConnEvent(p, _ports[p].WireSpeed);
+            }
+        }
+        FlushConnEvents();
+        ProcessRings();
+    }
+
+    /// <summary>
+    /// Tears the connection down: URBs in flight are cancelled and dropped without response (the ring
+    /// is going away), rings unmapped, event channel unbound. Devices stay assigned to their ports.
+    /// </summary>
+    public void Disconnect()
+    {
+        AssertLoopThread();
+        if (_evtchn is null)
+        {
+            return;
+        }
+        _loop.Unregister(_evtchnRegistration, _evtchn.Fd);
+        IEventChannel evtchn = _evtchn;
+        _evtchn = null;
+        CancelInFlight(port: 0);
+        DrainForeignCompletionsNow();
+        evtchn.Dispose();
+        _urbMapping?.Dispose();
+        _connMapping?.Dispose();
+        _urbMapping = null;
+        _connMapping = null;
+        _urbRing = default;
+        _connRing = default;
+        _pendingConnEvents.Clear();
+        _logger.ControllerDisconnected(Frontend.Value, DevId);
+    }
+
+    /// <summary>Puts a claimed device on a port and tells the guest (if connected).</summary>
+    public void AttachDevice(int port, IUsbHostDevice device, byte wireSpeed)
+    {
+        AssertLoopThread();
+        VusbPort p = _ports[port];
+        if (p.Device is not null)
+        {
+            throw new InvalidOperationException($"port {port} is occupied");
+        }
+        p.Device = device;
+        p.WireSpeed = wireSpeed;
+        p.Address = 0;
+        if (IsConnected)
+        {
+            QueueConnEvent(port, wireSpeed);
+            FlushConnEvents();
+            PushResponses();
+        }
+    }
+
+    /// <summary>
+    /// Takes the device off a port: its URBs in flight complete with an error, the guest is told of the
+    /// disconnect. Returns the device for the caller to release (or null if the port was empty).
+    /// </summary>
+    public IUsbHostDevice? DetachDevice(int port)
+    {
+        AssertLoopThread();
+        VusbPort p = _ports[port];
+        IUsbHostDevice? device = p.Device;
+        if (device is null)
+        {
+            return null;
+        }
+        p.Device = null;
+        p.Address = 0;
+        p.WireSpeed = Usbif.Usbif.USBIF_SPEED_NONE;
+        CancelInFlight(port);
+        if (IsConnected)
+        {
+            QueueConnEvent(port, Usbif.Usbif.USBIF_SPEED_NONE);
+            FlushConnEvents();
+            PushResponses();
+        }
+        return device;
+    }
+
+    public void OnEvent(uint events)
+    {
+        if (_evtchn is null)
+        {
+            return;
+        }
+        _evtchn.ConsumePending();
+        ProcessRings();
+    }
+
+    public void Dispose()
+    {
+        Disconnect();
+        for (int p = 1; p <= NumPorts; p++)
+        {
+            _ports[p].Device?.Dispose();
+            _ports[p].Device = null;
+        }
+    }
+
+    private void ProcessRings()
+    {
+        if (_ringError || _evtchn is null)
+        {
+            return;
+        }
+        _dispatchDepth++;
+        try
+        {
+            FlushConnEvents();
+            ProcessUrbRequests();
+        }
+        finally
+        {
+            _dispatchDepth--;
+        }
+        PushResponses();
+    }
+
+    private void PushResponses()
+    {
+        if (_evtchn is null || _ringError)
+        {
+            return;
+        }
+        bool notify = _urbRing.IsAttached && _urbRing.PushResponsesAndCheckNotify();
+        notify |= _connRing.IsAttached && _connRing.PushResponsesAndCheckNotify();
+        if (notify)
+        {
+            _evtchn.Notify();
+        }
+    }
+
+    private void QueueConnEvent(int port, byte speed)
+    {
+        _pendingConnEvents.Enqueue(new usbif_conn_response { portnum = (byte)port, speed = speed });
+    }
+
+    /// <summary>Each event consumes one of the frontend's dummy requests; without one it waits in the queue.</summary>
+    private void FlushConnEvents()
+    {
+        if (_pendingConnEvents.Count == 0 || !_connRing.IsAttached || _ringError)
+        {
+            return;
+        }
+        if (!_connRing.TryReadRequestProd(out uint prod))
+        {
+            LatchRingError("conn ring", prod);
+            return;
+        }
+        while (_pendingConnEvents.Count > 0 && _connRing.ReqCons != prod)
+        {
+            usbif_conn_request req = _connRing.CopyNextRequest();
+            usbif_conn_response rsp = _pendingConnEvents.Dequeue();
+            rsp.id = req.id;
+            _connRing.PutResponse(rsp);
+            _logger.PortEventSent(Frontend.Value, DevId, rsp.portnum, rsp.speed);
+        }
+    }
+
+    private void LatchRingError(string ring, uint prod)
+    {
+        if (_ringError)
+        {
+            return;
+        }
+        _ringError = true;
+        _logger.RingError(Frontend.Value, DevId, ring, prod);
+        RingErrorLatched?.Invoke(this);
+    }
+
+    private void AssertLoopThread()
+    {
+        if (!_loop.IsLoopThread)
+        {
+            throw new InvalidOperationException("controller state is only touched on the event loop thread");
+        }
+    }
+
+    private sealed class VusbPort
+    {
+        public VusbPort(int number)
+        {
+            Number = number;
+        }
+
+        public int Number { get; }
+
+        public IUsbHostDevice? Device { get; set; }
+
+        public byte WireSpeed { get; set; }
+
+        /// <summary>Address the guest gave the device with SET_ADDRESS (0 = default address).</summary>
+        public int Address { get; set; }
+    }
+}
