@@ -1,0 +1,122 @@
+using System.Buffers.Binary;
+using System.Text;
+using XenPvUsb.Usb;
+using XenPvUsb.Usbif;
+
+namespace XenPvUsb.Simulation.Guest;
+
+/// <summary>The guest's usb-storage, reduced to what reading and writing a stick needs: Bulk-Only Transport and a few SCSI commands.</summary>
+public sealed class GuestMassStorage
+{
+    /// <summary>Blocks per READ(10)/WRITE(10): 60 KiB, one URB of 15 pages (xen-hcd allows at most 16).</summary>
+    public const int BlocksPerCommand = 120;
+
+    private const uint CbwSignature = 0x43425355;
+    private const uint CswSignature = 0x53425355;
+
+    private readonly GuestUsbDevice _device;
+    private readonly byte _bulkIn;
+    private readonly byte _bulkOut;
+    private readonly byte[] _cbw = new byte[31];
+    private readonly byte[] _csw = new byte[13];
+    private uint _tag;
+
+    public GuestMassStorage(GuestUsbDevice device)
+    {
+        if (device.InterfaceClass != 8 || device.InterfaceProtocol != 0x50)
+        {
+            throw new ArgumentException("not a Bulk-Only mass storage device", nameof(device));
+        }
+        _device = device;
+        _bulkIn = device.FindEndpoint(UsbTransferType.Bulk, true)?.Address ?? throw new ArgumentException("no bulk IN endpoint", nameof(device));
+        _bulkOut = device.FindEndpoint(UsbTransferType.Bulk, false)?.Address ?? throw new ArgumentException("no bulk OUT endpoint", nameof(device));
+    }
+
+    public int BlockSize { get; private set; } = 512;
+
+    public long BlockCount { get; private set; }
+
+    public async Task<string> InquiryAsync(CancellationToken cancellationToken = default)
+    {
+        byte[] data = new byte[36];
+        byte[] cdb = [0x12, 0, 0, 0, 36, 0];
+        await CommandAsync(cdb, data, isIn: true, cancellationToken).ConfigureAwait(false);
+        return $"{Encoding.ASCII.GetString(data, 8, 8).Trim()} {Encoding.ASCII.GetString(data, 16, 16).Trim()}";
+    }
+
+    public Task TestUnitReadyAsync(CancellationToken cancellationToken = default) =>
+        CommandAsync(new byte[6], Memory<byte>.Empty, isIn: false, cancellationToken);
+
+    public async Task ReadCapacityAsync(CancellationToken cancellationToken = default)
+    {
+        byte[] data = new byte[8];
+        byte[] cdb = new byte[10];
+        cdb[0] = 0x25;
+        await CommandAsync(cdb, data, isIn: true, cancellationToken).ConfigureAwait(false);
+        BlockCount = (long)BinaryPrimitives.ReadUInt32BigEndian(data) + 1;
+        BlockSize = (int)BinaryPrimitives.ReadUInt32BigEndian(data.AsSpan(4));
+    }
+
+    public Task ReadAsync(uint lba, Memory<byte> destination, CancellationToken cancellationToken = default) =>
+        TransferAsync(0x28, lba, destination, isIn: true, cancellationToken);
+
+    public Task WriteAsync(uint lba, Memory<byte> source, CancellationToken cancellationToken = default) =>
+        TransferAsync(0x2a, lba, source, isIn: false, cancellationToken);
+
+    private Task TransferAsync(byte opcode, uint lba, Memory<byte> data, bool isIn, CancellationToken cancellationToken)
+    {
+        if (data.Length % BlockSize != 0)
+        {
+            throw new ArgumentException("whole blocks only", nameof(data));
+        }
+        byte[] cdb = new byte[10];
+        cdb[0] = opcode;
+        BinaryPrimitives.WriteUInt32BigEndian(cdb.AsSpan(2), lba);
+        BinaryPrimitives.WriteUInt16BigEndian(cdb.AsSpan(7), (ushort)(data.Length / BlockSize));
+        return CommandAsync(cdb, data, isIn, cancellationToken);
+    }
+
+    /// <summary>CBW, data phase, CSW; a stall on the data phase is cleared and the CSW read as BOT says.</summary>
+    private async Task CommandAsync(byte[] cdb, Memory<byte> data, bool isIn, CancellationToken cancellationToken)
+    {
+        uint tag = ++_tag;
+        Array.Clear(_cbw);
+        BinaryPrimitives.WriteUInt32LittleEndian(_cbw, CbwSignature);
+        BinaryPrimitives.WriteUInt32LittleEndian(_cbw.AsSpan(4), tag);
+        BinaryPrimitives.WriteUInt32LittleEndian(_cbw.AsSpan(8), (uint)data.Length);
+        _cbw[12] = isIn ? (byte)0x80 : (byte)0;
+        _cbw[14] = (byte)cdb.Length;
+        cdb.CopyTo(_cbw, 15);
+        Check(await _device.BulkAsync(_bulkOut, _cbw, cancellationToken).ConfigureAwait(false), "CBW");
+        if (data.Length > 0)
+        {
+            UrbResult r = await _device.BulkAsync(isIn ? _bulkIn : _bulkOut, data, cancellationToken).ConfigureAwait(false);
+            if (r.Status == Usbif.Usbif.USBIF_STATUS_STALL)
+            {
+                await _device.ClearHaltAsync(isIn ? _bulkIn : _bulkOut, cancellationToken).ConfigureAwait(false);
+            }
+            else
+            {
+                Check(r, "data phase");
+            }
+        }
+        UrbResult c = await _device.BulkAsync(_bulkIn, _csw, cancellationToken).ConfigureAwait(false);
+        Check(c, "CSW");
+        if (c.ActualLength != 13 || BinaryPrimitives.ReadUInt32LittleEndian(_csw) != CswSignature || BinaryPrimitives.ReadUInt32LittleEndian(_csw.AsSpan(4)) != tag)
+        {
+            throw new IOException("invalid CSW");
+        }
+        if (_csw[12] != 0)
+        {
+            throw new IOException($"SCSI command 0x{cdb[0]:x2} failed (CSW status {_csw[12]})");
+        }
+    }
+
+    private static void Check(UrbResult r, string phase)
+    {
+        if (!r.Ok)
+        {
+            throw new IOException($"{phase} failed with usbif status {r.Status}");
+        }
+    }
+}

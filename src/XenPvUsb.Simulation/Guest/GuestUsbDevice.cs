@@ -1,0 +1,182 @@
+using System.Buffers.Binary;
+using System.Text;
+using XenPvUsb.Usb;
+using XenPvUsb.Usbif;
+
+namespace XenPvUsb.Simulation.Guest;
+
+/// <summary>
+/// The guest's view of one device on a virtual root port, enumerated the way usbcore does it over
+/// the urb ring: GET_DESCRIPTOR(device, 8) at address 0, SET_ADDRESS, the full device and
+/// configuration descriptors, the product strings, SET_CONFIGURATION.
+/// </summary>
+public sealed class GuestUsbDevice
+{
+    private readonly SimulatedFrontend _frontend;
+    private readonly List<GuestEndpoint> _endpoints = new();
+
+    private GuestUsbDevice(SimulatedFrontend frontend, int port)
+    {
+        _frontend = frontend;
+        Port = port;
+    }
+
+    public int Port { get; }
+
+    public int Address { get; private set; }
+
+    public int Speed { get; private set; }
+
+    public ushort VendorId { get; private set; }
+
+    public ushort ProductId { get; private set; }
+
+    public byte DeviceClass { get; private set; }
+
+    public byte InterfaceClass { get; private set; }
+
+    public byte InterfaceSubClass { get; private set; }
+
+    public byte InterfaceProtocol { get; private set; }
+
+    public int MaxPacketSize0 { get; private set; }
+
+    public string? Manufacturer { get; private set; }
+
+    public string? Product { get; private set; }
+
+    public string? Serial { get; private set; }
+
+    public byte ConfigurationValue { get; private set; }
+
+    public IReadOnlyList<GuestEndpoint> Endpoints => _endpoints;
+
+    public string SpeedName => Speed switch
+    {
+        1 => "low (1.5 Mb/s)",
+        2 => "full (12 Mb/s)",
+        3 => "high (480 Mb/s)",
+        _ => "unknown",
+    };
+
+    public static ulong Setup(byte bmRequestType, byte bRequest, ushort wValue, ushort wIndex, ushort wLength) =>
+        bmRequestType | ((ulong)bRequest << 8) | ((ulong)wValue << 16) | ((ulong)wIndex << 32) | ((ulong)wLength << 48);
+
+    public static async Task<GuestUsbDevice> EnumerateAsync(SimulatedFrontend frontend, int port, int address, CancellationToken cancellationToken = default)
+    {
+        var dev = new GuestUsbDevice(frontend, port) { Speed = frontend.PortSpeed(port) };
+        byte[] desc = new byte[18];
+        await dev.CheckedControlAsync(0x80, 6, 0x0100, 0, desc.AsMemory(0, 8), cancellationToken).ConfigureAwait(false);
+        dev.MaxPacketSize0 = desc[7];
+        await dev.CheckedControlAsync(0x00, 5, (ushort)address, 0, Memory<byte>.Empty, cancellationToken).ConfigureAwait(false);
+        dev.Address = address;
+        await dev.CheckedControlAsync(0x80, 6, 0x0100, 0, desc, cancellationToken).ConfigureAwait(false);
+        dev.DeviceClass = desc[4];
+        dev.VendorId = BinaryPrimitives.ReadUInt16LittleEndian(desc.AsSpan(8));
+        dev.ProductId = BinaryPrimitives.ReadUInt16LittleEndian(desc.AsSpan(10));
+        byte iManufacturer = desc[14];
+        byte iProduct = desc[15];
+        byte iSerial = desc[16];
+
+        byte[] head = new byte[9];
+        await dev.CheckedControlAsync(0x80, 6, 0x0200, 0, head, cancellationToken).ConfigureAwait(false);
+        int total = BinaryPrimitives.ReadUInt16LittleEndian(head.AsSpan(2));
+        byte[] config = new byte[total];
+        int got = await dev.CheckedControlAsync(0x80, 6, 0x0200, 0, config, cancellationToken).ConfigureAwait(false);
+        dev.ParseConfiguration(config.AsSpan(0, got));
+
+        dev.Manufacturer = await dev.ReadStringAsync(iManufacturer, cancellationToken).ConfigureAwait(false);
+        dev.Product = await dev.ReadStringAsync(iProduct, cancellationToken).ConfigureAwait(false);
+        dev.Serial = await dev.ReadStringAsync(iSerial, cancellationToken).ConfigureAwait(false);
+
+        await dev.CheckedControlAsync(0x00, 9, dev.ConfigurationValue, 0, Memory<byte>.Empty, cancellationToken).ConfigureAwait(false);
+        return dev;
+    }
+
+    public Task<UrbResult> ControlAsync(byte bmRequestType, byte bRequest, ushort wValue, ushort wIndex, Memory<byte> data, CancellationToken cancellationToken = default)
+    {
+        var pipe = UsbifPipe.Create(Port, Address, 0, (bmRequestType & 0x80) != 0, UsbTransferType.Control);
+        return _frontend.SubmitAsync(pipe, Setup(bmRequestType, bRequest, wValue, wIndex, (ushort)data.Length), data, cancellationToken: cancellationToken);
+    }
+
+    public Task<UrbResult> BulkAsync(byte endpoint, Memory<byte> data, CancellationToken cancellationToken = default) =>
+        _frontend.SubmitAsync(UsbifPipe.Create(Port, Address, endpoint & 0x0f, (endpoint & 0x80) != 0, UsbTransferType.Bulk), 0, data, cancellationToken: cancellationToken);
+
+    public Task<UrbResult> InterruptAsync(byte endpoint, Memory<byte> data, CancellationToken cancellationToken = default) =>
+        _frontend.SubmitAsync(UsbifPipe.Create(Port, Address, endpoint & 0x0f, (endpoint & 0x80) != 0, UsbTransferType.Interrupt), 0, data, cancellationToken: cancellationToken);
+
+    /// <summary>CLEAR_FEATURE(ENDPOINT_HALT), as a class driver does after a stall.</summary>
+    public Task<UrbResult> ClearHaltAsync(byte endpoint, CancellationToken cancellationToken = default) =>
+        ControlAsync(0x02, 1, 0, endpoint, Memory<byte>.Empty, cancellationToken);
+
+    public GuestEndpoint? FindEndpoint(UsbTransferType type, bool isIn)
+    {
+        foreach (GuestEndpoint e in _endpoints)
+        {
+            if (e.Type == type && e.IsIn == isIn)
+            {
+                return e;
+            }
+        }
+        return null;
+    }
+
+    private async Task<int> CheckedControlAsync(byte bmRequestType, byte bRequest, ushort wValue, ushort wIndex, Memory<byte> data, CancellationToken cancellationToken)
+    {
+        UrbResult r = await ControlAsync(bmRequestType, bRequest, wValue, wIndex, data, cancellationToken).ConfigureAwait(false);
+        if (!r.Ok)
+        {
+            throw new IOException($"port {Port}: control request 0x{bmRequestType:x2}/{bRequest} failed with status {r.Status}");
+        }
+        return r.ActualLength;
+    }
+
+    private async Task<string?> ReadStringAsync(byte index, CancellationToken cancellationToken)
+    {
+        if (index == 0)
+        {
+            return null;
+        }
+        byte[] langs = new byte[4];
+        UrbResult r = await ControlAsync(0x80, 6, 0x0300, 0, langs, cancellationToken).ConfigureAwait(false);
+        if (!r.Ok || r.ActualLength < 4)
+        {
+            return null;
+        }
+        ushort lang = BinaryPrimitives.ReadUInt16LittleEndian(langs.AsSpan(2));
+        byte[] buf = new byte[255];
+        r = await ControlAsync(0x80, 6, (ushort)(0x0300 | index), lang, buf, cancellationToken).ConfigureAwait(false);
+        if (!r.Ok || r.ActualLength < 2)
+        {
+            return null;
+        }
+        int len = Math.Min(buf[0], r.ActualLength);
+        return Encoding.Unicode.GetString(buf, 2, Math.Max(0, len - 2) & ~1);
+    }
+
+    private void ParseConfiguration(ReadOnlySpan<byte> config)
+    {
+        ConfigurationValue = config.Length > 5 ? config[5] : (byte)1;
+        bool firstInterface = true;
+        for (int i = 0; i + 2 <= config.Length && config[i] >= 2; i += config[i])
+        {
+            byte type = config[i + 1];
+            if (type == 4 && i + 9 <= config.Length && firstInterface)
+            {
+                InterfaceClass = config[i + 5];
+                InterfaceSubClass = config[i + 6];
+                InterfaceProtocol = config[i + 7];
+                firstInterface = false;
+            }
+            else if (type == 5 && i + 7 <= config.Length)
+            {
+                _endpoints.Add(new GuestEndpoint(config[i + 2], (UsbTransferType)(config[i + 3] & 3), BinaryPrimitives.ReadUInt16LittleEndian(config.Slice(i + 4))));
+            }
+        }
+    }
+}
+
+public readonly record struct GuestEndpoint(byte Address, UsbTransferType Type, ushort MaxPacketSize)
+{
+    public bool IsIn => (Address & 0x80) != 0;
+}
