@@ -21,4 +21,43 @@ internal static partial class Log
 
     [LoggerMessage(EventId = 105, Level = LogLevel.Debug, Message = "vusb {DomId}/{DevId}: request {Id} on port {Port} refused: {Reason} (status {Status})")]
     public static partial void RequestRejected(this ILogger logger, int domId, int devId, int id, int port, string reason, int status);
+
+    [LoggerMessage(EventId = 110, Level = LogLevel.Error, Message = "vusb {DomId}/{DevId}: unusable controller nodes (num-ports '{NumPorts}', usb-ver '{UsbVer}', frontend '{Frontend}')")]
+    public static partial void BackendConfigInvalid(this ILogger logger, int domId, int devId, string? numPorts, string? usbVer, string? frontend);
+
+    [LoggerMessage(EventId = 111, Level = LogLevel.Information, Message = "vusb {DomId}/{DevId}: USB {UsbVer}.0 controller with {NumPorts} ports, waiting for the frontend")]
+    public static partial void BackendInitialised(this ILogger logger, int domId, int devId, int numPorts, int usbVer);
+
+    [LoggerMessage(EventId = 112, Level = LogLevel.Debug, Message = "vusb {DomId}/{DevId}: state {State}")]
+    public static partial void BackendState(this ILogger logger, int domId, int devId, string state);
+
+    [LoggerMessage(EventId = 113, Level = LogLevel.Error, Message = "vusb {DomId}/{DevId}: frontend nodes unusable (urb-ring-ref '{Urb}', conn-ring-ref '{Conn}', event-channel '{Evtchn}')")]
+    public static partial void FrontendNodesInvalid(this ILogger logger, int domId, int devId, string? urb, string? conn, string? evtchn);
+
+    [LoggerMessage(EventId = 114, Level = LogLevel.Error, Message = "vusb {DomId}/{DevId}: cannot connect: {Reason}")]
+    public static partial void ConnectFailed(this ILogger logger, int domId, int devId, string reason);
+
+    [LoggerMessage(EventId = 115, Level = LogLevel.Warning, Message = "vusb {DomId}/{DevId}: port {Port} = '{BusId}' refused: {Reason}")]
+    public static partial void PortAssignmentRefused(this ILogger logger, int domId, int devId, int port, string busId, string reason);
+
+    [LoggerMessage(EventId = 116, Level = LogLevel.Information, Message = "vusb {DomId}/{DevId}: port {Port} assigned {BusId}, which is not plugged in; waiting for it")]
+    public static partial void DeviceAbsent(this ILogger logger, int domId, int devId, int port, string busId);
+
+    [LoggerMessage(EventId = 117, Level = LogLevel.Error, Message = "vusb {DomId}/{DevId}: port {Port}: cannot claim {BusId}: {Reason}")]
+    public static partial void DeviceOpenFailed(this ILogger logger, int domId, int devId, int port, string busId, string reason);
+
+    [LoggerMessage(EventId = 118, Level = LogLevel.Information, Message = "vusb {DomId}/{DevId}: port {Port}: {BusId} attached ({Speed} speed)")]
+    public static partial void DeviceAttached(this ILogger logger, int domId, int devId, int port, string busId, string speed);
+
+    [LoggerMessage(EventId = 119, Level = LogLevel.Information, Message = "vusb {DomId}/{DevId}: port {Port}: {BusId} detached")]
+    public static partial void DeviceDetached(this ILogger logger, int domId, int devId, int port, string busId);
+
+    [LoggerMessage(EventId = 120, Level = LogLevel.Error, Message = "vusb {DomId}/{DevId}: xenstore watch failed")]
+    public static partial void BackendWatchFailed(this ILogger logger, int domId, int devId, Exception exception);
+
+    [LoggerMessage(EventId = 121, Level = LogLevel.Error, Message = "vusb {DomId}/{DevId}: backend failed; this controller is stopped")]
+    public static partial void BackendFailed(this ILogger logger, int domId, int devId, Exception exception);
+
+    [LoggerMessage(EventId = 122, Level = LogLevel.Information, Message = "serving backend/vusb under {Path}")]
+    public static partial void RegistryStarted(this ILogger logger, string path);
 }

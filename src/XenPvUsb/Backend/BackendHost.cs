@@ -1,0 +1,38 @@
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
+using XenPvUsb.Usb;
+using XenPvUsb.Xen;
+using XenPvUsb.XenStore;
+
+namespace XenPvUsb.Backend;
+
+/// <summary>The seams a backend is built from: real Xen and usbfs, or the simulated host.</summary>
+public sealed class BackendHost
+{
+    public BackendHost(XenStoreConnection store, IGrantTable grants, IEventChannelFactory eventChannels, IUsbHost usb, EventLoop loop,
+        ILoggerFactory? loggerFactory = null, DomId? self = null)
+    {
+        Store = store;
+        Grants = grants;
+        EventChannels = eventChannels;
+        Usb = usb;
+        Loop = loop;
+        LoggerFactory = loggerFactory ?? NullLoggerFactory.Instance;
+        Self = self ?? DomId.Dom0;
+    }
+
+    public XenStoreConnection Store { get; }
+
+    public IGrantTable Grants { get; }
+
+    public IEventChannelFactory EventChannels { get; }
+
+    public IUsbHost Usb { get; }
+
+    public EventLoop Loop { get; }
+
+    public ILoggerFactory LoggerFactory { get; }
+
+    /// <summary>The domain this backend runs in (dom0).</summary>
+    public DomId Self { get; }
+}

@@ -1,0 +1,335 @@
+using System.Globalization;
+using Microsoft.Extensions.Logging;
+using XenPvUsb.Logging;
+using XenPvUsb.Usb;
+using XenPvUsb.Xen;
+using XenPvUsb.XenStore;
+
+namespace XenPvUsb.Backend;
+
+/// <summary>
+/// Finds the virtual host controllers the toolstack creates under backend/vusb and keeps one
+/// <see cref="VusbBackend"/> per controller. One watch covers the whole subtree; the event path
+/// says which controller changed. A failure in one controller is logged and stops only that one.
+/// </summary>
+public sealed class BackendRegistry : IAsyncDisposable
+{
+    private readonly BackendHost _host;
+    private readonly ILogger _logger;
+    private readonly Dictionary<(ushort Dom, int Dev), VusbBackend> _backends = new();
+    private readonly Dictionary<string, (VusbBackend Backend, int Port)> _busIds = new(StringComparer.Ordinal);
+    private readonly Lock _lock = new();
+    private readonly CancellationTokenSource _cts = new();
+    private readonly string _root;
+    private XenStoreWatch? _vusbWatch;
+    private XenStoreWatch? _releaseWatch;
+    private Task? _vusbLoop;
+    private Task? _releaseLoop;
+
+    public BackendRegistry(BackendHost host)
+    {
+        _host = host;
+        _logger = host.LoggerFactory.CreateLogger("XenPvUsb.Backend");
+        _root = $"/local/domain/{host.Self.Value}/backend/vusb";
+    }
+
+    public int Count
+    {
+        get
+        {
+            lock (_lock)
+            {
+                return _backends.Count;
+            }
+        }
+    }
+
+    /// <summary>Starts watching. Existing controllers are picked up at once (a watch fires when set).</summary>
+    public async Task StartAsync(CancellationToken cancellationToken = default)
+    {
+        _vusbWatch = await _host.Store.WatchAsync(_root, cancellationToken).ConfigureAwait(false);
+        _releaseWatch = await _host.Store.WatchAsync("@releaseDomain", cancellationToken).ConfigureAwait(false);
+        _host.Usb.Hotplug += OnHotplug;
+        _vusbLoop = VusbLoopAsync(_vusbWatch);
+        _releaseLoop = ReleaseLoopAsync(_releaseWatch);
+        _logger.RegistryStarted(_root);
+    }
+
+    internal bool TryClaimBusId(string busId, VusbBackend backend, int port)
+    {
+        lock (_lock)
+        {
+            if (_busIds.TryGetValue(busId, out (VusbBackend Backend, int Port) owner) && (owner.Backend != backend || owner.Port != port))
+            {
+                return false;
+            }
+            _busIds[busId] = (backend, port);
+            return true;
+        }
+    }
+
+    internal void ReleaseBusId(string busId, VusbBackend backend)
+    {
+        lock (_lock)
+        {
+            if (_busIds.TryGetValue(busId, out (VusbBackend Backend, int Port) owner) && owner.Backend == backend)
+            {
+                _busIds.Remove(busId);
+            }
+        }
+    }
+
+    internal VusbBackend? Find(DomId frontend, int devId)
+    {
+        lock (_lock)
+        {
+            return _backends.GetValueOrDefault((frontend.Value, devId));
+        }
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        _host.Usb.Hotplug -= OnHotplug;
+        await _cts.CancelAsync().ConfigureAwait(false);
+        foreach (XenStoreWatch? w in new[] { _vusbWatch, _releaseWatch })
+        {
+            if (w is not null)
+            {
+                try
+                {
+                    await w.DisposeAsync().ConfigureAwait(false);
+                }
+                catch (Exception e) when (e is XenStoreException or XenStoreConnectionClosedException)
+                {
+                }
+            }
+        }
+        foreach (Task? t in new[] { _vusbLoop, _releaseLoop })
+        {
+            if (t is not null)
+            {
+                await t.ConfigureAwait(false);
+            }
+        }
+        VusbBackend[] all;
+        lock (_lock)
+        {
+            all = [.. _backends.Values];
+            _backends.Clear();
+        }
+        foreach (VusbBackend b in all)
+        {
+            await b.DisposeAsync().ConfigureAwait(false);
+        }
+        _cts.Dispose();
+    }
+
+    private async Task VusbLoopAsync(XenStoreWatch watch)
+    {
+        try
+        {
+            while (await watch.Events.WaitToReadAsync(_cts.Token).ConfigureAwait(false))
+            {
+                while (watch.Events.TryRead(out string? path))
+                {
+                    await OnVusbEventAsync(path).ConfigureAwait(false);
+                }
+            }
+        }
+        catch (OperationCanceledException)
+        {
+        }
+        catch (XenStoreConnectionClosedException)
+        {
+        }
+    }
+
+    private async Task OnVusbEventAsync(string path)
+    {
+        if (path.Length <= _root.Length || path[_root.Length] != '/')
+        {
+            await RescanAsync(null).ConfigureAwait(false);
+            return;
+        }
+        string[] parts = path[(_root.Length + 1)..].Split('/');
+        if (!ushort.TryParse(parts[0], NumberStyles.None, CultureInfo.InvariantCulture, out ushort dom))
+        {
+            return;
+        }
+        if (parts.Length == 1 || !int.TryParse(parts[1], NumberStyles.None, CultureInfo.InvariantCulture, out int dev))
+        {
+            await RescanAsync(dom).ConfigureAwait(false);
+            return;
+        }
+        await EnsureAsync(dom, dev, changed: parts.Length > 2).ConfigureAwait(false);
+    }
+
+    private async Task RescanAsync(ushort? onlyDom)
+    {
+        XenStoreConnection xs = _host.Store;
+        var seen = new HashSet<(ushort, int)>();
+        IReadOnlyList<string> doms = onlyDom is { } d ? [d.ToString(CultureInfo.InvariantCulture)] : await xs.DirectoryAsync(_root).ConfigureAwait(false);
+        foreach (string domText in doms)
+        {
+            if (!ushort.TryParse(domText, NumberStyles.None, CultureInfo.InvariantCulture, out ushort dom))
+            {
+                continue;
+            }
+            foreach (string devText in await xs.DirectoryAsync($"{_root}/{domText}").ConfigureAwait(false))
+            {
+                if (int.TryParse(devText, NumberStyles.None, CultureInfo.InvariantCulture, out int dev))
+                {
+                    seen.Add((dom, dev));
+                    await EnsureAsync(dom, dev, changed: false).ConfigureAwait(false);
+                }
+            }
+        }
+        List<VusbBackend> gone = new();
+        lock (_lock)
+        {
+            foreach (KeyValuePair<(ushort Dom, int Dev), VusbBackend> kv in _backends)
+            {
+                if ((onlyDom is null || kv.Key.Dom == onlyDom) && !seen.Contains(kv.Key))
+                {
+                    gone.Add(kv.Value);
+                }
+            }
+        }
+        foreach (VusbBackend b in gone)
+        {
+            await RemoveAsync(b).ConfigureAwait(false);
+        }
+    }
+
+    private async Task EnsureAsync(ushort dom, int dev, bool changed)
+    {
+        VusbBackend? backend;
+        lock (_lock)
+        {
+            backend = _backends.GetValueOrDefault((dom, dev));
+        }
+        try
+        {
+            bool exists = await _host.Store.ReadAsync($"{_root}/{dom}/{dev}").ConfigureAwait(false) is not null;
+            if (backend is not null)
+            {
+                if (!exists)
+                {
+                    await RemoveAsync(backend).ConfigureAwait(false);
+                }
+                else if (changed)
+                {
+                    await backend.OnBackendChangedAsync().ConfigureAwait(false);
+                }
+                return;
+            }
+            if (!exists)
+            {
+                return;
+            }
+            backend = new VusbBackend(_host, this, new DomId(dom), dev);
+            if (await backend.InitialiseAsync().ConfigureAwait(false))
+            {
+                lock (_lock)
+                {
+                    _backends[(dom, dev)] = backend;
+                }
+            }
+            else
+            {
+                await backend.DisposeAsync().ConfigureAwait(false);
+            }
+        }
+        catch (Exception e) when (e is not OperationCanceledException)
+        {
+            // Contain it: this controller stops, the others go on.
+            _logger.BackendFailed(dom, dev, e);
+            if (backend is not null)
+            {
+                await RemoveAsync(backend).ConfigureAwait(false);
+            }
+        }
+    }
+
+    private async Task RemoveAsync(VusbBackend backend)
+    {
+        lock (_lock)
+        {
+            if (!_backends.Remove((backend.Frontend.Value, backend.DevId)))
+            {
+                return;
+            }
+        }
+        try
+        {
+            await backend.DisposeAsync().ConfigureAwait(false);
+        }
+        catch (Exception e)
+        {
+            _logger.BackendFailed(backend.Frontend.Value, backend.DevId, e);
+        }
+    }
+
+    private async Task ReleaseLoopAsync(XenStoreWatch watch)
+    {
+        try
+        {
+            while (await watch.Events.WaitToReadAsync(_cts.Token).ConfigureAwait(false))
+            {
+                while (watch.Events.TryRead(out _))
+                {
+                }
+                VusbBackend[] all;
+                lock (_lock)
+                {
+                    all = [.. _backends.Values];
+                }
+                foreach (VusbBackend b in all)
+                {
+                    try
+                    {
+                        if (!await _host.Store.IsDomainIntroducedAsync(b.Frontend).ConfigureAwait(false))
+                        {
+                            await b.OnDomainGoneAsync().ConfigureAwait(false);
+                        }
+                    }
+                    catch (Exception e) when (e is XenStoreException)
+                    {
+                        _logger.BackendFailed(b.Frontend.Value, b.DevId, e);
+                    }
+                }
+            }
+        }
+        catch (OperationCanceledException)
+        {
+        }
+        catch (XenStoreConnectionClosedException)
+        {
+        }
+    }
+
+    private void OnHotplug(UsbHotplugEvent e)
+    {
+        VusbBackend[] all;
+        lock (_lock)
+        {
+            all = [.. _backends.Values];
+        }
+        foreach (VusbBackend b in all)
+        {
+            _ = HandleHotplugAsync(b, e);
+        }
+    }
+
+    private async Task HandleHotplugAsync(VusbBackend b, UsbHotplugEvent e)
+    {
+        try
+        {
+            await b.OnHotplugAsync(e).ConfigureAwait(false);
+        }
+        catch (Exception ex) when (ex is not OperationCanceledException)
+        {
+            _logger.BackendFailed(b.Frontend.Value, b.DevId, ex);
+        }
+    }
+}

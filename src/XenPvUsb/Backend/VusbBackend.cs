@@ -1,0 +1,412 @@
+using System.Globalization;
+using Microsoft.Extensions.Logging;
+using Nito.AsyncEx;
+using XenPvUsb.Logging;
+using XenPvUsb.Usb;
+using XenPvUsb.Xen;
+using XenPvUsb.XenStore;
+
+namespace XenPvUsb.Backend;
+
+/// <summary>
+/// One virtual host controller, backend/vusb/&lt;domid&gt;/&lt;devid&gt;, through its xenbus life
+/// (cf. QEMU xen_usb_ops): Initialise (read the toolstack's nodes, InitWait), Connect (frontend wrote
+/// its rings: map, bind, Connected), port changes, Disconnect (frontend Closing/Closed, toolstack
+/// teardown, domain death), Free. Lifecycle steps are serialised by one async lock and run on the
+/// thread pool; anything touching the controller's data path is posted to the event loop.
+/// </summary>
+internal sealed class VusbBackend : IAsyncDisposable
+{
+    private readonly BackendHost _host;
+    private readonly BackendRegistry _registry;
+    private readonly ILogger _logger;
+    private readonly AsyncLock _lock = new();
+    private readonly CancellationTokenSource _cts = new();
+    private VusbController? _controller;
+    private string?[] _assigned = [];
+    private XenStoreWatch? _frontendWatch;
+    private Task? _frontendWatchLoop;
+    private XenbusState _state = XenbusState.Unknown;
+    private bool _disposed;
+
+    public VusbBackend(BackendHost host, BackendRegistry registry, DomId frontend, int devId)
+    {
+        _host = host;
+        _registry = registry;
+        _logger = host.LoggerFactory.CreateLogger("XenPvUsb.Backend");
+        Frontend = frontend;
+        DevId = devId;
+        BackendPath = $"/local/domain/{host.Self.Value}/backend/vusb/{frontend.Value}/{devId}";
+    }
+
+    public DomId Frontend { get; }
+
+    public int DevId { get; }
+
+    public string BackendPath { get; }
+
+    public string? FrontendPath { get; private set; }
+
+    public XenbusState State => _state;
+
+    internal VusbController? Controller => _controller;
+
+    /// <summary>Bus id assigned to a port in xenstore (even while the device is unplugged), or null.</summary>
+    public string? AssignedBusId(int port) => port >= 1 && port < _assigned.Length ? _assigned[port] : null;
+
+    /// <summary>Reads the toolstack's nodes, creates the controller and goes InitWait. Returns false if the nodes are unusable.</summary>
+    public async Task<bool> InitialiseAsync()
+    {
+        using (await _lock.LockAsync(_cts.Token).ConfigureAwait(false))
+        {
+            XenStoreConnection xs = _host.Store;
+            string? frontendPath = await xs.ReadAsync($"{BackendPath}/frontend").ConfigureAwait(false);
+            string? numPortsText = await xs.ReadAsync($"{BackendPath}/num-ports").ConfigureAwait(false);
+            string? usbVerText = await xs.ReadAsync($"{BackendPath}/usb-ver").ConfigureAwait(false);
+            string? online = await xs.ReadAsync($"{BackendPath}/online").ConfigureAwait(false);
+            if (frontendPath is null || numPortsText is null || usbVerText is null)
+            {
+                return false; // the toolstack is still writing; a later event retries
+            }
+            if (!int.TryParse(numPortsText, NumberStyles.None, CultureInfo.InvariantCulture, out int numPorts) || numPorts < 1 || numPorts > Usbif.Usbif.USBIF_MAX_PORTNR
+                || !int.TryParse(usbVerText, NumberStyles.None, CultureInfo.InvariantCulture, out int usbVer) || usbVer is < 1 or > 2
+                || frontendPath != $"/local/domain/{Frontend.Value}/device/vusb/{DevId}")
+            {
+                _logger.BackendConfigInvalid(Frontend.Value, DevId, numPortsText, usbVerText, frontendPath);
+                await WriteStateAsync(XenbusState.Closed).ConfigureAwait(false);
+                return true;
+            }
+            if (online == "0")
+            {
+                return false;
+            }
+            FrontendPath = frontendPath;
+            _assigned = new string?[numPorts + 1];
+            _controller = await _host.Loop.InvokeAsync(() =>
+            {
+                var c = new VusbController(Frontend, DevId, numPorts, usbVer, _host.Grants, _host.Loop, _logger);
+                c.RingErrorLatched = OnRingError;
+                return c;
+            }).ConfigureAwait(false);
+            await WriteStateAsync(XenbusState.InitWait).ConfigureAwait(false);
+            _logger.BackendInitialised(Frontend.Value, DevId, numPorts, usbVer);
+            await SyncPortsLockedAsync().ConfigureAwait(false);
+            _frontendWatch = await xs.WatchAsync($"{FrontendPath}/state").ConfigureAwait(false);
+            _frontendWatchLoop = FrontendWatchLoopAsync(_frontendWatch);
+            return true;
+        }
+    }
+
+    /// <summary>Something under our backend directory changed (port/N, state, online).</summary>
+    public async Task OnBackendChangedAsync()
+    {
+        using (await _lock.LockAsync(_cts.Token).ConfigureAwait(false))
+        {
+            if (_controller is null || _disposed)
+            {
+                return;
+            }
+            XenStoreConnection xs = _host.Store;
+            string? online = await xs.ReadAsync($"{BackendPath}/online").ConfigureAwait(false);
+            string? state = await xs.ReadAsync($"{BackendPath}/state").ConfigureAwait(false);
+            // libxl's removal: online=0 and state=Closing, then it waits for Closed.
+            if (online == "0" || (state == "5" && _state != XenbusState.Closing))
+            {
+                if (_state != XenbusState.Closed)
+                {
+                    await DisconnectLockedAsync(releaseDevices: true).ConfigureAwait(false);
+                    await WriteStateAsync(XenbusState.Closed).ConfigureAwait(false);
+                }
+                return;
+            }
+            await SyncPortsLockedAsync().ConfigureAwait(false);
+        }
+    }
+
+    /// <summary>The frontend's domain died (@releaseDomain): release everything.</summary>
+    public async Task OnDomainGoneAsync()
+    {
+        using (await _lock.LockAsync(_cts.Token).ConfigureAwait(false))
+        {
+            await DisconnectLockedAsync(releaseDevices: true).ConfigureAwait(false);
+            if (_state != XenbusState.Closed)
+            {
+                try
+                {
+                    await WriteStateAsync(XenbusState.Closed).ConfigureAwait(false);
+                }
+                catch (XenStoreException)
+                {
+                }
+            }
+        }
+    }
+
+    /// <summary>A host device appeared or left (physical hotplug).</summary>
+    public async Task OnHotplugAsync(UsbHotplugEvent e)
+    {
+        using (await _lock.LockAsync(_cts.Token).ConfigureAwait(false))
+        {
+            if (_controller is null || _disposed)
+            {
+                return;
+            }
+            for (int port = 1; port < _assigned.Length; port++)
+            {
+                if (_assigned[port] != e.BusId)
+                {
+                    continue;
+                }
+                if (e.Added)
+                {
+                    await AttachLockedAsync(port, e.BusId).ConfigureAwait(false);
+                }
+                else
+                {
+                    await DetachLockedAsync(port, keepAssignment: true).ConfigureAwait(false);
+                }
+            }
+        }
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        using (await _lock.LockAsync().ConfigureAwait(false))
+        {
+            if (_disposed)
+            {
+                return;
+            }
+            _disposed = true;
+            await DisconnectLockedAsync(releaseDevices: true).ConfigureAwait(false);
+            if (_controller is { } c)
+            {
+                await _host.Loop.InvokeAsync(c.Dispose).ConfigureAwait(false);
+            }
+        }
+        await _cts.CancelAsync().ConfigureAwait(false);
+        if (_frontendWatch is not null)
+        {
+            try
+            {
+                await _frontendWatch.DisposeAsync().ConfigureAwait(false);
+            }
+            catch (Exception e) when (e is XenStoreException or XenStoreConnectionClosedException)
+            {
+            }
+        }
+        if (_frontendWatchLoop is not null)
+        {
+            await _frontendWatchLoop.ConfigureAwait(false);
+        }
+        _cts.Dispose();
+    }
+
+    private async Task FrontendWatchLoopAsync(XenStoreWatch watch)
+    {
+        try
+        {
+            while (await watch.Events.WaitToReadAsync(_cts.Token).ConfigureAwait(false))
+            {
+                while (watch.Events.TryRead(out _))
+                {
+                }
+                await OnFrontendChangedAsync().ConfigureAwait(false);
+            }
+        }
+        catch (OperationCanceledException)
+        {
+        }
+        catch (Exception e) when (e is XenStoreException or XenStoreConnectionClosedException)
+        {
+            _logger.BackendWatchFailed(Frontend.Value, DevId, e);
+        }
+    }
+
+    private async Task OnFrontendChangedAsync()
+    {
+        using (await _lock.LockAsync(_cts.Token).ConfigureAwait(false))
+        {
+            if (_controller is null || _disposed)
+            {
+                return;
+            }
+            string? text = await _host.Store.ReadAsync($"{FrontendPath}/state").ConfigureAwait(false);
+            XenbusState fe = int.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out int v) && v <= 8 ? (XenbusState)v : XenbusState.Unknown;
+            switch (fe)
+            {
+                case XenbusState.Initialising when _state == XenbusState.Closed:
+                    // The frontend reinitialises after a close: serve it afresh.
+                    await WriteStateAsync(XenbusState.InitWait).ConfigureAwait(false);
+                    break;
+                case XenbusState.Initialised or XenbusState.Connected when _state == XenbusState.InitWait:
+                    await ConnectLockedAsync().ConfigureAwait(false);
+                    break;
+                case XenbusState.Closing when _state != XenbusState.Closed:
+                    await DisconnectLockedAsync(releaseDevices: false).ConfigureAwait(false);
+                    await WriteStateAsync(XenbusState.Closing).ConfigureAwait(false);
+                    break;
+                case XenbusState.Closed or XenbusState.Unknown when _state is not XenbusState.Closed and not XenbusState.InitWait:
+                    await DisconnectLockedAsync(releaseDevices: false).ConfigureAwait(false);
+                    await WriteStateAsync(XenbusState.Closed).ConfigureAwait(false);
+                    break;
+            }
+        }
+    }
+
+    private async Task ConnectLockedAsync()
+    {
+        XenStoreConnection xs = _host.Store;
+        string? urb = await xs.ReadAsync($"{FrontendPath}/urb-ring-ref").ConfigureAwait(false);
+        string? conn = await xs.ReadAsync($"{FrontendPath}/conn-ring-ref").ConfigureAwait(false);
+        string? evtchn = await xs.ReadAsync($"{FrontendPath}/event-channel").ConfigureAwait(false);
+        if (!uint.TryParse(urb, NumberStyles.None, CultureInfo.InvariantCulture, out uint urbRef)
+            || !uint.TryParse(conn, NumberStyles.None, CultureInfo.InvariantCulture, out uint connRef)
+            || !uint.TryParse(evtchn, NumberStyles.None, CultureInfo.InvariantCulture, out uint port))
+        {
+            _logger.FrontendNodesInvalid(Frontend.Value, DevId, urb, conn, evtchn);
+            await WriteStateAsync(XenbusState.Closing).ConfigureAwait(false);
+            return;
+        }
+        VusbController c = _controller!;
+        try
+        {
+            IEventChannel channel = _host.EventChannels.BindInterdomain(Frontend, new EvtchnPort(port));
+            try
+            {
+                await _host.Loop.InvokeAsync(() => c.Connect(new GrantRef(urbRef), new GrantRef(connRef), channel)).ConfigureAwait(false);
+            }
+            catch
+            {
+                channel.Dispose();
+                throw;
+            }
+        }
+        catch (Exception e) when (e is GrantException or EventChannelException)
+        {
+            _logger.ConnectFailed(Frontend.Value, DevId, e.Message);
+            await WriteStateAsync(XenbusState.Closing).ConfigureAwait(false);
+            return;
+        }
+        await WriteStateAsync(XenbusState.Connected).ConfigureAwait(false);
+    }
+
+    private async Task DisconnectLockedAsync(bool releaseDevices)
+    {
+        if (_controller is not { } c)
+        {
+            return;
+        }
+        await _host.Loop.InvokeAsync(c.Disconnect).ConfigureAwait(false);
+        if (releaseDevices)
+        {
+            for (int port = 1; port < _assigned.Length; port++)
+            {
+                await DetachLockedAsync(port, keepAssignment: false).ConfigureAwait(false);
+            }
+        }
+    }
+
+    /// <summary>Brings the ports in line with backend/.../port/N.</summary>
+    private async Task SyncPortsLockedAsync()
+    {
+        for (int port = 1; port < _assigned.Length; port++)
+        {
+            string? value = await _host.Store.ReadAsync($"{BackendPath}/port/{port}").ConfigureAwait(false);
+            string? busId = string.IsNullOrEmpty(value) ? null : value;
+            if (busId == _assigned[port])
+            {
+                continue;
+            }
+            await DetachLockedAsync(port, keepAssignment: false).ConfigureAwait(false);
+            if (busId is null)
+            {
+                continue;
+            }
+            if (!BusId.IsValid(busId))
+            {
+                _logger.PortAssignmentRefused(Frontend.Value, DevId, port, busId, "not a USB bus id");
+                continue;
+            }
+            if (!_registry.TryClaimBusId(busId, this, port))
+            {
+                _logger.PortAssignmentRefused(Frontend.Value, DevId, port, busId, "already assigned to another port");
+                continue;
+            }
+            _assigned[port] = busId;
+            if (_host.Usb.Find(busId) is not null)
+            {
+                await AttachLockedAsync(port, busId).ConfigureAwait(false);
+            }
+            else
+            {
+                _logger.DeviceAbsent(Frontend.Value, DevId, port, busId);
+            }
+        }
+    }
+
+    private async Task AttachLockedAsync(int port, string busId)
+    {
+        VusbController c = _controller!;
+        if (await _host.Loop.InvokeAsync(() => c.DeviceAt(port) is not null).ConfigureAwait(false))
+        {
+            return;
+        }
+        IUsbHostDevice device;
+        try
+        {
+            device = _host.Usb.Open(busId);
+        }
+        catch (UsbDeviceException e)
+        {
+            _logger.DeviceOpenFailed(Frontend.Value, DevId, port, busId, e.Message);
+            return;
+        }
+        byte wire = VusbSpeed.ToWire(device.Speed, c.UsbVersion);
+        if (wire == Usbif.Usbif.USBIF_SPEED_NONE)
+        {
+            _logger.PortAssignmentRefused(Frontend.Value, DevId, port, busId, $"a {device.Speed}-speed device cannot be served on a USB {c.UsbVersion}.x controller");
+            device.Dispose();
+            return;
+        }
+        await _host.Loop.InvokeAsync(() => c.AttachDevice(port, device, wire)).ConfigureAwait(false);
+        _logger.DeviceAttached(Frontend.Value, DevId, port, busId, device.Speed.ToString());
+    }
+
+    private async Task DetachLockedAsync(int port, bool keepAssignment)
+    {
+        VusbController c = _controller!;
+        IUsbHostDevice? device = await _host.Loop.InvokeAsync(() => c.DetachDevice(port)).ConfigureAwait(false);
+        string? busId = _assigned[port];
+        if (device is not null)
+        {
+            device.Dispose();
+            _logger.DeviceDetached(Frontend.Value, DevId, port, busId ?? device.BusId);
+        }
+        if (!keepAssignment && busId is not null)
+        {
+            _registry.ReleaseBusId(busId, this);
+            _assigned[port] = null;
+        }
+    }
+
+    private void OnRingError(VusbController controller)
+    {
+        // Stop this controller only: Closing makes xen-hcd remove its HCD; a frontend that comes back gets a fresh ring.
+        _ = Task.Run(async () =>
+        {
+            using (await _lock.LockAsync(_cts.Token).ConfigureAwait(false))
+            {
+                await DisconnectLockedAsync(releaseDevices: false).ConfigureAwait(false);
+                await WriteStateAsync(XenbusState.Closing).ConfigureAwait(false);
+            }
+        });
+    }
+
+    private async Task WriteStateAsync(XenbusState state)
+    {
+        await _host.Store.WriteAsync($"{BackendPath}/state", ((int)state).ToString(CultureInfo.InvariantCulture)).ConfigureAwait(false);
+        _state = state;
+        _logger.BackendState(Frontend.Value, DevId, state.ToString());
+    }
+}
