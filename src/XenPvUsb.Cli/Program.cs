@@ -1,6 +1,8 @@
+using System.CommandLine;
+
 namespace XenPvUsb.Cli;
 
 internal static class Program
 {
-    private static int Main() => 0;
+    private static Task<int> Main(string[] args) => CommandTable.Build().Parse(args).InvokeAsync();
 }

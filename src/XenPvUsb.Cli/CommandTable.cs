@@ -1,0 +1,228 @@
+using System.CommandLine;
+using System.Globalization;
+using XenPvUsb.Toolstack;
+using XenPvUsb.Usb;
+using XenPvUsb.Xen;
+using XenPvUsb.XenStore;
+
+namespace XenPvUsb.Cli;
+
+/// <summary>
+/// The verbs, table-driven like xl_cmdtable.c: the xm-era names (usb-hc-create, usb-attach, ...)
+/// and the xl names (usbctrl-attach, usbdev-attach hostbus= hostaddr=, ...). Every verb is a thin
+/// call into <see cref="VusbToolstack"/>; errors print one line and exit 1.
+/// </summary>
+internal static class CommandTable
+{
+    public static RootCommand Build()
+    {
+        var root = new RootCommand("xenpvusb: give Xen guests USB devices through PVUSB (backend: xenpvusbd)");
+        foreach (Command c in Commands())
+        {
+            root.Subcommands.Add(c);
+        }
+        return root;
+    }
+
+    private static IEnumerable<Command> Commands()
+    {
+        var domain = new Argument<string>("Domain") { Description = "guest name or domain id" };
+        var usbVer = new Argument<string>("UsbVer") { Description = "1 (USB 1.1) or 2 (USB 2.0)" };
+        var ports = new Argument<string>("Ports") { Description = "number of ports, 1 to 31" };
+        var devId = new Argument<string>("DevId") { Description = "controller id (from usb-list)" };
+        var port = new Argument<string>("Port") { Description = "port number, from 1" };
+        var busId = new Argument<string>("BusId") { Description = "host device bus id, e.g. 1-2 or 3-1.4 (see usb-list-assignable-devices)" };
+        var keyValues = new Argument<string[]>("options") { Description = "key=value options", Arity = ArgumentArity.ZeroOrMore };
+
+        yield return Verb("usb-hc-create", "Create a virtual USB host controller for a domain", [domain, usbVer, ports], async (r, ctx, ct) =>
+        {
+            DomId d = await ctx.Toolstack.ResolveDomainAsync(r.GetValue(domain)!, ct);
+            int id = await ctx.Toolstack.CreateControllerAsync(d, Int(r.GetValue(usbVer), "UsbVer"), Int(r.GetValue(ports), "Ports"), cancellationToken: ct);
+            Console.WriteLine($"created controller {id} for domain {d}");
+        });
+        yield return Verb("usb-hc-destroy", "Destroy a virtual USB host controller", [domain, devId], async (r, ctx, ct) =>
+        {
+            DomId d = await ctx.Toolstack.ResolveDomainAsync(r.GetValue(domain)!, ct);
+            await Destroy(ctx, d, Int(r.GetValue(devId), "DevId"), ct);
+        });
+        yield return Verb("usb-attach", "Attach a host USB device to a port of a virtual controller", [domain, devId, port, busId], async (r, ctx, ct) =>
+        {
+            DomId d = await ctx.Toolstack.ResolveDomainAsync(r.GetValue(domain)!, ct);
+            await ctx.Toolstack.AttachAsync(d, Int(r.GetValue(devId), "DevId"), Int(r.GetValue(port), "Port"), r.GetValue(busId)!, ct);
+        });
+        yield return Verb("usb-detach", "Detach the device on a port of a virtual controller", [domain, devId, port], async (r, ctx, ct) =>
+        {
+            DomId d = await ctx.Toolstack.ResolveDomainAsync(r.GetValue(domain)!, ct);
+            await ctx.Toolstack.DetachAsync(d, Int(r.GetValue(devId), "DevId"), Int(r.GetValue(port), "Port"), ct);
+        });
+        yield return Verb("usb-list", "List a domain's virtual USB controllers and their devices", [domain], async (r, ctx, ct) =>
+        {
+            DomId d = await ctx.Toolstack.ResolveDomainAsync(r.GetValue(domain)!, ct);
+            await PrintList(ctx, d, ct);
+        });
+        yield return Verb("usb-list-assignable-devices", "List host USB devices that can be given to a guest", [], async (r, ctx, ct) =>
+        {
+            foreach (UsbDeviceInfo dev in await ctx.Toolstack.ListAssignableAsync(ct))
+            {
+                Console.WriteLine($"{dev.BusId,-10} Bus {dev.BusNum:D3} Device {dev.DevNum:D3}: ID {dev.VendorId:x4}:{dev.ProductId:x4} {Describe(dev)}");
+            }
+        });
+        yield return Verb("usbctrl-attach", "Create a virtual USB controller: usbctrl-attach <Domain> [type=pv] [version=2] [ports=8]", [domain, keyValues], async (r, ctx, ct) =>
+        {
+            Dictionary<string, string> kv = KeyValues(r.GetValue(keyValues), "type", "version", "ports");
+            if (kv.TryGetValue("type", out string? type) && type is not ("pv" or "auto"))
+            {
+                throw new ToolstackException($"type={type} is not served by xenpvusbd; use type=pv (or xl for qusb/devicemodel)");
+            }
+            DomId d = await ctx.Toolstack.ResolveDomainAsync(r.GetValue(domain)!, ct);
+            int id = await ctx.Toolstack.CreateControllerAsync(d, kv.TryGetValue("version", out string? v) ? Int(v, "version") : 2,
+                kv.TryGetValue("ports", out string? p) ? Int(p, "ports") : 8, cancellationToken: ct);
+            Console.WriteLine($"created controller {id} for domain {d}");
+        });
+        yield return Verb("usbctrl-detach", "Destroy a virtual USB controller: usbctrl-detach <Domain> <DevId>", [domain, devId], async (r, ctx, ct) =>
+        {
+            DomId d = await ctx.Toolstack.ResolveDomainAsync(r.GetValue(domain)!, ct);
+            await Destroy(ctx, d, Int(r.GetValue(devId), "DevId"), ct);
+        });
+        yield return Verb("usbdev-attach", "Attach a host device: usbdev-attach <Domain> hostbus=<bus> hostaddr=<addr> [controller=<DevId> [port=<n>]]", [domain, keyValues], async (r, ctx, ct) =>
+        {
+            Dictionary<string, string> kv = KeyValues(r.GetValue(keyValues), "hostbus", "hostaddr", "controller", "port", "type");
+            if (!kv.TryGetValue("hostbus", out string? bus) || !kv.TryGetValue("hostaddr", out string? addr))
+            {
+                throw new ToolstackException("usbdev-attach needs hostbus= and hostaddr=");
+            }
+            if (kv.TryGetValue("type", out string? type) && type != "hostdev")
+            {
+                throw new ToolstackException($"type={type}: only hostdev devices exist");
+            }
+            DomId d = await ctx.Toolstack.ResolveDomainAsync(r.GetValue(domain)!, ct);
+            (int c, int p) = await ctx.Toolstack.AttachByAddressAsync(d, Int(bus, "hostbus"), Int(addr, "hostaddr"),
+                kv.TryGetValue("controller", out string? cs) ? Int(cs, "controller") : null,
+                kv.TryGetValue("port", out string? ps) ? Int(ps, "port") : null, ct);
+            Console.WriteLine($"attached to controller {c} port {p}");
+        });
+        yield return Verb("usbdev-detach", "Detach a device: usbdev-detach <Domain> <controller> <port>", [domain, devId, port], async (r, ctx, ct) =>
+        {
+            DomId d = await ctx.Toolstack.ResolveDomainAsync(r.GetValue(domain)!, ct);
+            await ctx.Toolstack.DetachAsync(d, Int(StripKey(r.GetValue(devId)!, "controller"), "controller"), Int(StripKey(r.GetValue(port)!, "port"), "port"), ct);
+        });
+    }
+
+    private static Command Verb(string name, string description, Argument[] arguments, Func<ParseResult, CliContext, CancellationToken, Task> action)
+    {
+        var command = new Command(name, description);
+        foreach (Argument a in arguments)
+        {
+            command.Arguments.Add(a);
+        }
+        command.SetAction(async (result, ct) =>
+        {
+            try
+            {
+                await using CliContext ctx = await CliContext.OpenAsync(ct);
+                await action(result, ctx, ct);
+                return 0;
+            }
+            catch (Exception e) when (e is ToolstackException or XenStoreException or XenStoreConnectionClosedException or UsbDeviceException)
+            {
+                Console.Error.WriteLine($"xenpvusb {name}: {e.Message}");
+                return 1;
+            }
+        });
+        return command;
+    }
+
+    private static async Task Destroy(CliContext ctx, DomId d, int id, CancellationToken ct)
+    {
+        if (!await ctx.Toolstack.DestroyControllerAsync(d, id, ct))
+        {
+            Console.Error.WriteLine($"warning: the backend did not close controller {id} within {VusbToolstack.BackendTimeout.TotalSeconds:0} s; its nodes were removed anyway");
+        }
+    }
+
+    private static async Task PrintList(CliContext ctx, DomId d, CancellationToken ct)
+    {
+        IReadOnlyList<UsbDeviceInfo> host = UsbSysfsOrEmpty();
+        foreach (VusbControllerInfo c in await ctx.Toolstack.ListAsync(d, ct))
+        {
+            Console.WriteLine($"{"Devid",-6} {"Type",-12} {"BE",-3} {"state",-5} {"usb-ver",-7} {"ports",-5}");
+            Console.WriteLine($"{c.DevId,-6} {c.Type,-12} {c.BackendDomain,-3} {c.FrontendState,-5} {c.UsbVersion,-7} {c.NumPorts,-5}");
+            for (int p = 1; p <= c.NumPorts; p++)
+            {
+                string? b = c.Ports[p - 1];
+                if (string.IsNullOrEmpty(b))
+                {
+                    Console.WriteLine($"  Port {p}:");
+                    continue;
+                }
+                UsbDeviceInfo? dev = host.FirstOrDefault(h => h.BusId == b);
+                Console.WriteLine(dev is null
+                    ? $"  Port {p}: {b} (not plugged in)"
+                    : $"  Port {p}: Bus {dev.BusNum:x3} Device {dev.DevNum:x3}  {b}  ID {dev.VendorId:x4}:{dev.ProductId:x4} {Describe(dev)}");
+            }
+        }
+    }
+
+    private static IReadOnlyList<UsbDeviceInfo> UsbSysfsOrEmpty()
+    {
+        try
+        {
+            return XenPvUsb.Host.UsbSysfs.Enumerate(CliContext.SysfsRoot);
+        }
+        catch (IOException)
+        {
+            return [];
+        }
+    }
+
+    private static string Describe(UsbDeviceInfo d) => string.Join(' ', new[] { d.Manufacturer, d.Product }.Where(s => !string.IsNullOrWhiteSpace(s)));
+
+    private static Dictionary<string, string> KeyValues(string[]? items, params string[] allowed)
+    {
+        var result = new Dictionary<string, string>(StringComparer.Ordinal);
+        foreach (string item in items ?? [])
+        {
+            int eq = item.IndexOf('=', StringComparison.Ordinal);
+            string key = eq > 0 ? item[..eq] : item;
+            if (eq <= 0 || !allowed.Contains(key))
+            {
+                throw new ToolstackException($"unknown option '{item}' (expected {string.Join(", ", allowed.Select(a => a + "="))})");
+            }
+            result[key] = item[(eq + 1)..];
+        }
+        return result;
+    }
+
+    private static string StripKey(string value, string key) => value.StartsWith(key + "=", StringComparison.Ordinal) ? value[(key.Length + 1)..] : value;
+
+    /// <summary>Numbers as xl takes them (strtoul base 0: decimal, 0x hex, leading-zero octal).</summary>
+    private static int Int(string? text, string what)
+    {
+        string s = text ?? "";
+        int value;
+        bool ok = s.StartsWith("0x", StringComparison.OrdinalIgnoreCase)
+            ? int.TryParse(s.AsSpan(2), NumberStyles.AllowHexSpecifier, CultureInfo.InvariantCulture, out value)
+            : s.Length > 1 && s[0] == '0'
+                ? TryOctal(s, out value)
+                : int.TryParse(s, NumberStyles.None, CultureInfo.InvariantCulture, out value);
+        if (!ok)
+        {
+            throw new ToolstackException($"{what} must be a number, not '{s}'");
+        }
+        return value;
+    }
+
+    private static bool TryOctal(string s, out int value)
+    {
+        value = 0;
+        foreach (char c in s)
+        {
+            if (c is < '0' or > '7' || value > int.MaxValue / 8)
+            {
+                return false;
+            }
+            value = (value * 8) + (c - '0');
+        }
+        return true;
+    }
+}
