@@ -1,6 +1,75 @@
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+using XenPvUsb.Backend;
+using XenPvUsb.Simulation.Host;
+using XenPvUsb.Xen;
+using XenPvUsb.XenStore;
+
 namespace XenPvUsb.Daemon;
 
 internal static class Program
 {
-    private static int Main() => 0;
+    private static async Task<int> Main(string[] args)
+    {
+        DaemonOptions options;
+        try
+        {
+            options = DaemonOptions.Parse(args);
+        }
+        catch (UsageException e)
+        {
+            if (e.Message.Length > 0 && e.Message != new UsageException().Message)
+            {
+                Console.Error.WriteLine($"xenpvusbd: {e.Message}");
+            }
+            Console.Error.WriteLine(DaemonOptions.Usage);
+            return e.Message == new UsageException().Message ? 0 : 1;
+        }
+
+        if (options.Demo)
+        {
+            return await Demo.RunAsync(options).ConfigureAwait(false);
+        }
+        if (!options.Simulate)
+        {
+            if (!Dom0.IsControlDomain())
+            {
+                Console.Error.WriteLine("xenpvusbd: this is not a Xen dom0 (no control_d in /proc/xen/capabilities); use --simulate for the built-in simulated host");
+                return 1;
+            }
+            Console.Error.WriteLine("xenpvusbd: serving a real dom0 needs the usbfs host layer and native grant/event-channel bindings, which this build does not have yet; use --simulate");
+            return 1;
+        }
+        return await RunSimulatedAsync(options).ConfigureAwait(false);
+    }
+
+    private static async Task<int> RunSimulatedAsync(DaemonOptions options)
+    {
+        string runDir = options.RunDirectory ?? Path.Combine(Path.GetTempPath(), "xenpvusb-sim");
+        HostApplicationBuilder builder = Host.CreateApplicationBuilder();
+        builder.Services.AddSystemd();
+        builder.Logging.SetMinimumLevel(options.Verbose ? LogLevel.Debug : LogLevel.Information);
+        using ILoggerFactory bootLogging = LoggerFactory.Create(b => b.AddSimpleConsole());
+        await using SimulatedXenHost sim = await SimulatedXenHost.StartAsync(runDir, bootLogging).ConfigureAwait(false);
+        Devices.PlugDemoDevices(sim, Path.Combine(runDir, "stick.img"), options.Image);
+        SimulatedGuest guest = await sim.CreateGuestAsync("guest1").ConfigureAwait(false);
+        Console.Error.WriteLine($"xenpvusbd: simulated Xen host ready; guest 'guest1' is domain {guest.Id}. Try:");
+        Console.Error.WriteLine($"  XENSTORED_PATH={sim.Dom0SocketPath} XENPVUSB_SYSFS={sim.SysfsRoot} xenpvusb usb-list-assignable-devices");
+
+        XenStoreConnection? store = null;
+        builder.Services.AddSingleton<Func<EventLoop, Task<BackendHost>>>(sp => async loop =>
+        {
+            store = await XenStoreConnection.ConnectAsync(sim.Dom0SocketPath).ConfigureAwait(false);
+            return sim.CreateBackendHost(store, loop, sp.GetRequiredService<ILoggerFactory>());
+        });
+        builder.Services.AddHostedService<BackendService>();
+        using IHost app = builder.Build();
+        await app.RunAsync().ConfigureAwait(false);
+        if (store is not null)
+        {
+            await store.DisposeAsync().ConfigureAwait(false);
+        }
+        return Environment.ExitCode;
+    }
 }

@@ -1,0 +1,204 @@
+using System.Diagnostics;
+using System.Security.Cryptography;
+using Microsoft.Extensions.Logging;
+using XenPvUsb.Backend;
+using XenPvUsb.Simulation.Devices;
+using XenPvUsb.Simulation.Guest;
+using XenPvUsb.Simulation.Host;
+using XenPvUsb.Xen;
+using XenPvUsb.XenStore;
+
+namespace XenPvUsb.Daemon;
+
+/// <summary>
+/// `make run`: the real backend on the simulated host, driven through the real CLI, with a guest
+/// that enumerates an emulated stick and keyboard, reads the whole stick and checks it.
+/// </summary>
+internal static class Demo
+{
+    private const string GuestName = "demo-guest";
+
+    public static async Task<int> RunAsync(DaemonOptions options)
+    {
+        string runDir = options.RunDirectory ?? Path.Combine(Path.GetTempPath(), $"xenpvusb-demo-{Environment.ProcessId}");
+        string cli = options.Cli ?? Environment.GetEnvironmentVariable("XENPVUSB_CLI") ?? Path.Combine(AppContext.BaseDirectory, "xenpvusb");
+        if (!File.Exists(cli))
+        {
+            Console.Error.WriteLine($"xenpvusbd --demo: the CLI is not at {cli}; pass --cli PATH");
+            return 1;
+        }
+        using ILoggerFactory logging = LoggerFactory.Create(b => b.AddSimpleConsole(o => o.SingleLine = true).SetMinimumLevel(options.Verbose ? LogLevel.Debug : LogLevel.Warning));
+        try
+        {
+            return await RunCoreAsync(runDir, cli, options, logging).ConfigureAwait(false);
+        }
+        catch (Exception e) when (e is IOException or TimeoutException or FrontendProtocolException or XenStoreException or InvalidOperationException)
+        {
+            Console.Error.WriteLine($"demo FAILED: {e.Message}");
+            return 1;
+        }
+        finally
+        {
+            try
+            {
+                Directory.Delete(runDir, recursive: true);
+            }
+            catch (IOException)
+            {
+            }
+        }
+    }
+
+    private static async Task<int> RunCoreAsync(string runDir, string cli, DaemonOptions options, ILoggerFactory logging)
+    {
+        Step("Starting a simulated Xen host (xenstored, grant tables, event channels, emulated USB)");
+        await using SimulatedXenHost sim = await SimulatedXenHost.StartAsync(runDir, logging).ConfigureAwait(false);
+        (string image, _, HidKeyboardDevice keyboard) = Devices.PlugDemoDevices(sim, Path.Combine(runDir, "stick.img"), options.Image);
+        string expected = await Sha256Async(image).ConfigureAwait(false);
+        Say($"emulated stick at {Devices.StickBusId} backed by {image} ({new FileInfo(image).Length / (1024 * 1024)} MiB, sha256 {expected[..16]}...)");
+        Say($"emulated keyboard at {Devices.KeyboardBusId}, a hub at {Devices.HubBusId}");
+
+        Step("Starting the backend (the daemon's BackendRegistry, as xenpvusbd runs it)");
+        using var loop = new EventLoop(logging.CreateLogger("XenPvUsb"));
+        await using XenStoreConnection dom0 = await XenStoreConnection.ConnectAsync(sim.Dom0SocketPath).ConfigureAwait(false);
+        await using var registry = new BackendRegistry(sim.CreateBackendHost(dom0, loop, logging));
+        await registry.StartAsync().ConfigureAwait(false);
+
+        Step($"Creating guest '{GuestName}' (what xl create does to xenstore)");
+        SimulatedGuest guest = await sim.CreateGuestAsync(GuestName).ConfigureAwait(false);
+        Say($"{GuestName} is domain {guest.Id}");
+
+        Step("The toolstack (xenpvusb CLI) at work");
+        var env = new Dictionary<string, string> { ["XENSTORED_PATH"] = sim.Dom0SocketPath, ["XENPVUSB_SYSFS"] = sim.SysfsRoot };
+        await CliAsync(cli, env, "usb-list-assignable-devices").ConfigureAwait(false);
+        Task<SimulatedFrontend> frontendTask = guest.ConnectFrontendAsync(0);
+        await CliAsync(cli, env, "usb-hc-create", GuestName, "2", "8").ConfigureAwait(false);
+        SimulatedFrontend fe = await frontendTask.ConfigureAwait(false);
+        Say($"guest: xen-hcd-like frontend connected: USB {fe.UsbVersion}.0 controller, {fe.NumPorts} ports");
+        await CliAsync(cli, env, "usb-attach", GuestName, "0", "1", Devices.StickBusId).ConfigureAwait(false);
+        await CliAsync(cli, env, "usb-attach", GuestName, "0", "2", Devices.KeyboardBusId).ConfigureAwait(false);
+        await CliAsync(cli, env, "usb-list", GuestName).ConfigureAwait(false);
+
+        Step("The guest enumerates what appeared on its ports");
+        await fe.WaitForPortAsync(1, connected: true, TimeSpan.FromSeconds(10)).ConfigureAwait(false);
+        await fe.WaitForPortAsync(2, connected: true, TimeSpan.FromSeconds(10)).ConfigureAwait(false);
+        GuestUsbDevice stickDev = await GuestUsbDevice.EnumerateAsync(fe, 1, address: 2).ConfigureAwait(false);
+        GuestUsbDevice kbdDev = await GuestUsbDevice.EnumerateAsync(fe, 2, address: 3).ConfigureAwait(false);
+        foreach (GuestUsbDevice d in new[] { stickDev, kbdDev })
+        {
+            Say($"guest: port {d.Port}: ID {d.VendorId:x4}:{d.ProductId:x4} {d.Manufacturer} {d.Product}, interface class {d.InterfaceClass:x2}/{d.InterfaceSubClass:x2}/{d.InterfaceProtocol:x2}, {d.SpeedName} speed, address {d.Address}");
+        }
+
+        Step("The guest types on the keyboard (interrupt IN)");
+        string typed = await ReadKeyboardAsync(kbdDev, keyboard, "hello xen").ConfigureAwait(false);
+        Say($"guest: read \"{typed}\" from the keyboard");
+
+        Step("The guest reads the whole stick (bulk-only transport, SCSI READ(10))");
+        var storage = new GuestMassStorage(stickDev);
+        Say($"guest: SCSI INQUIRY: {await storage.InquiryAsync().ConfigureAwait(false)}");
+        await storage.TestUnitReadyAsync().ConfigureAwait(false);
+        await storage.ReadCapacityAsync().ConfigureAwait(false);
+        long bytes = storage.BlockCount * storage.BlockSize;
+        Say($"guest: capacity {storage.BlockCount} blocks of {storage.BlockSize} bytes ({bytes / (1024 * 1024)} MiB)");
+        (string actual, double seconds) = await ReadAllAsync(storage).ConfigureAwait(false);
+        Say($"guest: read {bytes / (1024 * 1024)} MiB in {seconds:0.00} s: {bytes / seconds / 1e6:0.0} MB/s");
+        Say($"guest: sha256 {actual}");
+        Say($"host:  sha256 {expected}");
+        if (actual != expected)
+        {
+            Console.Error.WriteLine("demo FAILED: the guest read different data than the image holds");
+            return 1;
+        }
+        Say("checksums match");
+
+        Step("Detaching the stick and removing the controller");
+        await CliAsync(cli, env, "usb-detach", GuestName, "0", "1").ConfigureAwait(false);
+        await fe.WaitForPortAsync(1, connected: false, TimeSpan.FromSeconds(10)).ConfigureAwait(false);
+        Say("guest: port 1 reported disconnected");
+        await CliAsync(cli, env, "usb-hc-destroy", GuestName, "0").ConfigureAwait(false);
+        Say($"controllers left: {registry.Count}");
+        await sim.DestroyGuestAsync(guest).ConfigureAwait(false);
+        Step("Done: the guest used both devices through xenpvusbd's backend");
+        return 0;
+    }
+
+    private static async Task<string> ReadKeyboardAsync(GuestUsbDevice kbd, HidKeyboardDevice keyboard, string text)
+    {
+        byte ep = kbd.FindEndpoint(Usb.UsbTransferType.Interrupt, true)?.Address ?? throw new IOException("keyboard has no interrupt IN endpoint");
+        using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(10));
+        var result = new System.Text.StringBuilder();
+        byte[] report = new byte[8];
+        Say($"host: typing \"{text}\" on the emulated keyboard");
+        keyboard.Type(text);
+        while (result.Length < text.Length)
+        {
+            UrbResult r = await kbd.InterruptAsync(ep, report, cts.Token).ConfigureAwait(false);
+            if (!r.Ok)
+            {
+                throw new IOException($"interrupt IN failed with status {r.Status}");
+            }
+            byte key = report[2];
+            if (key is >= 0x04 and <= 0x1d)
+            {
+                result.Append((char)('a' + key - 0x04));
+            }
+            else if (key == 0x2c)
+            {
+                result.Append(' ');
+            }
+        }
+        return result.ToString();
+    }
+
+    private static async Task<(string Sha, double Seconds)> ReadAllAsync(GuestMassStorage storage)
+    {
+        using var sha = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
+        byte[] buffer = new byte[GuestMassStorage.BlocksPerCommand * storage.BlockSize];
+        var sw = Stopwatch.StartNew();
+        for (long lba = 0; lba < storage.BlockCount; lba += GuestMassStorage.BlocksPerCommand)
+        {
+            int blocks = (int)Math.Min(GuestMassStorage.BlocksPerCommand, storage.BlockCount - lba);
+            Memory<byte> chunk = buffer.AsMemory(0, blocks * storage.BlockSize);
+            await storage.ReadAsync((uint)lba, chunk).ConfigureAwait(false);
+            sha.AppendData(chunk.Span);
+        }
+        double seconds = sw.Elapsed.TotalSeconds;
+        return (Convert.ToHexStringLower(sha.GetHashAndReset()), seconds);
+    }
+
+    private static async Task<string> Sha256Async(string path)
+    {
+        await using FileStream f = File.OpenRead(path);
+        return Convert.ToHexStringLower(await SHA256.HashDataAsync(f).ConfigureAwait(false));
+    }
+
+    private static async Task CliAsync(string cli, Dictionary<string, string> env, params string[] args)
+    {
+        Console.WriteLine($"  $ xenpvusb {string.Join(' ', args)}");
+        var psi = new ProcessStartInfo(cli) { RedirectStandardOutput = true, RedirectStandardError = true };
+        foreach (string a in args)
+        {
+            psi.ArgumentList.Add(a);
+        }
+        foreach (KeyValuePair<string, string> kv in env)
+        {
+            psi.Environment[kv.Key] = kv.Value;
+        }
+        using Process p = Process.Start(psi) ?? throw new IOException($"cannot start {cli}");
+        string output = await p.StandardOutput.ReadToEndAsync().ConfigureAwait(false);
+        string error = await p.StandardError.ReadToEndAsync().ConfigureAwait(false);
+        await p.WaitForExitAsync().ConfigureAwait(false);
+        foreach (string line in (output + error).Split('\n', StringSplitOptions.RemoveEmptyEntries))
+        {
+            Console.WriteLine($"    {line}");
+        }
+        if (p.ExitCode != 0)
+        {
+            throw new IOException($"xenpvusb {args[0]} exited with {p.ExitCode}");
+        }
+    }
+
+    private static void Step(string text) => Console.WriteLine($"==> {text}");
+
+    private static void Say(string text) => Console.WriteLine($"    {text}");
+}

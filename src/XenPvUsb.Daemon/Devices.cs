@@ -1,0 +1,29 @@
+using XenPvUsb.Simulation.Devices;
+using XenPvUsb.Simulation.Host;
+
+namespace XenPvUsb.Daemon;
+
+/// <summary>The emulated devices the simulated host starts with.</summary>
+internal static class Devices
+{
+    public const string StickBusId = "1-1";
+    public const string KeyboardBusId = "1-2";
+    public const string HubBusId = "1-3";
+    public const long DefaultStickBytes = 64L * 1024 * 1024;
+
+    /// <summary>Plugs the stick (a generated image unless one is given), the keyboard and a hub. Returns the stick's image path.</summary>
+    public static (string Image, MassStorageDevice Stick, HidKeyboardDevice Keyboard) PlugDemoDevices(SimulatedXenHost sim, string generatedImage, string? image)
+    {
+        string path = image ?? generatedImage;
+        if (image is null)
+        {
+            StickImage.Create(path, DefaultStickBytes, seed: 2026);
+        }
+        var stick = new MassStorageDevice(path, readOnly: image is not null);
+        var keyboard = new HidKeyboardDevice();
+        sim.Usb.Plug(StickBusId, stick);
+        sim.Usb.Plug(KeyboardBusId, keyboard);
+        sim.Usb.Plug(HubBusId, new EmulatedHub());
+        return (path, stick, keyboard);
+    }
+}
