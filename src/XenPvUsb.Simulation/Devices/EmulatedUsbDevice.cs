@@ -214,6 +214,11 @@ public abstract class EmulatedUsbDevice : IUsbHostDevice
             {
                 CompleteLocked(transfer, status, actualLength);
             }
+
+            if (!_unplugged)
+            {
+                OnSubmittedLocked();
+            }
         }
 
         FlushCompletions();
@@ -358,6 +363,14 @@ public abstract class EmulatedUsbDevice : IUsbHostDevice
 
     /// <summary>After SET_CONFIGURATION and after a reset: endpoint state starts afresh.</summary>
     protected virtual void OnConfigurationChangedLocked()
+    {
+    }
+
+    /// <summary>
+    /// After every Submit, once the submitted transfer's own completion (if any) is queued: a device
+    /// whose state moved on can now serve transfers it left pending, in order behind it.
+    /// </summary>
+    protected virtual void OnSubmittedLocked()
     {
     }
 
