@@ -1,0 +1,881 @@
+using System.Buffers.Binary;
+using XenPvUsb.Usb;
+
+namespace XenPvUsb.Simulation.Devices;
+
+/// <summary>
+/// Base of the emulated USB devices: descriptor store, chapter 9 standard requests, configuration,
+/// alternate settings and endpoint halt state, with usbfs-shaped submit errors. Subclasses answer
+/// class/vendor requests and move data on their endpoints.
+/// </summary>
+/// <remarks>
+/// Locking: one lock per device guards all state; the subclass hooks (<c>On...Locked</c>) run under
+/// it. Completions are queued under the lock and delivered after it is released, by one thread at a
+/// time and in queue order, so an owner may resubmit from its completion callback and a device never
+/// calls out while holding its lock. Submit delivers inline when it can answer at once.
+/// </remarks>
+public abstract class EmulatedUsbDevice : IUsbHostDevice
+{
+    /// <summary>Returned by a hook when the transfer waits (a real device NAKs); it is completed later.</summary>
+    protected const int Pending = int.MinValue;
+
+    private const byte NoEndpoint = 0xFF;
+
+    private readonly Lock _lock = new();
+    private readonly byte[] _deviceDescriptor;
+    private readonly byte[] _configuration;
+    private readonly byte[]? _otherSpeedConfiguration;
+    private readonly byte[]? _deviceQualifier;
+    private readonly byte[][] _strings;
+    private readonly EndpointEntry[] _endpoints;
+    private readonly int[] _altCount;
+    private readonly byte[] _altSetting;
+    private readonly byte[] _activeType = new byte[32];
+    private readonly ushort[] _activeMaxPacket = new ushort[32];
+    private readonly byte[] _activeInterface = new byte[32];
+    private readonly bool[] _halted = new bool[32];
+    private readonly List<UsbTransfer> _pending = new(16);
+    private readonly Queue<(UsbTransfer Transfer, int Status, int ActualLength)> _completions = new(16);
+    private bool _flushing;
+    private byte _configurationValue;
+    private bool _remoteWakeup;
+    private bool _unplugged;
+    private bool _claimed;
+    private byte _address;
+
+    /// <param name="speed">Speed the device runs at (Low, Full or High).</param>
+    /// <param name="deviceDescriptor">The 18-byte device descriptor.</param>
+    /// <param name="configuration">The configuration blob (exactly wTotalLength bytes) for <paramref name="speed"/>.</param>
+    /// <param name="strings">String descriptors 1..n as text (null for a gap); string 0 is the language table.</param>
+    /// <param name="otherSpeedConfiguration">
+    /// For a high-speed capable device, its configuration at the other speed; then device_qualifier and
+    /// other_speed_configuration are answered. Null for a full/low-speed-only device (they stall).
+    /// </param>
+    protected EmulatedUsbDevice(
+        UsbSpeed speed,
+        byte[] deviceDescriptor,
+        byte[] configuration,
+        IReadOnlyList<string?> strings,
+        byte[]? otherSpeedConfiguration = null)
+    {
+        ArgumentNullException.ThrowIfNull(deviceDescriptor);
+        ArgumentNullException.ThrowIfNull(configuration);
+        ArgumentNullException.ThrowIfNull(strings);
+        if (speed is not (UsbSpeed.Low or UsbSpeed.Full or UsbSpeed.High))
+        {
+            throw new ArgumentOutOfRangeException(nameof(speed), speed, "Emulated devices run at low, full or high speed.");
+        }
+
+        if (deviceDescriptor.Length != 18 || deviceDescriptor[0] != 18 || deviceDescriptor[1] != UsbDescriptors.DeviceType)
+        {
+            throw new ArgumentException("Not a device descriptor.", nameof(deviceDescriptor));
+        }
+
+        if (configuration.Length < 9 || configuration[1] != UsbDescriptors.ConfigurationType
+            || BinaryPrimitives.ReadUInt16LittleEndian(configuration.AsSpan(2)) != configuration.Length)
+        {
+            throw new ArgumentException("Configuration blob length does not match wTotalLength.", nameof(configuration));
+        }
+
+        Speed = speed;
+        _deviceDescriptor = deviceDescriptor;
+        _configuration = configuration;
+        _strings = new byte[strings.Count + 1][];
+        _strings[0] = UsbDescriptors.LanguageTable(UsbDescriptors.LangIdEnglishUs);
+        for (int i = 0; i < strings.Count; i++)
+        {
+            _strings[i + 1] = strings[i] is { } s ? UsbDescriptors.String(s) : [];
+        }
+
+        if (otherSpeedConfiguration is not null)
+        {
+            _otherSpeedConfiguration = (byte[])otherSpeedConfiguration.Clone();
+            _otherSpeedConfiguration[1] = UsbDescriptors.OtherSpeedConfigurationType;
+            _deviceQualifier = UsbDescriptors.DeviceQualifier(deviceDescriptor, 64);
+        }
+
+        (_endpoints, _altCount) = ParseConfiguration(configuration);
+        _altSetting = new byte[_altCount.Length];
+        RebuildActiveEndpointsLocked();
+    }
+
+    /// <summary>Bus id once plugged into an <see cref="EmulatedUsbHost"/>; empty before.</summary>
+    public string BusId { get; internal set; } = "";
+
+    public UsbSpeed Speed { get; }
+
+    public ReadOnlySpan<byte> DeviceDescriptor => _deviceDescriptor;
+
+    public ReadOnlySpan<byte> ConfigurationDescriptor => _configuration;
+
+    public ushort BcdUsb => BinaryPrimitives.ReadUInt16LittleEndian(_deviceDescriptor.AsSpan(2));
+
+    public byte DeviceClass => _deviceDescriptor[4];
+
+    public byte DeviceSubClass => _deviceDescriptor[5];
+
+    public byte DeviceProtocol => _deviceDescriptor[6];
+
+    public byte MaxPacketSize0 => _deviceDescriptor[7];
+
+    public ushort VendorId => BinaryPrimitives.ReadUInt16LittleEndian(_deviceDescriptor.AsSpan(8));
+
+    public ushort ProductId => BinaryPrimitives.ReadUInt16LittleEndian(_deviceDescriptor.AsSpan(10));
+
+    public ushort BcdDevice => BinaryPrimitives.ReadUInt16LittleEndian(_deviceDescriptor.AsSpan(12));
+
+    public byte NumConfigurations => _deviceDescriptor[17];
+
+    public string? Manufacturer => GetString(_deviceDescriptor[14]);
+
+    public string? Product => GetString(_deviceDescriptor[15]);
+
+    public string? Serial => GetString(_deviceDescriptor[16]);
+
+    /// <summary>Number of downstream ports (sysfs maxchild); 0 unless the device is a hub.</summary>
+    public virtual int MaxChild => 0;
+
+    /// <summary>Active bConfigurationValue, 0 when unconfigured (address state).</summary>
+    public int ActiveConfiguration
+    {
+        get
+        {
+            lock (_lock)
+            {
+                return _configurationValue;
+            }
+        }
+    }
+
+    /// <summary>Last address set by a SET_ADDRESS that reached the device (the backend normally intercepts it).</summary>
+    public int Address
+    {
+        get
+        {
+            lock (_lock)
+            {
+                return _address;
+            }
+        }
+    }
+
+    public bool IsUnplugged
+    {
+        get
+        {
+            lock (_lock)
+            {
+                return _unplugged;
+            }
+        }
+    }
+
+    /// <summary>Open through <see cref="EmulatedUsbHost.Open"/> and not yet disposed.</summary>
+    public bool IsClaimed
+    {
+        get
+        {
+            lock (_lock)
+            {
+                return _claimed;
+            }
+        }
+    }
+
+    /// <summary>Transfers waiting for the device (a real device is NAKing them).</summary>
+    public int PendingCount
+    {
+        get
+        {
+            lock (_lock)
+            {
+                return _pending.Count;
+            }
+        }
+    }
+
+    protected Lock SyncRoot => _lock;
+
+    /// <summary>String descriptor <paramref name="index"/> as text; null for index 0 or a missing string.</summary>
+    public string? GetString(int index) =>
+        index > 0 && index < _strings.Length && _strings[index].Length > 0 ? UsbDescriptors.DecodeString(_strings[index]) : null;
+
+    public void Submit(UsbTransfer transfer)
+    {
+        ArgumentNullException.ThrowIfNull(transfer);
+        lock (_lock)
+        {
+            int status = SubmitLocked(transfer, out int actualLength);
+            if (status == Pending)
+            {
+                _pending.Add(transfer);
+            }
+            else
+            {
+                CompleteLocked(transfer, status, actualLength);
+            }
+
+            if (!_unplugged)
+            {
+                OnSubmittedLocked();
+            }
+        }
+
+        FlushCompletions();
+    }
+
+    public void Cancel(UsbTransfer transfer)
+    {
+        ArgumentNullException.ThrowIfNull(transfer);
+        lock (_lock)
+        {
+            int index = _pending.IndexOf(transfer);
+            if (index < 0)
+            {
+                return;
+            }
+
+            _pending.RemoveAt(index);
+            CompleteLocked(transfer, UrbStatus.Enoent, 0);
+        }
+
+        FlushCompletions();
+    }
+
+    public int SetConfiguration(int configurationValue)
+    {
+        int result;
+        lock (_lock)
+        {
+            result = SetConfigurationLocked(configurationValue);
+        }
+
+        FlushCompletions();
+        return result;
+    }
+
+    public int SetInterface(int interfaceNumber, int alternateSetting)
+    {
+        int result;
+        lock (_lock)
+        {
+            result = SetInterfaceLocked(interfaceNumber, alternateSetting);
+        }
+
+        FlushCompletions();
+        return result;
+    }
+
+    public int ClearHalt(byte endpoint)
+    {
+        int result;
+        lock (_lock)
+        {
+            result = ClearHaltLocked(endpoint);
+        }
+
+        FlushCompletions();
+        return result;
+    }
+
+    /// <summary>
+    /// Port reset and re-enumeration as usb_reset_device does it: pending transfers end with
+    /// -ESHUTDOWN, halts and alternate settings are cleared, and the active configuration is restored.
+    /// </summary>
+    public int Reset()
+    {
+        lock (_lock)
+        {
+            if (_unplugged)
+            {
+                return UrbStatus.Enodev;
+            }
+
+            KillPendingLocked(UrbStatus.Eshutdown, -1);
+            Array.Clear(_halted);
+            Array.Clear(_altSetting);
+            _remoteWakeup = false;
+            RebuildActiveEndpointsLocked();
+            OnResetLocked();
+            OnConfigurationChangedLocked();
+        }
+
+        FlushCompletions();
+        return 0;
+    }
+
+    /// <summary>Releases the claim (as closing the usbfs fd): pending transfers are killed with -ENOENT. The device stays usable.</summary>
+    public void Dispose()
+    {
+        lock (_lock)
+        {
+            KillPendingLocked(UrbStatus.Enoent, -1);
+            _claimed = false;
+        }
+
+        FlushCompletions();
+    }
+
+    /// <summary>
+    /// The device leaves the bus for good: pending and later transfers complete with -ENODEV, the
+    /// control methods return -ENODEV, and subclasses release their resources (e.g. the image file).
+    /// </summary>
+    public void Unplug()
+    {
+        lock (_lock)
+        {
+            if (_unplugged)
+            {
+                return;
+            }
+
+            _unplugged = true;
+            KillPendingLocked(UrbStatus.Enodev, -1);
+            OnUnpluggedLocked();
+        }
+
+        FlushCompletions();
+    }
+
+    internal bool TryClaim()
+    {
+        lock (_lock)
+        {
+            if (_claimed || _unplugged)
+            {
+                return false;
+            }
+
+            _claimed = true;
+            return true;
+        }
+    }
+
+    /// <summary>Moves data on a non-control endpoint that is active and not halted. Returns a status or <see cref="Pending"/>.</summary>
+    protected abstract int OnDataTransferLocked(UsbTransfer transfer, out int actualLength);
+
+    /// <summary>Class and vendor requests, and standard requests the base does not know. Default: stall.</summary>
+    protected virtual int OnControlLocked(UsbSetupPacket setup, Span<byte> data, out int actualLength)
+    {
+        actualLength = 0;
+        return UrbStatus.Epipe;
+    }
+
+    /// <summary>After SET_CONFIGURATION and after a reset: endpoint state starts afresh.</summary>
+    protected virtual void OnConfigurationChangedLocked()
+    {
+    }
+
+    /// <summary>
+    /// After every Submit, once the submitted transfer's own completion (if any) is queued: a device
+    /// whose state moved on can now serve transfers it left pending, in order behind it.
+    /// </summary>
+    protected virtual void OnSubmittedLocked()
+    {
+    }
+
+    /// <summary>A usbfs reset, before <see cref="OnConfigurationChangedLocked"/>.</summary>
+    protected virtual void OnResetLocked()
+    {
+    }
+
+    /// <summary>A halt was cleared on <paramref name="endpoint"/> (ClearHalt or CLEAR_FEATURE).</summary>
+    protected virtual void OnClearHaltLocked(byte endpoint)
+    {
+    }
+
+    protected virtual void OnUnpluggedLocked()
+    {
+    }
+
+    /// <summary>Queues a completion; it is delivered by the next <see cref="FlushCompletions"/>.</summary>
+    protected void CompleteLocked(UsbTransfer transfer, int status, int actualLength)
+    {
+        if (status == UrbStatus.Success && transfer.ShortNotOk)
+        {
+            bool isIn;
+            int requested;
+            if (transfer.Type == UsbTransferType.Control)
+            {
+                isIn = (transfer.Buffer[0] & 0x80) != 0;
+                requested = BinaryPrimitives.ReadUInt16LittleEndian(transfer.Buffer.AsSpan(6));
+            }
+            else
+            {
+                isIn = transfer.IsIn;
+                requested = transfer.Length;
+            }
+
+            if (isIn && actualLength < requested)
+            {
+                status = UrbStatus.Eremoteio;
+            }
+        }
+
+        _completions.Enqueue((transfer, status, actualLength));
+    }
+
+    /// <summary>Delivers queued completions; call it after releasing <see cref="SyncRoot"/>.</summary>
+    protected void FlushCompletions()
+    {
+        lock (_lock)
+        {
+            // Whoever is already flushing delivers ours too, in order; this also bounds re-entrancy
+            // when an owner resubmits from its completion callback.
+            if (_flushing)
+            {
+                return;
+            }
+
+            _flushing = true;
+        }
+
+        try
+        {
+            while (true)
+            {
+                (UsbTransfer Transfer, int Status, int ActualLength) next;
+                lock (_lock)
+                {
+                    if (!_completions.TryDequeue(out next))
+                    {
+                        _flushing = false;
+                        return;
+                    }
+                }
+
+                next.Transfer.Complete(next.Status, next.ActualLength);
+            }
+        }
+        catch
+        {
+            lock (_lock)
+            {
+                _flushing = false;
+            }
+
+            throw;
+        }
+    }
+
+    /// <summary>Removes and returns the oldest pending transfer on <paramref name="endpoint"/>, or null.</summary>
+    protected UsbTransfer? TakePendingLocked(byte endpoint)
+    {
+        for (int i = 0; i < _pending.Count; i++)
+        {
+            UsbTransfer transfer = _pending[i];
+            if (transfer.Endpoint == endpoint)
+            {
+                _pending.RemoveAt(i);
+                return transfer;
+            }
+        }
+
+        return null;
+    }
+
+    /// <summary>Halts (stalls) an endpoint: transfers waiting on it complete with -EPIPE, later ones too until the halt is cleared.</summary>
+    protected void SetHaltLocked(byte endpoint)
+    {
+        int index = EndpointIndex(endpoint);
+        if ((endpoint & 0x0F) == 0 || _activeType[index] == NoEndpoint)
+        {
+            return;
+        }
+
+        _halted[index] = true;
+        KillPendingLocked(UrbStatus.Epipe, index);
+    }
+
+    protected bool IsHaltedLocked(byte endpoint) => _halted[EndpointIndex(endpoint)];
+
+    /// <summary>wMaxPacketSize of an active endpoint, 0 if none.</summary>
+    protected int MaxPacketSizeLocked(byte endpoint) => _activeMaxPacket[EndpointIndex(endpoint)];
+
+    private static int EndpointIndex(byte endpoint) => (endpoint & 0x0F) | ((endpoint & 0x80) >> 3);
+
+    private static int Reply(ReadOnlySpan<byte> source, Span<byte> data, out int actualLength)
+    {
+        actualLength = Math.Min(source.Length, data.Length);
+        source[..actualLength].CopyTo(data);
+        return UrbStatus.Success;
+    }
+
+    private static (EndpointEntry[] Endpoints, int[] AltCount) ParseConfiguration(byte[] configuration)
+    {
+        var endpoints = new List<EndpointEntry>();
+        int[] altCount = new int[32];
+        int maxInterface = -1;
+        int currentInterface = -1;
+        int currentAlt = 0;
+        for (int i = configuration[0]; i + 1 < configuration.Length; i += configuration[i])
+        {
+            if (configuration[i] < 2 || i + configuration[i] > configuration.Length)
+            {
+                throw new ArgumentException("Malformed configuration blob.", nameof(configuration));
+            }
+
+            if (configuration[i + 1] == UsbDescriptors.InterfaceType)
+            {
+                currentInterface = configuration[i + 2];
+                currentAlt = configuration[i + 3];
+                altCount[currentInterface] = Math.Max(altCount[currentInterface], currentAlt + 1);
+                maxInterface = Math.Max(maxInterface, currentInterface);
+            }
+            else if (configuration[i + 1] == UsbDescriptors.EndpointType && currentInterface >= 0)
+            {
+                endpoints.Add(new EndpointEntry(
+                    (byte)currentInterface,
+                    (byte)currentAlt,
+                    configuration[i + 2],
+                    (byte)(configuration[i + 3] & 3),
+                    (ushort)(BinaryPrimitives.ReadUInt16LittleEndian(configuration.AsSpan(i + 4)) & 0x7FF)));
+            }
+        }
+
+        return (endpoints.ToArray(), altCount[..(maxInterface + 1)]);
+    }
+
+    private int SubmitLocked(UsbTransfer transfer, out int actualLength)
+    {
+        actualLength = 0;
+        if (_unplugged)
+        {
+            return UrbStatus.Enodev;
+        }
+
+        byte endpoint = transfer.Endpoint;
+        if ((endpoint & ~0x8F) != 0 || transfer.Length < 0 || transfer.Length > transfer.Buffer.Length)
+        {
+            return UrbStatus.Einval;
+        }
+
+        int index = EndpointIndex(endpoint);
+        if (transfer.Type == UsbTransferType.Control)
+        {
+            if ((endpoint & 0x0F) != 0)
+            {
+                return _activeType[index] == NoEndpoint ? UrbStatus.Enoent : UrbStatus.Einval;
+            }
+
+            if (transfer.Length < UsbTransfer.SetupSize)
+            {
+                return UrbStatus.Einval;
+            }
+
+            UsbSetupPacket setup = UsbSetupPacket.Read(transfer.Buffer);
+            if (transfer.Length < UsbTransfer.SetupSize + setup.Length)
+            {
+                return UrbStatus.Einval;
+            }
+
+            return HandleControlLocked(setup, transfer.Buffer.AsSpan(UsbTransfer.SetupSize, setup.Length), out actualLength);
+        }
+
+        if ((endpoint & 0x0F) == 0)
+        {
+            return UrbStatus.Einval;
+        }
+
+        byte type = _activeType[index];
+        if (type == NoEndpoint)
+        {
+            // Also the unconfigured case: no endpoint but ep0 is active (usbfs: ENOENT at submit).
+            return UrbStatus.Enoent;
+        }
+
+        bool typeMatches = transfer.Type switch
+        {
+            // usbfs quietly turns a bulk URB on an interrupt endpoint into an interrupt URB.
+            UsbTransferType.Bulk => type is (byte)UsbTransferTypeBits.Bulk or (byte)UsbTransferTypeBits.Interrupt,
+            UsbTransferType.Interrupt => type == (byte)UsbTransferTypeBits.Interrupt,
+            UsbTransferType.Isochronous => type == (byte)UsbTransferTypeBits.Isochronous,
+            _ => false,
+        };
+        if (!typeMatches)
+        {
+            return UrbStatus.Einval;
+        }
+
+        if (_halted[index])
+        {
+            return UrbStatus.Epipe;
+        }
+
+        return OnDataTransferLocked(transfer, out actualLength);
+    }
+
+    private int HandleControlLocked(UsbSetupPacket setup, Span<byte> data, out int actualLength)
+    {
+        actualLength = 0;
+        if (setup.Kind != 0)
+        {
+            return OnControlLocked(setup, data, out actualLength);
+        }
+
+        switch (setup.Request)
+        {
+            case 0x00 when setup.IsIn:
+                return GetStatusLocked(setup, data, out actualLength);
+            case 0x01 when !setup.IsIn:
+            case 0x03 when !setup.IsIn:
+                return SetOrClearFeatureLocked(setup, set: setup.Request == 0x03);
+            case 0x05 when setup.RequestType == 0x00 && setup.Value <= 127 && setup.Index == 0:
+                _address = (byte)setup.Value;
+                return UrbStatus.Success;
+            case 0x06 when setup.RequestType == 0x80:
+                return GetDescriptorLocked(setup, data, out actualLength);
+            case 0x08 when setup.RequestType == 0x80:
+                return Reply([_configurationValue], data, out actualLength);
+            case 0x09 when setup.RequestType == 0x00:
+                return SetConfigurationLocked(setup.Value & 0xFF) == 0 ? UrbStatus.Success : UrbStatus.Epipe;
+            case 0x0A when setup.RequestType == 0x81:
+                if (_configurationValue == 0 || setup.Index >= _altCount.Length || _altCount[setup.Index] == 0)
+                {
+                    return UrbStatus.Epipe;
+                }
+
+                return Reply([_altSetting[setup.Index]], data, out actualLength);
+            case 0x0B when setup.RequestType == 0x01:
+                return SetInterfaceLocked(setup.Index, setup.Value) == 0 ? UrbStatus.Success : UrbStatus.Epipe;
+            default:
+                return OnControlLocked(setup, data, out actualLength);
+        }
+    }
+
+    private int GetStatusLocked(UsbSetupPacket setup, Span<byte> data, out int actualLength)
+    {
+        actualLength = 0;
+        if (setup.Value != 0)
+        {
+            return UrbStatus.Epipe;
+        }
+
+        int status;
+        switch (setup.Recipient)
+        {
+            case 0:
+                status = ((_configuration[7] & 0x40) != 0 ? 1 : 0) | (_remoteWakeup ? 2 : 0);
+                break;
+            case 1:
+                if (_configurationValue == 0 || setup.Index >= _altCount.Length || _altCount[setup.Index] == 0)
+                {
+                    return UrbStatus.Epipe;
+                }
+
+                status = 0;
+                break;
+            case 2:
+                byte endpoint = (byte)setup.Index;
+                if ((endpoint & 0x0F) == 0)
+                {
+                    status = 0;
+                    break;
+                }
+
+                int index = EndpointIndex(endpoint);
+                if ((endpoint & ~0x8F) != 0 || _activeType[index] == NoEndpoint)
+                {
+                    return UrbStatus.Epipe;
+                }
+
+                status = _halted[index] ? 1 : 0;
+                break;
+            default:
+                return UrbStatus.Epipe;
+        }
+
+        return Reply([(byte)status, 0], data, out actualLength);
+    }
+
+    private int SetOrClearFeatureLocked(UsbSetupPacket setup, bool set)
+    {
+        if (setup.Length != 0)
+        {
+            return UrbStatus.Epipe;
+        }
+
+        switch (setup.Recipient)
+        {
+            case 0 when setup.Value == 1 && (_configuration[7] & 0x20) != 0:
+                _remoteWakeup = set;
+                return UrbStatus.Success;
+            case 2 when setup.Value == 0:
+                byte endpoint = (byte)setup.Index;
+                if ((endpoint & 0x0F) == 0)
+                {
+                    return UrbStatus.Success;
+                }
+
+                if ((endpoint & ~0x8F) != 0 || _activeType[EndpointIndex(endpoint)] == NoEndpoint)
+                {
+                    return UrbStatus.Epipe;
+                }
+
+                if (set)
+                {
+                    SetHaltLocked(endpoint);
+                    return UrbStatus.Success;
+                }
+
+                return ClearHaltLocked(endpoint) == 0 ? UrbStatus.Success : UrbStatus.Epipe;
+            default:
+                return UrbStatus.Epipe;
+        }
+    }
+
+    private int GetDescriptorLocked(UsbSetupPacket setup, Span<byte> data, out int actualLength)
+    {
+        actualLength = 0;
+        int index = setup.Value & 0xFF;
+        switch (setup.Value >> 8)
+        {
+            case UsbDescriptors.DeviceType when index == 0:
+                return Reply(_deviceDescriptor, data, out actualLength);
+            case UsbDescriptors.ConfigurationType when index == 0:
+                return Reply(_configuration, data, out actualLength);
+            case UsbDescriptors.StringType when index < _strings.Length && _strings[index].Length > 0:
+                return Reply(_strings[index], data, out actualLength);
+            case UsbDescriptors.DeviceQualifierType when index == 0 && _deviceQualifier is not null:
+                return Reply(_deviceQualifier, data, out actualLength);
+            case UsbDescriptors.OtherSpeedConfigurationType when index == 0 && _otherSpeedConfiguration is not null:
+                return Reply(_otherSpeedConfiguration, data, out actualLength);
+            case UsbDescriptors.DeviceType:
+            case UsbDescriptors.ConfigurationType:
+            case UsbDescriptors.StringType:
+            case UsbDescriptors.DeviceQualifierType:
+            case UsbDescriptors.OtherSpeedConfigurationType:
+                return UrbStatus.Epipe;
+            default:
+                // BOS (USB 2.0 devices have none), class descriptors: the subclass decides.
+                return OnControlLocked(setup, data, out actualLength);
+        }
+    }
+
+    private int SetConfigurationLocked(int configurationValue)
+    {
+        if (_unplugged)
+        {
+            return UrbStatus.Enodev;
+        }
+
+        // usbfs takes -1 for "unconfigured" as well as 0.
+        if (configurationValue < 0)
+        {
+            configurationValue = 0;
+        }
+
+        if (configurationValue != 0 && configurationValue != _configuration[5])
+        {
+            return UrbStatus.Einval;
+        }
+
+        KillPendingLocked(UrbStatus.Eshutdown, -1);
+        _configurationValue = (byte)configurationValue;
+        Array.Clear(_altSetting);
+        Array.Clear(_halted);
+        RebuildActiveEndpointsLocked();
+        OnConfigurationChangedLocked();
+        return 0;
+    }
+
+    private int SetInterfaceLocked(int interfaceNumber, int alternateSetting)
+    {
+        if (_unplugged)
+        {
+            return UrbStatus.Enodev;
+        }
+
+        if (_configurationValue == 0 || interfaceNumber < 0 || interfaceNumber >= _altCount.Length || _altCount[interfaceNumber] == 0)
+        {
+            return UrbStatus.Enoent;
+        }
+
+        if (alternateSetting < 0 || alternateSetting >= _altCount[interfaceNumber])
+        {
+            return UrbStatus.Einval;
+        }
+
+        for (int i = 0; i < _activeType.Length; i++)
+        {
+            if (_activeType[i] != NoEndpoint && _activeInterface[i] == interfaceNumber)
+            {
+                KillPendingLocked(UrbStatus.Eshutdown, i);
+                _halted[i] = false;
+            }
+        }
+
+        _altSetting[interfaceNumber] = (byte)alternateSetting;
+        RebuildActiveEndpointsLocked();
+        return 0;
+    }
+
+    private int ClearHaltLocked(byte endpoint)
+    {
+        if (_unplugged)
+        {
+            return UrbStatus.Enodev;
+        }
+
+        if ((endpoint & ~0x8F) != 0)
+        {
+            return UrbStatus.Einval;
+        }
+
+        if ((endpoint & 0x0F) == 0)
+        {
+            return 0;
+        }
+
+        int index = EndpointIndex(endpoint);
+        if (_activeType[index] == NoEndpoint)
+        {
+            return UrbStatus.Enoent;
+        }
+
+        _halted[index] = false;
+        OnClearHaltLocked(endpoint);
+        return 0;
+    }
+
+    // endpointIndex -1 kills everything pending.
+    private void KillPendingLocked(int status, int endpointIndex)
+    {
+        for (int i = 0; i < _pending.Count;)
+        {
+            UsbTransfer transfer = _pending[i];
+            if (endpointIndex < 0 || EndpointIndex(transfer.Endpoint) == endpointIndex)
+            {
+                _pending.RemoveAt(i);
+                CompleteLocked(transfer, status, 0);
+            }
+            else
+            {
+                i++;
+            }
+        }
+    }
+
+    private void RebuildActiveEndpointsLocked()
+    {
+        Array.Fill(_activeType, NoEndpoint);
+        Array.Clear(_activeMaxPacket);
+        if (_configurationValue == 0)
+        {
+            return;
+        }
+
+        foreach (EndpointEntry entry in _endpoints)
+        {
+            if (_altSetting[entry.Interface] == entry.AlternateSetting)
+            {
+                int index = EndpointIndex(entry.Address);
+                _activeType[index] = entry.Type;
+                _activeMaxPacket[index] = entry.MaxPacketSize;
+                _activeInterface[index] = entry.Interface;
+            }
+        }
+    }
+
+    private readonly record struct EndpointEntry(byte Interface, byte AlternateSetting, byte Address, byte Type, ushort MaxPacketSize);
+}

@@ -1,0 +1,56 @@
+using System.Buffers.Binary;
+using Microsoft.Win32.SafeHandles;
+
+namespace XenPvUsb.Simulation.Devices;
+
+/// <summary>
+/// Deterministic pseudo-random disk images for the emulated stick. Content is counter-based (each
+/// 8-byte word is a SplitMix64 hash of the seed and its offset), so any range can be regenerated
+/// with <see cref="Fill"/> to check what a device returned without reading the file.
+/// </summary>
+public static class StickImage
+{
+    private const int ChunkSize = 1 << 20;
+
+    /// <summary>Creates (or overwrites) an image of <paramref name="sizeBytes"/> (a non-zero multiple of 512).</summary>
+    public static void Create(string path, long sizeBytes, int seed)
+    {
+        ArgumentNullException.ThrowIfNull(path);
+        if (sizeBytes <= 0 || sizeBytes % MassStorageDevice.BlockSize != 0)
+        {
+            throw new ArgumentOutOfRangeException(nameof(sizeBytes), sizeBytes, "Image size must be a non-zero multiple of 512.");
+        }
+
+        byte[] chunk = new byte[(int)Math.Min(ChunkSize, sizeBytes)];
+        using SafeFileHandle file = File.OpenHandle(path, FileMode.Create, FileAccess.Write, FileShare.None, FileOptions.None, sizeBytes);
+        for (long offset = 0; offset < sizeBytes; offset += chunk.Length)
+        {
+            Span<byte> span = chunk.AsSpan(0, (int)Math.Min(chunk.Length, sizeBytes - offset));
+            Fill(span, offset, seed);
+            RandomAccess.Write(file, span, offset);
+        }
+    }
+
+    /// <summary>The image content at <paramref name="offset"/>; offset and length must be multiples of 8.</summary>
+    public static void Fill(Span<byte> destination, long offset, int seed)
+    {
+        if (offset % 8 != 0 || destination.Length % 8 != 0)
+        {
+            throw new ArgumentException("Offset and length must be multiples of 8.");
+        }
+
+        ulong key = (ulong)(uint)seed * 0xD1B54A32D192ED03UL;
+        ulong index = (ulong)offset / 8;
+        for (int i = 0; i < destination.Length; i += 8, index++)
+        {
+            BinaryPrimitives.WriteUInt64LittleEndian(destination[i..], Mix(key + (index * 0x9E3779B97F4A7C15UL)));
+        }
+    }
+
+    private static ulong Mix(ulong z)
+    {
+        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9UL;
+        z = (z ^ (z >> 27)) * 0x94D049BB133111EBUL;
+        return z ^ (z >> 31);
+    }
+}
