@@ -47,7 +47,7 @@ internal static class Program
     private static async Task<int> RunSimulatedAsync(DaemonOptions options)
     {
         string runDir = options.RunDirectory ?? Path.Combine(Path.GetTempPath(), "xenpvusb-sim");
-        HostApplicationBuilder builder = Host.CreateApplicationBuilder();
+        HostApplicationBuilder builder = Microsoft.Extensions.Hosting.Host.CreateApplicationBuilder();
         builder.Services.AddSystemd();
         builder.Logging.SetMinimumLevel(options.Verbose ? LogLevel.Debug : LogLevel.Information);
         using ILoggerFactory bootLogging = LoggerFactory.Create(b => b.AddSimpleConsole());

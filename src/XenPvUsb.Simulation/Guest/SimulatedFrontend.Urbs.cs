@@ -6,7 +6,7 @@ using static XenPvUsb.Usbif.Usbif;
 
 namespace XenPvUsb.Simulation.Guest;
 
-public sealed unsafe partial class SimulatedFrontend
+public sealed partial class SimulatedFrontend
 {
     /// <summary>
     /// Submits one URB and waits for its response. <paramref name="buffer"/> is the transfer buffer
@@ -38,7 +38,7 @@ public sealed unsafe partial class SimulatedFrontend
     /// Submits and waits on the calling thread, polling the event channel itself (no event thread
     /// may run). Used by the benchmark, which measures the backend rather than thread hand-offs.
     /// </summary>
-    public UrbResult SubmitSync(UsbifPipe pipe, ulong setup, Memory<byte> buffer, bool shortNotOk = false)
+    public unsafe UrbResult SubmitSync(UsbifPipe pipe, ulong setup, Memory<byte> buffer, bool shortNotOk = false)
     {
         if (_eventThread is not null)
         {
@@ -120,7 +120,7 @@ public sealed unsafe partial class SimulatedFrontend
         }
     }
 
-    private void PutUrb(Shadow s, UsbifPipe pipe, ulong setup, Memory<byte> buffer, bool shortNotOk, int pageOffset)
+    private unsafe void PutUrb(Shadow s, UsbifPipe pipe, ulong setup, Memory<byte> buffer, bool shortNotOk, int pageOffset)
     {
         bool control = pipe.Type == UsbTransferType.Control;
         bool isIn = control ? (setup & 0x80) != 0 : pipe.IsIn;
@@ -258,7 +258,7 @@ public sealed unsafe partial class SimulatedFrontend
     }
 
     /// <summary>Returns how many shadow slots went back to the free list.</summary>
-    private int CompleteShadow(Shadow s, usbif_urb_response rsp)
+    private unsafe int CompleteShadow(Shadow s, usbif_urb_response rsp)
     {
         // Every grant must be back before the URB is given back: xen-hcd's hardening check.
         for (int i = 0; i < s.GrantCount; i++)

@@ -19,7 +19,7 @@ namespace XenPvUsb.Simulation.Guest;
 /// 512 pre-posted conn requests, straight from Initialising to Connected, every grant ended after
 /// its response ("backend didn't release grant" is a protocol error), and a sticky error latch.
 /// </summary>
-public sealed unsafe partial class SimulatedFrontend : IAsyncDisposable
+public sealed partial class SimulatedFrontend : IAsyncDisposable
 {
     public const int ShadowSlots = USB_URB_RING_SIZE;
 
@@ -262,7 +262,7 @@ public sealed unsafe partial class SimulatedFrontend : IAsyncDisposable
         }
     }
 
-    private void EventThread()
+    private unsafe void EventThread()
     {
         var pfd = new pollfd { fd = _port!.Fd, events = LibC.POLLIN };
         while (!_stopping)
@@ -286,7 +286,7 @@ public sealed unsafe partial class SimulatedFrontend : IAsyncDisposable
         if (_protocolError is null)
         {
             _protocolError = error;
-            _logger.LogError("vusb frontend dom{Dom}/{DevId}: protocol error: {Error}", _self.Value, _devId, error);
+            _logger.FrontendProtocolError(_self.Value, _devId, error);
         }
     }
 

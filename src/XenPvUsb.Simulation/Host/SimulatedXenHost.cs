@@ -18,6 +18,8 @@ namespace XenPvUsb.Simulation.Host;
 /// </summary>
 public sealed class SimulatedXenHost : IAsyncDisposable
 {
+    private static readonly string[] s_guestOwnedDirectories = ["device", "data", "control", "error"];
+
     private readonly ILoggerFactory _loggerFactory;
     private readonly List<SimulatedGuest> _guests = new();
     private XenStoreConnection? _toolstack;
@@ -78,7 +80,7 @@ public sealed class SimulatedXenHost : IAsyncDisposable
             await xs.SetPermissionsAsync(dom, [new XsPermission(XsAccess.None, DomId.Dom0), new XsPermission(XsAccess.Read, id)], tx, cancellationToken).ConfigureAwait(false);
             await xs.WriteAsync($"{dom}/name", name, tx, cancellationToken).ConfigureAwait(false);
             await xs.WriteAsync($"{dom}/domid", id.Value.ToString(CultureInfo.InvariantCulture), tx, cancellationToken).ConfigureAwait(false);
-            foreach (string sub in new[] { "device", "data", "control", "error" })
+            foreach (string sub in s_guestOwnedDirectories)
             {
                 await xs.WriteAsync($"{dom}/{sub}", "", tx, cancellationToken).ConfigureAwait(false);
                 await xs.SetPermissionsAsync($"{dom}/{sub}", [new XsPermission(XsAccess.None, id), new XsPermission(XsAccess.Read, DomId.Dom0)], tx, cancellationToken).ConfigureAwait(false);

@@ -370,7 +370,7 @@ internal sealed class VusbBackend : IAsyncDisposable
             return;
         }
         await _host.Loop.InvokeAsync(() => c.AttachDevice(port, device, wire)).ConfigureAwait(false);
-        _logger.DeviceAttached(Frontend.Value, DevId, port, busId, device.Speed.ToString());
+        _logger.DeviceAttached(Frontend.Value, DevId, port, busId, device.Speed);
     }
 
     private async Task DetachLockedAsync(int port, bool keepAssignment)
@@ -407,6 +407,6 @@ internal sealed class VusbBackend : IAsyncDisposable
     {
         await _host.Store.WriteAsync($"{BackendPath}/state", ((int)state).ToString(CultureInfo.InvariantCulture)).ConfigureAwait(false);
         _state = state;
-        _logger.BackendState(Frontend.Value, DevId, state.ToString());
+        _logger.BackendState(Frontend.Value, DevId, state);
     }
 }

@@ -29,7 +29,7 @@ internal static partial class Log
     public static partial void BackendInitialised(this ILogger logger, int domId, int devId, int numPorts, int usbVer);
 
     [LoggerMessage(EventId = 112, Level = LogLevel.Debug, Message = "vusb {DomId}/{DevId}: state {State}")]
-    public static partial void BackendState(this ILogger logger, int domId, int devId, string state);
+    public static partial void BackendState(this ILogger logger, int domId, int devId, XenPvUsb.Xen.XenbusState state);
 
     [LoggerMessage(EventId = 113, Level = LogLevel.Error, Message = "vusb {DomId}/{DevId}: frontend nodes unusable (urb-ring-ref '{Urb}', conn-ring-ref '{Conn}', event-channel '{Evtchn}')")]
     public static partial void FrontendNodesInvalid(this ILogger logger, int domId, int devId, string? urb, string? conn, string? evtchn);
@@ -47,7 +47,7 @@ internal static partial class Log
     public static partial void DeviceOpenFailed(this ILogger logger, int domId, int devId, int port, string busId, string reason);
 
     [LoggerMessage(EventId = 118, Level = LogLevel.Information, Message = "vusb {DomId}/{DevId}: port {Port}: {BusId} attached ({Speed} speed)")]
-    public static partial void DeviceAttached(this ILogger logger, int domId, int devId, int port, string busId, string speed);
+    public static partial void DeviceAttached(this ILogger logger, int domId, int devId, int port, string busId, XenPvUsb.Usb.UsbSpeed speed);
 
     [LoggerMessage(EventId = 119, Level = LogLevel.Information, Message = "vusb {DomId}/{DevId}: port {Port}: {BusId} detached")]
     public static partial void DeviceDetached(this ILogger logger, int domId, int devId, int port, string busId);

@@ -2,8 +2,9 @@ using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using XenPvUsb.Rings;
 using XenPvUsb.Tests.Support;
-using XenPvUsb.Usbif;
-using static XenPvUsb.Usbif.Usbif;
+using global::XenPvUsb.Usbif;
+using static global::XenPvUsb.Usbif.Usbif;
+using U = global::XenPvUsb.Usbif.Usbif;
 
 namespace XenPvUsb.Tests.Interop;
 
@@ -107,50 +108,50 @@ public sealed class UsbifAbiTests
     [Test]
     public void SharedRing_HeaderAndSizes_MatchRingH()
     {
-        Assert.That(RingIndex.ReqProdOffset, Is.EqualTo(C("offsetof(usbif_urb_sring,req_prod)")));
-        Assert.That(RingIndex.ReqEventOffset, Is.EqualTo(C("offsetof(usbif_urb_sring,req_event)")));
-        Assert.That(RingIndex.RspProdOffset, Is.EqualTo(C("offsetof(usbif_urb_sring,rsp_prod)")));
-        Assert.That(RingIndex.RspEventOffset, Is.EqualTo(C("offsetof(usbif_urb_sring,rsp_event)")));
-        Assert.That(RingIndex.HeaderSize, Is.EqualTo(C("offsetof(usbif_urb_sring,ring)")));
-        Assert.That(RingIndex.HeaderSize, Is.EqualTo(C("offsetof(usbif_conn_sring,ring)")));
-        Assert.That(USB_URB_RING_SIZE, Is.EqualTo(C("USB_URB_RING_SIZE")));
-        Assert.That(USB_CONN_RING_SIZE, Is.EqualTo(C("USB_CONN_RING_SIZE")));
+        Assert.That(C("offsetof(usbif_urb_sring,req_prod)"), Is.EqualTo(RingIndex.ReqProdOffset));
+        Assert.That(C("offsetof(usbif_urb_sring,req_event)"), Is.EqualTo(RingIndex.ReqEventOffset));
+        Assert.That(C("offsetof(usbif_urb_sring,rsp_prod)"), Is.EqualTo(RingIndex.RspProdOffset));
+        Assert.That(C("offsetof(usbif_urb_sring,rsp_event)"), Is.EqualTo(RingIndex.RspEventOffset));
+        Assert.That(C("offsetof(usbif_urb_sring,ring)"), Is.EqualTo(RingIndex.HeaderSize));
+        Assert.That(C("offsetof(usbif_conn_sring,ring)"), Is.EqualTo(RingIndex.HeaderSize));
+        Assert.That(C("USB_URB_RING_SIZE"), Is.EqualTo(USB_URB_RING_SIZE));
+        Assert.That(C("USB_CONN_RING_SIZE"), Is.EqualTo(USB_CONN_RING_SIZE));
         Assert.That(RingIndex.RingSize(USBIF_RING_SIZE, Unsafe.SizeOf<usbif_urb_request>()), Is.EqualTo(C("USB_URB_RING_SIZE")));
         Assert.That(RingIndex.RingSize(USBIF_RING_SIZE, Unsafe.SizeOf<usbif_conn_response>()), Is.EqualTo(C("USB_CONN_RING_SIZE")));
     }
 
-    [TestCase("USBIF_PIPE_PORT_MASK", USBIF_PIPE_PORT_MASK)]
-    [TestCase("USBIF_PIPE_UNLINK", USBIF_PIPE_UNLINK)]
-    [TestCase("USBIF_PIPE_DIR", USBIF_PIPE_DIR)]
-    [TestCase("USBIF_PIPE_DEV_MASK", USBIF_PIPE_DEV_MASK)]
-    [TestCase("USBIF_PIPE_DEV_SHIFT", USBIF_PIPE_DEV_SHIFT)]
-    [TestCase("USBIF_PIPE_EP_MASK", USBIF_PIPE_EP_MASK)]
-    [TestCase("USBIF_PIPE_EP_SHIFT", USBIF_PIPE_EP_SHIFT)]
-    [TestCase("USBIF_PIPE_TYPE_MASK", USBIF_PIPE_TYPE_MASK)]
-    [TestCase("USBIF_PIPE_TYPE_SHIFT", USBIF_PIPE_TYPE_SHIFT)]
-    [TestCase("USBIF_PIPE_TYPE_ISOC", USBIF_PIPE_TYPE_ISOC)]
-    [TestCase("USBIF_PIPE_TYPE_INT", USBIF_PIPE_TYPE_INT)]
-    [TestCase("USBIF_PIPE_TYPE_CTRL", USBIF_PIPE_TYPE_CTRL)]
-    [TestCase("USBIF_PIPE_TYPE_BULK", USBIF_PIPE_TYPE_BULK)]
-    [TestCase("USBIF_MAX_SEGMENTS_PER_REQUEST", USBIF_MAX_SEGMENTS_PER_REQUEST)]
-    [TestCase("USBIF_MAX_PORTNR", USBIF_MAX_PORTNR)]
-    [TestCase("USBIF_RING_SIZE", USBIF_RING_SIZE)]
-    [TestCase("USBIF_SHORT_NOT_OK", USBIF_SHORT_NOT_OK)]
-    [TestCase("USBIF_STATUS_OK", USBIF_STATUS_OK)]
-    [TestCase("USBIF_STATUS_NODEV", USBIF_STATUS_NODEV)]
-    [TestCase("USBIF_STATUS_INVAL", USBIF_STATUS_INVAL)]
-    [TestCase("USBIF_STATUS_STALL", USBIF_STATUS_STALL)]
-    [TestCase("USBIF_STATUS_IOERROR", USBIF_STATUS_IOERROR)]
-    [TestCase("USBIF_STATUS_BABBLE", USBIF_STATUS_BABBLE)]
-    [TestCase("USBIF_STATUS_SHUTDOWN", USBIF_STATUS_SHUTDOWN)]
-    [TestCase("USBIF_SPEED_NONE", USBIF_SPEED_NONE)]
-    [TestCase("USBIF_SPEED_LOW", USBIF_SPEED_LOW)]
-    [TestCase("USBIF_SPEED_FULL", USBIF_SPEED_FULL)]
-    [TestCase("USBIF_SPEED_HIGH", USBIF_SPEED_HIGH)]
-    [TestCase("USB_VER_UNKNOWN", USB_VER_UNKNOWN)]
-    [TestCase("USB_VER_USB11", USB_VER_USB11)]
-    [TestCase("USB_VER_USB20", USB_VER_USB20)]
-    [TestCase("USB_VER_USB30", USB_VER_USB30)]
+    [TestCase("USBIF_PIPE_PORT_MASK", U.USBIF_PIPE_PORT_MASK)]
+    [TestCase("USBIF_PIPE_UNLINK", U.USBIF_PIPE_UNLINK)]
+    [TestCase("USBIF_PIPE_DIR", U.USBIF_PIPE_DIR)]
+    [TestCase("USBIF_PIPE_DEV_MASK", U.USBIF_PIPE_DEV_MASK)]
+    [TestCase("USBIF_PIPE_DEV_SHIFT", U.USBIF_PIPE_DEV_SHIFT)]
+    [TestCase("USBIF_PIPE_EP_MASK", U.USBIF_PIPE_EP_MASK)]
+    [TestCase("USBIF_PIPE_EP_SHIFT", U.USBIF_PIPE_EP_SHIFT)]
+    [TestCase("USBIF_PIPE_TYPE_MASK", U.USBIF_PIPE_TYPE_MASK)]
+    [TestCase("USBIF_PIPE_TYPE_SHIFT", U.USBIF_PIPE_TYPE_SHIFT)]
+    [TestCase("USBIF_PIPE_TYPE_ISOC", U.USBIF_PIPE_TYPE_ISOC)]
+    [TestCase("USBIF_PIPE_TYPE_INT", U.USBIF_PIPE_TYPE_INT)]
+    [TestCase("USBIF_PIPE_TYPE_CTRL", U.USBIF_PIPE_TYPE_CTRL)]
+    [TestCase("USBIF_PIPE_TYPE_BULK", U.USBIF_PIPE_TYPE_BULK)]
+    [TestCase("USBIF_MAX_SEGMENTS_PER_REQUEST", U.USBIF_MAX_SEGMENTS_PER_REQUEST)]
+    [TestCase("USBIF_MAX_PORTNR", U.USBIF_MAX_PORTNR)]
+    [TestCase("USBIF_RING_SIZE", U.USBIF_RING_SIZE)]
+    [TestCase("USBIF_SHORT_NOT_OK", U.USBIF_SHORT_NOT_OK)]
+    [TestCase("USBIF_STATUS_OK", U.USBIF_STATUS_OK)]
+    [TestCase("USBIF_STATUS_NODEV", U.USBIF_STATUS_NODEV)]
+    [TestCase("USBIF_STATUS_INVAL", U.USBIF_STATUS_INVAL)]
+    [TestCase("USBIF_STATUS_STALL", U.USBIF_STATUS_STALL)]
+    [TestCase("USBIF_STATUS_IOERROR", U.USBIF_STATUS_IOERROR)]
+    [TestCase("USBIF_STATUS_BABBLE", U.USBIF_STATUS_BABBLE)]
+    [TestCase("USBIF_STATUS_SHUTDOWN", U.USBIF_STATUS_SHUTDOWN)]
+    [TestCase("USBIF_SPEED_NONE", U.USBIF_SPEED_NONE)]
+    [TestCase("USBIF_SPEED_LOW", U.USBIF_SPEED_LOW)]
+    [TestCase("USBIF_SPEED_FULL", U.USBIF_SPEED_FULL)]
+    [TestCase("USBIF_SPEED_HIGH", U.USBIF_SPEED_HIGH)]
+    [TestCase("USB_VER_UNKNOWN", U.USB_VER_UNKNOWN)]
+    [TestCase("USB_VER_USB11", U.USB_VER_USB11)]
+    [TestCase("USB_VER_USB20", U.USB_VER_USB20)]
+    [TestCase("USB_VER_USB30", U.USB_VER_USB30)]
     public void Constant_MatchesHeader(string name, long value)
     {
         Assert.That(value, Is.EqualTo(C(name)));

@@ -1,6 +1,6 @@
 using System.Runtime.InteropServices;
 using XenPvUsb.Rings;
-using XenPvUsb.Usbif;
+using global::XenPvUsb.Usbif;
 
 namespace XenPvUsb.Tests.Rings;
 

@@ -1,5 +1,5 @@
 using XenPvUsb.Usb;
-using XenPvUsb.Usbif;
+using global::XenPvUsb.Usbif;
 
 namespace XenPvUsb.Tests.Usbif;
 
