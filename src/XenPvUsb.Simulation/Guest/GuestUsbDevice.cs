@@ -12,6 +12,9 @@ namespace XenPvUsb.Simulation.Guest;
 /// </summary>
 public sealed class GuestUsbDevice
 {
+    // bmAttributes transfer type numbering (USB 2.0 table 9-13) differs from the pipe's.
+    private static readonly UsbTransferType[] s_descriptorTypes = [UsbTransferType.Control, UsbTransferType.Isochronous, UsbTransferType.Bulk, UsbTransferType.Interrupt];
+
     private readonly SimulatedFrontend _frontend;
     private readonly List<GuestEndpoint> _endpoints = new();
 
@@ -170,7 +173,7 @@ public sealed class GuestUsbDevice
             }
             else if (type == 5 && i + 7 <= config.Length)
             {
-                _endpoints.Add(new GuestEndpoint(config[i + 2], (UsbTransferType)(config[i + 3] & 3), BinaryPrimitives.ReadUInt16LittleEndian(config.Slice(i + 4))));
+                _endpoints.Add(new GuestEndpoint(config[i + 2], s_descriptorTypes[config[i + 3] & 3], BinaryPrimitives.ReadUInt16LittleEndian(config.Slice(i + 4))));
             }
         }
     }
