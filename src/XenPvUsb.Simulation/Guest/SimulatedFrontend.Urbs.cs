@@ -91,6 +91,23 @@ public sealed partial class SimulatedFrontend
         return tcs.Task;
     }
 
+    /// <summary>Ids of the requests this frontend has in flight.</summary>
+    public IReadOnlyList<ushort> InFlightRequestIds()
+    {
+        lock (_ringLock)
+        {
+            var ids = new List<ushort>();
+            foreach (Shadow s in _shadows)
+            {
+                if (s.InFlight)
+                {
+                    ids.Add((ushort)s.Index);
+                }
+            }
+            return ids;
+        }
+    }
+
     /// <summary>Writes a raw req_prod (hostile-frontend tests) and kicks the backend.</summary>
     public void CorruptRequestProducer(uint value)
     {

@@ -1,0 +1,117 @@
+using XenPvUsb.Backend;
+using XenPvUsb.Simulation.Devices;
+using XenPvUsb.Simulation.Guest;
+using XenPvUsb.Simulation.Host;
+using XenPvUsb.Toolstack;
+using XenPvUsb.Xen;
+using XenPvUsb.XenStore;
+
+namespace XenPvUsb.Tests.Support;
+
+/// <summary>
+/// A simulated host with the real backend serving it: the daemon's BackendRegistry on an event loop,
+/// the toolstack library as the CLI uses it, and helpers to make guests with connected frontends.
+/// </summary>
+internal sealed class SimWorld : IAsyncDisposable
+{
+    private int _nextBus = 1;
+
+    private SimWorld(string dir, SimulatedXenHost host, EventLoop loop, XenStoreConnection dom0, BackendRegistry registry)
+    {
+        Directory = dir;
+        Host = host;
+        Loop = loop;
+        Dom0 = dom0;
+        Registry = registry;
+        Toolstack = new VusbToolstack(dom0, host.SysfsRoot);
+    }
+
+    public string Directory { get; }
+
+    public SimulatedXenHost Host { get; }
+
+    public EventLoop Loop { get; }
+
+    public XenStoreConnection Dom0 { get; }
+
+    public BackendRegistry Registry { get; }
+
+    public VusbToolstack Toolstack { get; }
+
+    public static async Task<SimWorld> StartAsync()
+    {
+        string dir = Path.Combine(Path.GetTempPath(), $"xenpvusb-test-{Guid.NewGuid():N}");
+        SimulatedXenHost host = await SimulatedXenHost.StartAsync(dir);
+        var loop = new EventLoop();
+        XenStoreConnection dom0 = await XenStoreConnection.ConnectAsync(host.Dom0SocketPath);
+        var registry = new BackendRegistry(host.CreateBackendHost(dom0, loop));
+        await registry.StartAsync();
+        return new SimWorld(dir, host, loop, dom0, registry);
+    }
+
+    /// <summary>Plugs a device at a fresh bus id and returns the id.</summary>
+    public string Plug(EmulatedUsbDevice device)
+    {
+        string busId = $"1-{_nextBus++}";
+        Host.Usb.Plug(busId, device);
+        return busId;
+    }
+
+    public string PlugStick(long bytes = 1024 * 1024, int seed = 1, bool readOnly = false)
+    {
+        string image = Path.Combine(Directory, $"stick-{_nextBus}.img");
+        StickImage.Create(image, bytes, seed);
+        return Plug(new MassStorageDevice(image, readOnly));
+    }
+
+    /// <summary>A guest with one controller, its frontend connected, and the given devices attached to ports 1, 2, ...</summary>
+    public async Task<GuestHandle> AddGuestAsync(string name, int ports = 8, int usbVersion = 2, params string[] busIds)
+    {
+        SimulatedGuest guest = await Host.CreateGuestAsync(name);
+        Task<SimulatedFrontend> connecting = guest.ConnectFrontendAsync(0);
+        int devId = await Toolstack.CreateControllerAsync(guest.Id, usbVersion, ports);
+        SimulatedFrontend fe = await connecting;
+        await WaitForStateAsync($"/local/domain/0/backend/vusb/{guest.Id.Value}/{devId}/state", "4");
+        var handle = new GuestHandle(guest, fe, devId);
+        for (int i = 0; i < busIds.Length; i++)
+        {
+            await Toolstack.AttachAsync(guest.Id, devId, i + 1, busIds[i]);
+            await fe.WaitForPortAsync(i + 1, connected: true, TimeSpan.FromSeconds(10));
+        }
+        return handle;
+    }
+
+    public async Task WaitForStateAsync(string path, string value, int timeoutMs = 10000)
+    {
+        using var cts = new CancellationTokenSource(timeoutMs);
+        await using XenStoreWatch w = await Dom0.WatchAsync(path, cts.Token);
+        while (await Dom0.ReadAsync(path, cancellationToken: cts.Token) != value)
+        {
+            await w.Events.ReadAsync(cts.Token);
+        }
+    }
+
+    /// <summary>Waits until the event loop has run everything posted before now.</summary>
+    public Task DrainLoopAsync() => Loop.InvokeAsync(() => { });
+
+    public async ValueTask DisposeAsync()
+    {
+        await Registry.DisposeAsync();
+        await Dom0.DisposeAsync();
+        Loop.Dispose();
+        await Host.DisposeAsync();
+        Host.Usb.Dispose();
+        try
+        {
+            System.IO.Directory.Delete(Directory, recursive: true);
+        }
+        catch (IOException)
+        {
+        }
+    }
+}
+
+internal sealed record GuestHandle(SimulatedGuest Guest, SimulatedFrontend Frontend, int DevId)
+{
+    public DomId Id => Guest.Id;
+}
