@@ -5,6 +5,7 @@ using XenPvUsb.Backend;
 using XenPvUsb.Simulation.Devices;
 using XenPvUsb.Simulation.Xen;
 using XenPvUsb.Simulation.XenStore;
+using XenPvUsb.Usb;
 using XenPvUsb.Xen;
 using XenPvUsb.XenStore;
 
@@ -65,8 +66,8 @@ public sealed class SimulatedXenHost : IAsyncDisposable
     }
 
     /// <summary>What a backend in dom0 is built from on this host.</summary>
-    public BackendHost CreateBackendHost(XenStoreConnection dom0Store, EventLoop loop, ILoggerFactory? loggerFactory = null) =>
-        new(dom0Store, Grants.OpenAs(DomId.Dom0), EventChannels.OpenAs(DomId.Dom0), Usb, loop, loggerFactory ?? _loggerFactory, DomId.Dom0);
+    public BackendHost CreateBackendHost(XenStoreConnection dom0Store, EventLoop loop, ILoggerFactory? loggerFactory = null, IUsbHost? usb = null) =>
+        new(dom0Store, Grants.OpenAs(DomId.Dom0), EventChannels.OpenAs(DomId.Dom0), usb ?? Usb, loop, loggerFactory ?? _loggerFactory, DomId.Dom0);
 
     /// <summary>xl create, as far as xenstore goes: the domain's directory, its xenstore connection, @introduceDomain.</summary>
     public async Task<SimulatedGuest> CreateGuestAsync(string name, CancellationToken cancellationToken = default)

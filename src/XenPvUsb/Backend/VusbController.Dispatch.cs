@@ -36,7 +36,9 @@ internal sealed partial class VusbController
                     return;
                 }
             }
-            if (!_urbRing.FinalCheckForRequests())
+            // Either keep polling the ring for a while (no notification needed for the guest's next
+            // URB) or re-arm req_event and look once more, as RING_FINAL_CHECK_FOR_REQUESTS does.
+            if (_loop.TryMarkHot(this) || !_urbRing.FinalCheckForRequests())
             {
                 return;
             }

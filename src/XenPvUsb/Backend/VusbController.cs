@@ -12,7 +12,7 @@ namespace XenPvUsb.Backend;
 /// URBs in flight. Everything here runs on the event loop thread (completions from other threads
 /// are queued back to it), so it takes no locks. Cf. QEMU hw/usb/xen-usb.c.
 /// </summary>
-internal sealed partial class VusbController : IEventHandler, IUsbTransferOwner, IDisposable
+internal sealed partial class VusbController : IEventHandler, IBusyPollable, IUsbTransferOwner, IDisposable
 {
     private readonly IGrantTable _grants;
     private readonly EventLoop _loop;
@@ -135,6 +135,7 @@ internal sealed partial class VusbController : IEventHandler, IUsbTransferOwner,
             return;
         }
         _loop.Unregister(_evtchnRegistration, _evtchn.Fd);
+        _loop.RemoveHot(this);
         IEventChannel evtchn = _evtchn;
         _evtchn = null;
         CancelInFlight(port: 0);
@@ -216,12 +217,18 @@ internal sealed partial class VusbController : IEventHandler, IUsbTransferOwner,
         }
     }
 
-    private void ProcessRings()
+    public bool Poll() => ProcessRings();
+
+    public bool Arm() => _evtchn is not null && !_ringError && _urbRing.FinalCheckForRequests();
+
+    /// <summary>Serves both rings; returns true if any URB request was consumed.</summary>
+    private bool ProcessRings()
     {
         if (_ringError || _evtchn is null)
         {
-            return;
+            return false;
         }
+        uint before = _urbRing.ReqCons;
         _dispatchDepth++;
         try
         {
@@ -233,6 +240,7 @@ internal sealed partial class VusbController : IEventHandler, IUsbTransferOwner,
             _dispatchDepth--;
         }
         PushResponses();
+        return _urbRing.ReqCons != before;
     }
 
     private void PushResponses()

@@ -7,6 +7,19 @@ using XenPvUsb.Logging;
 
 namespace XenPvUsb.Xen;
 
+/// <summary>
+/// A ring the loop keeps polling for a short while after it had work, instead of re-arming its
+/// notification and sleeping: a guest streaming URBs then needs no event channel kick per URB.
+/// </summary>
+public interface IBusyPollable
+{
+    /// <summary>Processes whatever is new. Returns true if there was any.</summary>
+    bool Poll();
+
+    /// <summary>Re-arms notifications before the loop sleeps. Returns true if work raced in (keep polling).</summary>
+    bool Arm();
+}
+
 /// <summary>Something with a file descriptor the event loop waits on.</summary>
 public interface IEventHandler
 {
@@ -28,6 +41,9 @@ public sealed unsafe class EventLoop : IDisposable
     public const uint EpollErr = 0x008;
     public const uint EpollHup = 0x010;
 
+    /// <summary>Default busy-poll window: long enough to catch a guest's next URB, short enough to cost little when idle.</summary>
+    public const int DefaultBusyPollMicroseconds = 50;
+
     private const long WakeId = 0;
 
     private readonly int _epfd;
@@ -37,13 +53,18 @@ public sealed unsafe class EventLoop : IDisposable
     private readonly TaskCompletionSource _completion = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private readonly ILogger _logger;
     private readonly Thread _thread;
+    private readonly List<IBusyPollable> _hot = new();
+    private readonly long _busyPollTicks;
+    private long _lastHotWork;
     private long _nextId;
     private volatile bool _stopping;
     private int _wakePending;
 
-    public EventLoop(ILogger? logger = null)
+    /// <param name="busyPollMicroseconds">How long rings stay polled after their last work; 0 disables busy polling.</param>
+    public EventLoop(ILogger? logger = null, int busyPollMicroseconds = DefaultBusyPollMicroseconds)
     {
         _logger = logger ?? NullLogger.Instance;
+        _busyPollTicks = busyPollMicroseconds * System.Diagnostics.Stopwatch.Frequency / 1_000_000;
         _epfd = LibC.epoll_create1(LibC.EPOLL_CLOEXEC);
         if (_epfd < 0)
         {
@@ -59,6 +80,24 @@ public sealed unsafe class EventLoop : IDisposable
     public Task Completion => _completion.Task;
 
     public bool IsLoopThread => Environment.CurrentManagedThreadId == _thread.ManagedThreadId;
+
+    /// <summary>Loop thread only: keep polling <paramref name="pollable"/> (it just had work) instead of arming it.</summary>
+    public bool TryMarkHot(IBusyPollable pollable)
+    {
+        if (_busyPollTicks == 0)
+        {
+            return false;
+        }
+        if (!_hot.Contains(pollable))
+        {
+            _hot.Add(pollable);
+            _lastHotWork = System.Diagnostics.Stopwatch.GetTimestamp();
+        }
+        return true;
+    }
+
+    /// <summary>Loop thread only: stop polling (the ring went away).</summary>
+    public void RemoveHot(IBusyPollable pollable) => _hot.Remove(pollable);
 
     /// <summary>Starts waiting on <paramref name="fd"/>. Returns a registration id for <see cref="Unregister"/>.</summary>
     public long Register(int fd, IEventHandler handler, uint events = EpollIn)
@@ -148,7 +187,7 @@ public sealed unsafe class EventLoop : IDisposable
         {
             while (!_stopping)
             {
-                int n = LibC.epoll_wait(_epfd, events, MaxEvents, -1);
+                int n = LibC.epoll_wait(_epfd, events, MaxEvents, _hot.Count > 0 ? 0 : -1);
                 if (n < 0)
                 {
                     int errno = LibC.errno;
@@ -173,6 +212,10 @@ public sealed unsafe class EventLoop : IDisposable
                     }
                 }
                 RunPosted();
+                if (_hot.Count > 0)
+                {
+                    PollHot();
+                }
             }
             _completion.TrySetResult();
         }
@@ -180,6 +223,33 @@ public sealed unsafe class EventLoop : IDisposable
         {
             _logger.EventLoopFailed(e);
             _completion.TrySetException(e);
+        }
+    }
+
+    private void PollHot()
+    {
+        long now = System.Diagnostics.Stopwatch.GetTimestamp();
+        bool work = false;
+        for (int i = 0; i < _hot.Count; i++)
+        {
+            work |= _hot[i].Poll();
+        }
+        if (work)
+        {
+            _lastHotWork = now;
+            return;
+        }
+        if (now - _lastHotWork < _busyPollTicks)
+        {
+            Thread.SpinWait(20);
+            return;
+        }
+        for (int i = _hot.Count - 1; i >= 0; i--)
+        {
+            if (!_hot[i].Arm())
+            {
+                _hot.RemoveAt(i);
+            }
         }
     }
 

@@ -1,0 +1,51 @@
+using XenPvUsb.Usb;
+
+namespace XenPvUsb.Bench;
+
+/// <summary>A USB host whose every valid bus id holds a device that completes each transfer at once, moving no data.</summary>
+internal sealed class NullUsbHost : IUsbHost
+{
+    public event Action<UsbHotplugEvent>? Hotplug
+    {
+        add { }
+        remove { }
+    }
+
+    public IReadOnlyList<UsbDeviceInfo> Enumerate() => [];
+
+    public UsbDeviceInfo? Find(string busId) => BusId.IsValid(busId)
+        ? new UsbDeviceInfo(busId, 1, 2, 0x1209, 0x0001, 0, UsbSpeed.High, 0, null, "null device", null)
+        : null;
+
+    public IUsbHostDevice Open(string busId) => new NullDevice(busId);
+
+    private sealed class NullDevice : IUsbHostDevice
+    {
+        public NullDevice(string busId)
+        {
+            BusId = busId;
+        }
+
+        public string BusId { get; }
+
+        public UsbSpeed Speed => UsbSpeed.High;
+
+        public void Submit(UsbTransfer transfer) => transfer.Complete(0, transfer.Type == UsbTransferType.Control ? transfer.Length - UsbTransfer.SetupSize : transfer.Length);
+
+        public void Cancel(UsbTransfer transfer)
+        {
+        }
+
+        public int SetConfiguration(int configurationValue) => 0;
+
+        public int SetInterface(int interfaceNumber, int alternateSetting) => 0;
+
+        public int ClearHalt(byte endpoint) => 0;
+
+        public int Reset() => 0;
+
+        public void Dispose()
+        {
+        }
+    }
+}
