@@ -471,4 +471,50 @@ public sealed class MassStorageDeviceTests
         Assert.That(_host.In(13).Status, Is.EqualTo(UrbStatus.Enodev));
         Assert.That(_device.ClearHalt(0x81), Is.EqualTo(UrbStatus.Enodev));
     }
+
+    [Test]
+    public void SetAddress_IsAcceptedWhenItReachesTheDevice_AndGetStatusAnswers()
+    {
+        var recorder = new TransferRecorder();
+        UsbTransfer setAddress = UsbTestIo.Control(_device, recorder, 0x00, 0x05, 9, 0, 0);
+        UsbTransfer status = UsbTestIo.Control(_device, recorder, 0x80, 0x00, 0, 0, 2);
+
+        Assert.That(setAddress.Status, Is.Zero);
+        Assert.That(_device.Address, Is.EqualTo(9));
+        Assert.That(status.Status, Is.Zero);
+        Assert.That(status.ActualLength, Is.EqualTo(2));
+        Assert.That(status.Buffer[8], Is.Zero, "bus powered, no remote wakeup");
+    }
+
+    [Test]
+    public void Read10Loop_DoesNotAllocatePerTransfer()
+    {
+        var recorder = new TransferRecorder();
+        var cbw = new UsbTransfer(31) { Type = UsbTransferType.Bulk, Endpoint = 0x02, Length = 31, Owner = recorder };
+        BotHost.Cbw(5, 65536, true, BotHost.Read10(0, 128)).CopyTo(cbw.Buffer, 0);
+        var data = new UsbTransfer(65536) { Type = UsbTransferType.Bulk, Endpoint = 0x81, Length = 65536, Owner = recorder };
+        var csw = new UsbTransfer(13) { Type = UsbTransferType.Bulk, Endpoint = 0x81, Length = 13, Owner = recorder };
+        for (int i = 0; i < 3; i++)
+        {
+            RunRead();
+        }
+
+        long before = GC.GetAllocatedBytesForCurrentThread();
+        for (int i = 0; i < 100; i++)
+        {
+            RunRead();
+        }
+
+        long allocated = GC.GetAllocatedBytesForCurrentThread() - before;
+        Assert.That(allocated, Is.Zero);
+        Assert.That(csw.Status, Is.Zero);
+        Assert.That(csw.Buffer[12], Is.Zero);
+
+        void RunRead()
+        {
+            _device.Submit(cbw);
+            _device.Submit(data);
+            _device.Submit(csw);
+        }
+    }
 }

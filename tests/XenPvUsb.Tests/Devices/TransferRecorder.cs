@@ -6,7 +6,7 @@ namespace XenPvUsb.Tests.Devices;
 internal sealed class TransferRecorder : IUsbTransferOwner
 {
     private readonly Lock _lock = new();
-    private readonly List<UsbTransfer> _completed = [];
+    private readonly List<UsbTransfer> _completed = new(1024);
 
     public IReadOnlyList<UsbTransfer> Completed
     {
