@@ -1,3 +1,4 @@
+using XenPvUsb.Host;
 using XenPvUsb.Usb;
 
 namespace XenPvUsb.Bench;
@@ -13,7 +14,7 @@ internal sealed class NullUsbHost : IUsbHost
 
     public IReadOnlyList<UsbDeviceInfo> Enumerate() => [];
 
-    public UsbDeviceInfo? Find(string busId) => BusId.IsValid(busId)
+    public UsbDeviceInfo? Find(string busId) => UsbSysfs.IsValidBusId(busId)
         ? new UsbDeviceInfo(busId, 1, 2, 0x1209, 0x0001, 0, UsbSpeed.High, 0, null, "null device", null)
         : null;
 

@@ -1,6 +1,7 @@
 using System.Globalization;
 using Microsoft.Extensions.Logging;
 using Nito.AsyncEx;
+using XenPvUsb.Host;
 using XenPvUsb.Logging;
 using XenPvUsb.Usb;
 using XenPvUsb.Xen;
@@ -323,7 +324,7 @@ internal sealed class VusbBackend : IAsyncDisposable
             {
                 continue;
             }
-            if (!BusId.IsValid(busId))
+            if (!UsbSysfs.IsValidBusId(busId))
             {
                 _logger.PortAssignmentRefused(Frontend.Value, DevId, port, busId, "not a USB bus id");
                 continue;

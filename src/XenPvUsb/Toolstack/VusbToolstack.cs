@@ -134,7 +134,7 @@ public sealed class VusbToolstack
     /// <summary>usb-attach: writes the bus id into port/N after checking the device, the port and other assignments.</summary>
     public async Task AttachAsync(DomId domain, int devId, int port, string busId, CancellationToken cancellationToken = default)
     {
-        if (!BusId.IsValid(busId) || busId.StartsWith("usb", StringComparison.Ordinal))
+        if (!UsbSysfs.IsValidBusId(busId) || busId.StartsWith("usb", StringComparison.Ordinal))
         {
             throw new ToolstackException($"'{busId}' is not a USB device bus id (like 1-2 or 3-1.4)");
         }
