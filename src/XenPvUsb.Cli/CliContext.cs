@@ -27,7 +27,7 @@ internal sealed class CliContext : IAsyncDisposable
         {
             xs = await XenStoreConnection.OpenDefaultAsync(cancellationToken: cancellationToken).ConfigureAwait(false);
         }
-        catch (Exception e) when (e is IOException or System.Net.Sockets.SocketException or UnauthorizedAccessException or XenStoreException)
+        catch (Exception e) when (e is IOException or System.Net.Sockets.SocketException or UnauthorizedAccessException or XenStoreException or XenStoreConnectionClosedException)
         {
             throw new ToolstackException($"cannot reach xenstore ({e.Message}); is this a Xen dom0 (or is XENSTORED_PATH set)?");
         }

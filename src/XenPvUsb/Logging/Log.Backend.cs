@@ -4,60 +4,60 @@ namespace XenPvUsb.Logging;
 
 internal static partial class Log
 {
-    [LoggerMessage(EventId = 100, Level = LogLevel.Critical, Message = "The event loop failed; the daemon cannot go on")]
+    [LoggerMessage(EventId = 200, Level = LogLevel.Critical, Message = "The event loop failed; the daemon cannot go on")]
     public static partial void EventLoopFailed(this ILogger logger, Exception exception);
 
-    [LoggerMessage(EventId = 101, Level = LogLevel.Information, Message = "vusb {DomId}/{DevId}: connected (urb-ring-ref {UrbRef}, conn-ring-ref {ConnRef}, local port {Port})")]
+    [LoggerMessage(EventId = 201, Level = LogLevel.Information, Message = "vusb {DomId}/{DevId}: connected (urb-ring-ref {UrbRef}, conn-ring-ref {ConnRef}, local port {Port})")]
     public static partial void ControllerConnected(this ILogger logger, int domId, int devId, uint urbRef, uint connRef, uint port);
 
-    [LoggerMessage(EventId = 102, Level = LogLevel.Information, Message = "vusb {DomId}/{DevId}: disconnected")]
+    [LoggerMessage(EventId = 202, Level = LogLevel.Information, Message = "vusb {DomId}/{DevId}: disconnected")]
     public static partial void ControllerDisconnected(this ILogger logger, int domId, int devId);
 
-    [LoggerMessage(EventId = 103, Level = LogLevel.Debug, Message = "vusb {DomId}/{DevId}: port {Port} event, speed {Speed}")]
+    [LoggerMessage(EventId = 203, Level = LogLevel.Debug, Message = "vusb {DomId}/{DevId}: port {Port} event, speed {Speed}")]
     public static partial void PortEventSent(this ILogger logger, int domId, int devId, int port, int speed);
 
-    [LoggerMessage(EventId = 104, Level = LogLevel.Error, Message = "vusb {DomId}/{DevId}: frontend broke the {Ring} protocol (producer index {Prod}); controller stopped")]
+    [LoggerMessage(EventId = 204, Level = LogLevel.Error, Message = "vusb {DomId}/{DevId}: frontend broke the {Ring} protocol (producer index {Prod}); controller stopped")]
     public static partial void RingError(this ILogger logger, int domId, int devId, string ring, uint prod);
 
-    [LoggerMessage(EventId = 105, Level = LogLevel.Debug, Message = "vusb {DomId}/{DevId}: request {Id} on port {Port} refused: {Reason} (status {Status})")]
+    [LoggerMessage(EventId = 205, Level = LogLevel.Debug, Message = "vusb {DomId}/{DevId}: request {Id} on port {Port} refused: {Reason} (status {Status})")]
     public static partial void RequestRejected(this ILogger logger, int domId, int devId, int id, int port, string reason, int status);
 
-    [LoggerMessage(EventId = 110, Level = LogLevel.Error, Message = "vusb {DomId}/{DevId}: unusable controller nodes (num-ports '{NumPorts}', usb-ver '{UsbVer}', frontend '{Frontend}')")]
+    [LoggerMessage(EventId = 210, Level = LogLevel.Error, Message = "vusb {DomId}/{DevId}: unusable controller nodes (num-ports '{NumPorts}', usb-ver '{UsbVer}', frontend '{Frontend}')")]
     public static partial void BackendConfigInvalid(this ILogger logger, int domId, int devId, string? numPorts, string? usbVer, string? frontend);
 
-    [LoggerMessage(EventId = 111, Level = LogLevel.Information, Message = "vusb {DomId}/{DevId}: USB {UsbVer}.0 controller with {NumPorts} ports, waiting for the frontend")]
+    [LoggerMessage(EventId = 211, Level = LogLevel.Information, Message = "vusb {DomId}/{DevId}: USB {UsbVer}.0 controller with {NumPorts} ports, waiting for the frontend")]
     public static partial void BackendInitialised(this ILogger logger, int domId, int devId, int numPorts, int usbVer);
 
-    [LoggerMessage(EventId = 112, Level = LogLevel.Debug, Message = "vusb {DomId}/{DevId}: state {State}")]
+    [LoggerMessage(EventId = 212, Level = LogLevel.Debug, Message = "vusb {DomId}/{DevId}: state {State}")]
     public static partial void BackendState(this ILogger logger, int domId, int devId, XenPvUsb.Xen.XenbusState state);
 
-    [LoggerMessage(EventId = 113, Level = LogLevel.Error, Message = "vusb {DomId}/{DevId}: frontend nodes unusable (urb-ring-ref '{Urb}', conn-ring-ref '{Conn}', event-channel '{Evtchn}')")]
+    [LoggerMessage(EventId = 213, Level = LogLevel.Error, Message = "vusb {DomId}/{DevId}: frontend nodes unusable (urb-ring-ref '{Urb}', conn-ring-ref '{Conn}', event-channel '{Evtchn}')")]
     public static partial void FrontendNodesInvalid(this ILogger logger, int domId, int devId, string? urb, string? conn, string? evtchn);
 
-    [LoggerMessage(EventId = 114, Level = LogLevel.Error, Message = "vusb {DomId}/{DevId}: cannot connect: {Reason}")]
+    [LoggerMessage(EventId = 214, Level = LogLevel.Error, Message = "vusb {DomId}/{DevId}: cannot connect: {Reason}")]
     public static partial void ConnectFailed(this ILogger logger, int domId, int devId, string reason);
 
-    [LoggerMessage(EventId = 115, Level = LogLevel.Warning, Message = "vusb {DomId}/{DevId}: port {Port} = '{BusId}' refused: {Reason}")]
+    [LoggerMessage(EventId = 215, Level = LogLevel.Warning, Message = "vusb {DomId}/{DevId}: port {Port} = '{BusId}' refused: {Reason}")]
     public static partial void PortAssignmentRefused(this ILogger logger, int domId, int devId, int port, string busId, string reason);
 
-    [LoggerMessage(EventId = 116, Level = LogLevel.Information, Message = "vusb {DomId}/{DevId}: port {Port} assigned {BusId}, which is not plugged in; waiting for it")]
+    [LoggerMessage(EventId = 216, Level = LogLevel.Information, Message = "vusb {DomId}/{DevId}: port {Port} assigned {BusId}, which is not plugged in; waiting for it")]
     public static partial void DeviceAbsent(this ILogger logger, int domId, int devId, int port, string busId);
 
-    [LoggerMessage(EventId = 117, Level = LogLevel.Error, Message = "vusb {DomId}/{DevId}: port {Port}: cannot claim {BusId}: {Reason}")]
+    [LoggerMessage(EventId = 217, Level = LogLevel.Error, Message = "vusb {DomId}/{DevId}: port {Port}: cannot claim {BusId}: {Reason}")]
     public static partial void DeviceOpenFailed(this ILogger logger, int domId, int devId, int port, string busId, string reason);
 
-    [LoggerMessage(EventId = 118, Level = LogLevel.Information, Message = "vusb {DomId}/{DevId}: port {Port}: {BusId} attached ({Speed} speed)")]
+    [LoggerMessage(EventId = 218, Level = LogLevel.Information, Message = "vusb {DomId}/{DevId}: port {Port}: {BusId} attached ({Speed} speed)")]
     public static partial void DeviceAttached(this ILogger logger, int domId, int devId, int port, string busId, XenPvUsb.Usb.UsbSpeed speed);
 
-    [LoggerMessage(EventId = 119, Level = LogLevel.Information, Message = "vusb {DomId}/{DevId}: port {Port}: {BusId} detached")]
+    [LoggerMessage(EventId = 219, Level = LogLevel.Information, Message = "vusb {DomId}/{DevId}: port {Port}: {BusId} detached")]
     public static partial void DeviceDetached(this ILogger logger, int domId, int devId, int port, string busId);
 
-    [LoggerMessage(EventId = 120, Level = LogLevel.Error, Message = "vusb {DomId}/{DevId}: xenstore watch failed")]
+    [LoggerMessage(EventId = 220, Level = LogLevel.Error, Message = "vusb {DomId}/{DevId}: xenstore watch failed")]
     public static partial void BackendWatchFailed(this ILogger logger, int domId, int devId, Exception exception);
 
-    [LoggerMessage(EventId = 121, Level = LogLevel.Error, Message = "vusb {DomId}/{DevId}: backend failed; this controller is stopped")]
+    [LoggerMessage(EventId = 221, Level = LogLevel.Error, Message = "vusb {DomId}/{DevId}: backend failed; this controller is stopped")]
     public static partial void BackendFailed(this ILogger logger, int domId, int devId, Exception exception);
 
-    [LoggerMessage(EventId = 122, Level = LogLevel.Information, Message = "serving backend/vusb under {Path}")]
+    [LoggerMessage(EventId = 222, Level = LogLevel.Information, Message = "serving backend/vusb under {Path}")]
     public static partial void RegistryStarted(this ILogger logger, string path);
 }

@@ -1,0 +1,203 @@
+using System.CommandLine;
+using XenPvUsb.Cli;
+using XenPvUsb.Simulation.Devices;
+using XenPvUsb.Tests.Support;
+
+namespace XenPvUsb.Tests.Cli;
+
+/// <summary>The xenpvusb verbs against the simulated host with the real backend answering.</summary>
+[TestFixture]
+[NonParallelizable]
+public sealed class CliTests
+{
+    private SimWorld _world = null!;
+    private string _stick = null!;
+    private string _keyboard = null!;
+    private string _hub = null!;
+
+    [SetUp]
+    public async Task StartWorld()
+    {
+        _world = await SimWorld.StartAsync();
+        _stick = _world.PlugStick();
+        _keyboard = _world.Plug(new HidKeyboardDevice());
+        _hub = _world.Plug(new EmulatedHub());
+        await _world.Host.CreateGuestAsync("alpha");
+        await _world.Host.CreateGuestAsync("beta");
+        Environment.SetEnvironmentVariable("XENSTORED_PATH", _world.Host.Dom0SocketPath);
+        Environment.SetEnvironmentVariable("XENPVUSB_SYSFS", _world.Host.SysfsRoot);
+    }
+
+    [TearDown]
+    public async Task StopWorld()
+    {
+        Environment.SetEnvironmentVariable("XENSTORED_PATH", null);
+        Environment.SetEnvironmentVariable("XENPVUSB_SYSFS", null);
+        await _world.DisposeAsync();
+    }
+
+    private static async Task<(int Exit, string Out, string Err)> RunAsync(params string[] args)
+    {
+        TextWriter oldOut = Console.Out, oldErr = Console.Error;
+        using var o = new StringWriter();
+        using var e = new StringWriter();
+        Console.SetOut(o);
+        Console.SetError(e);
+        try
+        {
+            ParseResult parsed = CommandTable.Build().Parse(args);
+            int exit = await parsed.InvokeAsync(new InvocationConfiguration { Output = o, Error = e });
+            return (exit, o.ToString(), e.ToString());
+        }
+        finally
+        {
+            Console.SetOut(oldOut);
+            Console.SetError(oldErr);
+        }
+    }
+
+    [Test]
+    public async Task CreateAttachListDetachDestroy_ByName()
+    {
+        Assert.That((await RunAsync("usb-hc-create", "alpha", "2", "8")).Exit, Is.Zero);
+        Assert.That((await RunAsync("usb-attach", "alpha", "0", "1", _stick)).Exit, Is.Zero);
+        (int exit, string output, _) = await RunAsync("usb-list", "alpha");
+        Assert.That(exit, Is.Zero);
+        Assert.That(output, Does.Contain("Port 1: Bus 001").And.Contain("1209:5a01").And.Contain("Port 8:"));
+        Assert.That((await RunAsync("usb-detach", "alpha", "0", "1")).Exit, Is.Zero);
+        Assert.That((await RunAsync("usb-hc-destroy", "alpha", "0")).Exit, Is.Zero);
+        Assert.That(await _world.Dom0.ReadAsync("/local/domain/0/backend/vusb/1/0"), Is.Null);
+        Assert.That(await _world.Dom0.ReadAsync("/local/domain/1/device/vusb/0"), Is.Null);
+    }
+
+    [Test]
+    public async Task DomainById_Works()
+    {
+        Assert.That((await RunAsync("usb-hc-create", "2", "1", "4")).Exit, Is.Zero);
+        Assert.That(await _world.Dom0.ReadAsync("/local/domain/0/backend/vusb/2/0/usb-ver"), Is.EqualTo("1"));
+    }
+
+    [Test]
+    public async Task CreatedNodes_CarryLibxlPermissions()
+    {
+        await RunAsync("usb-hc-create", "alpha", "2", "2");
+        var be = await _world.Dom0.GetPermissionsAsync("/local/domain/0/backend/vusb/1/0");
+        var fe = await _world.Dom0.GetPermissionsAsync("/local/domain/1/device/vusb/0");
+        Assert.That(be.Select(p => p.ToString()), Is.EqualTo(new[] { "n0", "r1" }));
+        Assert.That(fe.Select(p => p.ToString()), Is.EqualTo(new[] { "n1", "r0" }));
+    }
+
+    [TestCase("usb-hc-create", "alpha", "3", "8", "USB version")]
+    [TestCase("usb-hc-create", "alpha", "2", "32", "number of ports")]
+    [TestCase("usb-hc-create", "alpha", "2", "0", "number of ports")]
+    [TestCase("usb-hc-create", "alpha", "two", "8", "must be a number")]
+    [TestCase("usb-hc-create", "nosuchguest", "2", "8", "unknown domain")]
+    [TestCase("usb-hc-create", "77", "2", "8", "does not exist")]
+    [TestCase("usb-attach", "alpha", "5", "1", "1-1", "no virtual USB controller")]
+    public async Task BadArguments_GetOneMessageAndExit1(params string[] argsAndMessage)
+    {
+        string[] args = argsAndMessage[..^1];
+        (int exit, _, string err) = await RunAsync(args);
+        Assert.That(exit, Is.EqualTo(1));
+        Assert.That(err, Does.Contain(argsAndMessage[^1]));
+        Assert.That(err.Trim().Split('\n'), Has.Length.EqualTo(1));
+    }
+
+    [Test]
+    public async Task MissingArguments_ExitNonZero()
+    {
+        (int exit, _, _) = await RunAsync("usb-attach", "alpha");
+        Assert.That(exit, Is.Not.Zero);
+    }
+
+    [Test]
+    public async Task AttachingABusIdAttachedElsewhere_IsRefused()
+    {
+        await RunAsync("usb-hc-create", "alpha", "2", "4");
+        await RunAsync("usb-hc-create", "beta", "2", "4");
+        Assert.That((await RunAsync("usb-attach", "alpha", "0", "1", _stick)).Exit, Is.Zero);
+        (int exit, _, string err) = await RunAsync("usb-attach", "beta", "0", "1", _stick);
+        Assert.That(exit, Is.EqualTo(1));
+        Assert.That(err, Does.Contain("already attached to domain 1"));
+    }
+
+    [Test]
+    public async Task AttachingToAnOccupiedPort_IsRefused()
+    {
+        await RunAsync("usb-hc-create", "alpha", "2", "4");
+        await RunAsync("usb-attach", "alpha", "0", "1", _stick);
+        (int exit, _, string err) = await RunAsync("usb-attach", "alpha", "0", "1", _keyboard);
+        Assert.That(exit, Is.EqualTo(1));
+        Assert.That(err, Does.Contain("occupied"));
+    }
+
+    [TestCase("9", "port must be 1 to 4")]
+    [TestCase("0", "port must be 1 to 4")]
+    public async Task AttachingToAPortOutOfRange_IsRefused(string port, string message)
+    {
+        await RunAsync("usb-hc-create", "alpha", "2", "4");
+        (int exit, _, string err) = await RunAsync("usb-attach", "alpha", "0", port, _stick);
+        Assert.That(exit, Is.EqualTo(1));
+        Assert.That(err, Does.Contain(message));
+    }
+
+    [TestCase("1-99", "no USB device")]
+    [TestCase("../../etc", "not a USB device bus id")]
+    [TestCase("usb1", "not a USB device bus id")]
+    public async Task AttachingSomethingThatIsNotADevice_IsRefused(string busId, string message)
+    {
+        await RunAsync("usb-hc-create", "alpha", "2", "4");
+        (int exit, _, string err) = await RunAsync("usb-attach", "alpha", "0", "1", busId);
+        Assert.That(exit, Is.EqualTo(1));
+        Assert.That(err, Does.Contain(message));
+    }
+
+    [Test]
+    public async Task AttachingAHub_IsRefused()
+    {
+        await RunAsync("usb-hc-create", "alpha", "2", "4");
+        (int exit, _, string err) = await RunAsync("usb-attach", "alpha", "0", "1", _hub);
+        Assert.That(exit, Is.EqualTo(1));
+        Assert.That(err, Does.Contain("hub"));
+    }
+
+    [Test]
+    public async Task AssignableDevices_LeaveOutHubsAndAssignedDevices()
+    {
+        (_, string before, _) = await RunAsync("usb-list-assignable-devices");
+        Assert.That(before, Does.Contain(_stick).And.Contain(_keyboard).And.Not.Contain(_hub + " ").And.Not.Contain("usb1"));
+        await RunAsync("usb-hc-create", "alpha", "2", "4");
+        await RunAsync("usb-attach", "alpha", "0", "1", _stick);
+        (_, string after, _) = await RunAsync("usb-list-assignable-devices");
+        Assert.That(after, Does.Not.Contain(_stick + " ").And.Contain(_keyboard));
+    }
+
+    [Test]
+    public async Task XlSpellings_Work()
+    {
+        Assert.That((await RunAsync("usbctrl-attach", "alpha", "version=1", "ports=2")).Exit, Is.Zero);
+        var info = _world.Host.Usb.Find(_keyboard)!;
+        (int exit, string output, _) = await RunAsync("usbdev-attach", "alpha", $"hostbus={info.BusNum}", $"hostaddr={info.DevNum}");
+        Assert.That(exit, Is.Zero, output);
+        Assert.That(await _world.Dom0.ReadAsync("/local/domain/0/backend/vusb/1/0/port/1"), Is.EqualTo(_keyboard));
+        Assert.That((await RunAsync("usbdev-detach", "alpha", "0", "1")).Exit, Is.Zero);
+        Assert.That((await RunAsync("usbctrl-detach", "alpha", "0")).Exit, Is.Zero);
+    }
+
+    [Test]
+    public async Task XlUnknownOption_IsRefused()
+    {
+        (int exit, _, string err) = await RunAsync("usbctrl-attach", "alpha", "colour=blue");
+        Assert.That(exit, Is.EqualTo(1));
+        Assert.That(err, Does.Contain("unknown option"));
+    }
+
+    [Test]
+    public async Task NoXenstore_GivesOneClearMessage()
+    {
+        Environment.SetEnvironmentVariable("XENSTORED_PATH", Path.Combine(_world.Directory, "nothing-here"));
+        (int exit, _, string err) = await RunAsync("usb-list", "alpha");
+        Assert.That(exit, Is.EqualTo(1));
+        Assert.That(err, Does.Contain("cannot reach xenstore"));
+    }
+}
