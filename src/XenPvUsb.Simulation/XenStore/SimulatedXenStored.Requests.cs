@@ -34,72 +34,72 @@ public sealed partial class SimulatedXenStored
         switch (header.Type)
         {
             case XsMessageType.Read:
-            {
-                (SimStore store, _) = StoreFor(connection, header);
-                return store.Read(caller, NodePath(connection, SinglePath(payload)));
-            }
+                {
+                    (SimStore store, _) = StoreFor(connection, header);
+                    return store.Read(caller, NodePath(connection, SinglePath(payload)));
+                }
 
             case XsMessageType.Directory:
-            {
-                (SimStore store, _) = StoreFor(connection, header);
-                return XsCodec.EncodeStrings([.. store.Directory(caller, NodePath(connection, SinglePath(payload)))]);
-            }
+                {
+                    (SimStore store, _) = StoreFor(connection, header);
+                    return XsCodec.EncodeStrings([.. store.Directory(caller, NodePath(connection, SinglePath(payload)))]);
+                }
 
             case XsMessageType.GetPerms:
-            {
-                (SimStore store, _) = StoreFor(connection, header);
-                XsPermission[] permissions = store.GetPermissions(caller, NodePath(connection, SinglePath(payload)));
-                return XsCodec.EncodeStrings([.. permissions.Select(p => p.ToString())]);
-            }
+                {
+                    (SimStore store, _) = StoreFor(connection, header);
+                    XsPermission[] permissions = store.GetPermissions(caller, NodePath(connection, SinglePath(payload)));
+                    return XsCodec.EncodeStrings([.. permissions.Select(p => p.ToString())]);
+                }
 
             case XsMessageType.Write:
-            {
-                if (!XsCodec.TrySplitFirst(payload, out string rawPath, out ReadOnlySpan<byte> valueSpan))
                 {
-                    throw new SimXsError("EINVAL");
-                }
-
-                string path = NodePath(connection, rawPath);
-                byte[] value = valueSpan.ToArray();
-                Mutate(connection, header, store => store.Write(caller, path, value));
-                return Ok;
-            }
-
-            case XsMessageType.Mkdir:
-            {
-                string path = NodePath(connection, SinglePath(payload));
-                Mutate(connection, header, store => store.Mkdir(caller, path));
-                return Ok;
-            }
-
-            case XsMessageType.Rm:
-            {
-                string path = NodePath(connection, SinglePath(payload));
-                Mutate(connection, header, store => store.Remove(caller, path));
-                return Ok;
-            }
-
-            case XsMessageType.SetPerms:
-            {
-                List<string> parts = XsCodec.DecodeStrings(payload);
-                if (parts.Count < 2)
-                {
-                    throw new SimXsError("EINVAL");
-                }
-
-                string path = NodePath(connection, parts[0]);
-                var permissions = new XsPermission[parts.Count - 1];
-                for (int i = 1; i < parts.Count; i++)
-                {
-                    if (!XsPermission.TryParse(parts[i], out permissions[i - 1]))
+                    if (!XsCodec.TrySplitFirst(payload, out string rawPath, out ReadOnlySpan<byte> valueSpan))
                     {
                         throw new SimXsError("EINVAL");
                     }
+
+                    string path = NodePath(connection, rawPath);
+                    byte[] value = valueSpan.ToArray();
+                    Mutate(connection, header, store => store.Write(caller, path, value));
+                    return Ok;
                 }
 
-                Mutate(connection, header, store => store.SetPermissions(caller, path, permissions));
-                return Ok;
-            }
+            case XsMessageType.Mkdir:
+                {
+                    string path = NodePath(connection, SinglePath(payload));
+                    Mutate(connection, header, store => store.Mkdir(caller, path));
+                    return Ok;
+                }
+
+            case XsMessageType.Rm:
+                {
+                    string path = NodePath(connection, SinglePath(payload));
+                    Mutate(connection, header, store => store.Remove(caller, path));
+                    return Ok;
+                }
+
+            case XsMessageType.SetPerms:
+                {
+                    List<string> parts = XsCodec.DecodeStrings(payload);
+                    if (parts.Count < 2)
+                    {
+                        throw new SimXsError("EINVAL");
+                    }
+
+                    string path = NodePath(connection, parts[0]);
+                    var permissions = new XsPermission[parts.Count - 1];
+                    for (int i = 1; i < parts.Count; i++)
+                    {
+                        if (!XsPermission.TryParse(parts[i], out permissions[i - 1]))
+                        {
+                            throw new SimXsError("EINVAL");
+                        }
+                    }
+
+                    Mutate(connection, header, store => store.SetPermissions(caller, path, permissions));
+                    return Ok;
+                }
 
             case XsMessageType.Watch:
                 return Watch(connection, payload);
@@ -108,16 +108,16 @@ public sealed partial class SimulatedXenStored
                 return Unwatch(connection, payload);
 
             case XsMessageType.TransactionStart:
-            {
-                if (header.TxId != 0)
                 {
-                    throw new SimXsError("EBUSY");
-                }
+                    if (header.TxId != 0)
+                    {
+                        throw new SimXsError("EBUSY");
+                    }
 
-                uint id = ++_nextTransactionId;
-                connection.Transactions.Add(id, new SimTransaction(id, _store.Snapshot()));
-                return XsCodec.EncodeStrings(id.ToString(CultureInfo.InvariantCulture));
-            }
+                    uint id = ++_nextTransactionId;
+                    connection.Transactions.Add(id, new SimTransaction(id, _store.Snapshot()));
+                    return XsCodec.EncodeStrings(id.ToString(CultureInfo.InvariantCulture));
+                }
 
             case XsMessageType.TransactionEnd:
                 return EndTransaction(connection, header, payload);

@@ -260,15 +260,18 @@ public sealed partial class XenStoreConnection : IAsyncDisposable
         PendingCall? call;
         lock (_gate)
         {
-            if (!_pending.Remove(header.ReqId, out call))
+            // A bad reply leaves the call pending, so the Abort that follows fails it with the rest.
+            if (!_pending.TryGetValue(header.ReqId, out call))
             {
                 throw new InvalidDataException($"xenstore reply {header.Type} for unknown req_id {header.ReqId}.");
             }
-        }
 
-        if (header.Type != call.Type && header.Type != XsMessageType.Error)
-        {
-            throw new InvalidDataException($"xenstore reply of type {header.Type} to a {call.Type} request.");
+            if (header.Type != call.Type && header.Type != XsMessageType.Error)
+            {
+                throw new InvalidDataException($"xenstore reply of type {header.Type} to a {call.Type} request.");
+            }
+
+            _pending.Remove(header.ReqId);
         }
 
         call.Reply.TrySetResult((header.Type, payload.ToArray()));
