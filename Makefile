@@ -65,9 +65,10 @@ publish: deps
 	cp native/build/libxenpvusb-shim.so.1 $(OUT)/publish/
 	@ls -la $(OUT)/publish/xenpvusbd $(OUT)/publish/xenpvusb $(OUT)/publish/libxenpvusb-shim.so.1
 
-check: deps
+check: build
 	$(DOTNET) format XenPvUsb.sln --verify-no-changes -v:q
 	$(MAKE) -C native check
+	$(DOTNET) test tests/XenPvUsb.Tests -c $(CONFIG) --no-build -nologo -v:q --filter "FullyQualifiedName~XenPvUsb.Tests.Interop"
 
 clean:
 	rm -rf $(OUT)

@@ -1,9 +1,9 @@
+using global::XenPvUsb.Usbif;
 using XenPvUsb.Backend;
 using XenPvUsb.Simulation.Devices;
 using XenPvUsb.Simulation.Guest;
 using XenPvUsb.Tests.Support;
 using XenPvUsb.Usb;
-using global::XenPvUsb.Usbif;
 using static global::XenPvUsb.Usbif.Usbif;
 
 namespace XenPvUsb.Tests.Backend;

@@ -1,8 +1,8 @@
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
+using global::XenPvUsb.Usbif;
 using XenPvUsb.Rings;
 using XenPvUsb.Tests.Support;
-using global::XenPvUsb.Usbif;
 using static global::XenPvUsb.Usbif.Usbif;
 using U = global::XenPvUsb.Usbif.Usbif;
 

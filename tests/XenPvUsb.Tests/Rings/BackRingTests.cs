@@ -1,6 +1,6 @@
 using System.Runtime.InteropServices;
-using XenPvUsb.Rings;
 using global::XenPvUsb.Usbif;
+using XenPvUsb.Rings;
 
 namespace XenPvUsb.Tests.Rings;
 

@@ -1,5 +1,5 @@
-using XenPvUsb.Usb;
 using global::XenPvUsb.Usbif;
+using XenPvUsb.Usb;
 
 namespace XenPvUsb.Tests.Usbif;
 
