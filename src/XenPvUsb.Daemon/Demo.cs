@@ -116,7 +116,6 @@ internal static class Demo
         await fe.WaitForPortAsync(1, connected: false, TimeSpan.FromSeconds(10)).ConfigureAwait(false);
         Say("guest: port 1 reported disconnected");
         await CliAsync(cli, env, "usb-hc-destroy", GuestName, "0").ConfigureAwait(false);
-        Say($"controllers left: {registry.Count}");
         await sim.DestroyGuestAsync(guest).ConfigureAwait(false);
         Step("Done: the guest used both devices through xenpvusbd's backend");
         return 0;
