@@ -54,6 +54,7 @@ internal static class Program
         await using SimulatedXenHost sim = await SimulatedXenHost.StartAsync(runDir, bootLogging).ConfigureAwait(false);
         Devices.PlugDemoDevices(sim, Path.Combine(runDir, "stick.img"), options.Image);
         SimulatedGuest guest = await sim.CreateGuestAsync("guest1").ConfigureAwait(false);
+        await guest.StartAutoProbeAsync().ConfigureAwait(false);
         Console.Error.WriteLine($"xenpvusbd: simulated Xen host ready; guest 'guest1' is domain {guest.Id}. Try:");
         Console.Error.WriteLine($"  XENSTORED_PATH={sim.Dom0SocketPath} XENPVUSB_SYSFS={sim.SysfsRoot} xenpvusb usb-list-assignable-devices");
 

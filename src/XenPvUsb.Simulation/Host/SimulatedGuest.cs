@@ -12,6 +12,7 @@ public sealed class SimulatedGuest : IAsyncDisposable
     private readonly SimulatedXenHost _host;
     private readonly ILogger _logger;
     private readonly List<SimulatedFrontend> _frontends = new();
+    private Task? _autoProbe;
 
     internal SimulatedGuest(SimulatedXenHost host, DomId id, string name, XenStoreConnection store, GuestGrantTable grants, ILogger logger)
     {
@@ -51,6 +52,66 @@ public sealed class SimulatedGuest : IAsyncDisposable
         await fe.ConnectAsync(startEventThread, cts.Token).ConfigureAwait(false);
         _frontends.Add(fe);
         return fe;
+    }
+
+    /// <summary>
+    /// Acts like a guest kernel with xen-hcd loaded: every controller that appears under
+    /// device/vusb gets a frontend, and every device plugged into its ports is enumerated and logged.
+    /// </summary>
+    public async Task StartAutoProbeAsync(CancellationToken cancellationToken = default)
+    {
+        XenStoreWatch watch = await Store.WatchAsync($"/local/domain/{Id.Value}/device/vusb", cancellationToken).ConfigureAwait(false);
+        _autoProbe = Task.Run(async () =>
+        {
+            var known = new HashSet<int>();
+            try
+            {
+                while (await watch.Events.WaitToReadAsync(cancellationToken).ConfigureAwait(false))
+                {
+                    while (watch.Events.TryRead(out _))
+                    {
+                    }
+                    foreach (string d in await Store.DirectoryAsync($"/local/domain/{Id.Value}/device/vusb", cancellationToken: cancellationToken).ConfigureAwait(false))
+                    {
+                        if (int.TryParse(d, System.Globalization.CultureInfo.InvariantCulture, out int devId) && known.Add(devId))
+                        {
+                            _ = ServeControllerAsync(devId, cancellationToken);
+                        }
+                    }
+                }
+            }
+            catch (Exception e) when (e is OperationCanceledException or XenStoreConnectionClosedException or XenStoreException)
+            {
+            }
+            finally
+            {
+                await watch.DisposeAsync().ConfigureAwait(false);
+            }
+        }, cancellationToken);
+    }
+
+    private async Task ServeControllerAsync(int devId, CancellationToken cancellationToken)
+    {
+        try
+        {
+            SimulatedFrontend fe = await ConnectFrontendAsync(devId, cancellationToken: cancellationToken).ConfigureAwait(false);
+            _logger.GuestControllerUp(Name, devId, fe.UsbVersion, fe.NumPorts);
+            int address = 1;
+            await foreach (PortEvent e in fe.PortEvents.ReadAllAsync(cancellationToken).ConfigureAwait(false))
+            {
+                if (e.Speed == 0)
+                {
+                    _logger.GuestDeviceGone(Name, devId, e.Port);
+                    continue;
+                }
+                GuestUsbDevice dev = await GuestUsbDevice.EnumerateAsync(fe, e.Port, address++ % 127 + 1, cancellationToken).ConfigureAwait(false);
+                _logger.GuestDeviceFound(Name, devId, e.Port, dev.VendorId, dev.ProductId, dev.Product ?? "", dev.SpeedName);
+            }
+        }
+        catch (Exception e) when (e is not OutOfMemoryException)
+        {
+            _logger.GuestProbeFailed(Name, devId, e.Message);
+        }
     }
 
     public async ValueTask DisposeAsync()
