@@ -1,5 +1,3 @@
-using System.Runtime.CompilerServices;
-
 namespace XenPvUsb.Rings;
 
 /// <summary>
@@ -44,29 +42,18 @@ public unsafe struct BackRing<TRequest, TResponse>
     /// <summary>RING_COPY_REQUEST at req_cons, then advances req_cons.</summary>
     public TRequest CopyNextRequest()
     {
-        byte* slot = _page + RingIndex.HeaderSize + ((ReqCons & (Size - 1)) * (uint)_entrySize);
-        ReqCons++;
-        return Unsafe.ReadUnaligned<TRequest>(slot);
+        byte* slot = SharedRingPage.Slot(_page, ReqCons++, Size, _entrySize);
+        return SharedRingPage.Read<TRequest>(slot);
     }
 
     public void PutResponse(in TResponse response)
     {
-        byte* slot = _page + RingIndex.HeaderSize + ((RspProdPvt & (Size - 1)) * (uint)_entrySize);
-        Unsafe.WriteUnaligned(slot, response);
-        RspProdPvt++;
+        SharedRingPage.Write(SharedRingPage.Slot(_page, RspProdPvt++, Size, _entrySize), response);
     }
 
     /// <summary>RING_PUSH_RESPONSES_AND_CHECK_NOTIFY.</summary>
-    public readonly bool PushResponsesAndCheckNotify()
-    {
-        uint* rspProd = (uint*)(_page + RingIndex.RspProdOffset);
-        uint old = Volatile.Read(ref *rspProd);
-        uint now = RspProdPvt;
-        Volatile.Write(ref *rspProd, now);
-        Interlocked.MemoryBarrier();
-        uint rspEvent = Volatile.Read(ref *(uint*)(_page + RingIndex.RspEventOffset));
-        return RingIndex.NeedsNotify(old, now, rspEvent);
-    }
+    public readonly bool PushResponsesAndCheckNotify() =>
+        SharedRingPage.Push(_page, RingIndex.RspProdOffset, RingIndex.RspEventOffset, RspProdPvt);
 
     /// <summary>
     /// RING_FINAL_CHECK_FOR_REQUESTS: if nothing is pending, ask for an event on the next request

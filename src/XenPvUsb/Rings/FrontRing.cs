@@ -1,5 +1,3 @@
-using System.Runtime.CompilerServices;
-
 namespace XenPvUsb.Rings;
 
 /// <summary>The frontend end of a Xen shared ring (ring.h FRONT_RING), used by the simulated guest.</summary>
@@ -33,22 +31,12 @@ public unsafe struct FrontRing<TRequest, TResponse>
 
     public void PutRequest(in TRequest request)
     {
-        byte* slot = _page + RingIndex.HeaderSize + ((ReqProdPvt & (Size - 1)) * (uint)_entrySize);
-        Unsafe.WriteUnaligned(slot, request);
-        ReqProdPvt++;
+        SharedRingPage.Write(SharedRingPage.Slot(_page, ReqProdPvt++, Size, _entrySize), request);
     }
 
     /// <summary>RING_PUSH_REQUESTS_AND_CHECK_NOTIFY.</summary>
-    public readonly bool PushRequestsAndCheckNotify()
-    {
-        uint* reqProd = (uint*)(_page + RingIndex.ReqProdOffset);
-        uint old = Volatile.Read(ref *reqProd);
-        uint now = ReqProdPvt;
-        Volatile.Write(ref *reqProd, now);
-        Interlocked.MemoryBarrier();
-        uint reqEvent = Volatile.Read(ref *(uint*)(_page + RingIndex.ReqEventOffset));
-        return RingIndex.NeedsNotify(old, now, reqEvent);
-    }
+    public readonly bool PushRequestsAndCheckNotify() =>
+        SharedRingPage.Push(_page, RingIndex.ReqProdOffset, RingIndex.ReqEventOffset, ReqProdPvt);
 
     /// <summary>Reads rsp_prod; false if the backend produced more responses than possible.</summary>
     public readonly bool TryReadResponseProd(out uint rspProd)
@@ -59,9 +47,7 @@ public unsafe struct FrontRing<TRequest, TResponse>
 
     public TResponse CopyNextResponse()
     {
-        byte* slot = _page + RingIndex.HeaderSize + ((RspCons & (Size - 1)) * (uint)_entrySize);
-        RspCons++;
-        return Unsafe.ReadUnaligned<TResponse>(slot);
+        return SharedRingPage.Read<TResponse>(SharedRingPage.Slot(_page, RspCons++, Size, _entrySize));
     }
 
     /// <summary>RING_FINAL_CHECK_FOR_RESPONSES.</summary>
