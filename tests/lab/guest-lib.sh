@@ -1,0 +1,170 @@
+# guest-lib.sh -- shared functions for lab scenarios. Sourced in dom0 by /payload/scenario.sh.
+#
+# Output protocol (read by the host driver tests/lab/run-lab from the serial console):
+#   STAGE <scenario>/<name> PASS|FAIL|SKIP <seconds>s <reason>
+#   FIGURE <name> <value> <unit>
+#   LAB-REQUEST <id> <verb> <args>   ask the host to act on QEMU (verbs: unplug ID, replug ID, hmp CMD)
+#   GUESTLOG <guest>| <line>         a guest's console log, copied at the end
+# Scenario scripts: scenarios/<name>.sh, sourced in a subshell with LAB_SCENARIO=<name>.
+
+LAB_TMP=${LAB_TMP:-/tmp/lab}
+LAB_GUESTS=$LAB_TMP/guests
+LAB_CONSOLE_DIR=/var/log/xen/console
+mkdir -p "$LAB_TMP" "$LAB_GUESTS"
+
+lab_now() { date +%s.%N; }
+lab_elapsed() { awk -v a="$1" -v b="$(lab_now)" 'BEGIN { printf "%.1f", b - a }'; }
+
+# reason TEXT: the reason printed on the current stage's line.
+reason() { printf '%s' "$*" > "$LAB_TMP/reason"; }
+
+# killtree PID: kill a process and all its descendants.
+killtree() {
+  local c
+  for c in $(ps -o pid= --ppid "$1" 2>/dev/null); do killtree "$c"; done
+  kill -9 "$1" 2>/dev/null || true
+}
+
+# stage NAME [-t TIMEOUT_S] CMD...: run CMD (a command or function) and print its STAGE line.
+# Exit 0 = PASS, 77 = SKIP, anything else (or the timeout, default 300 s) = FAIL.
+# Returns 0 only on PASS, so `stage a ... && stage b ...` chains dependent stages.
+stage() {
+  local name=$1 timeout=300 t0 pid rc res why
+  shift
+  if [ "$1" = -t ]; then timeout=$2; shift 2; fi
+  name=${LAB_SCENARIO:-lab}/$name
+  rm -f "$LAB_TMP/reason"
+  echo "STAGE-BEGIN $name"
+  t0=$(lab_now)
+  ( "$@" ) &
+  pid=$!
+  local deadline=$(( $(date +%s) + timeout ))
+  while kill -0 "$pid" 2>/dev/null; do
+    if [ "$(date +%s)" -ge "$deadline" ]; then
+      killtree "$pid"
+      reason "timeout after ${timeout}s"
+      break
+    fi
+    sleep 0.2
+  done
+  wait "$pid"; rc=$?
+  why=$(cat "$LAB_TMP/reason" 2>/dev/null)
+  case $rc in
+    0) res=PASS;;
+    77) res=SKIP;;
+    *) res=FAIL; [ -n "$why" ] || why="exit $rc";;
+  esac
+  [ -n "$why" ] || why=ok
+  echo "STAGE $name $res $(lab_elapsed "$t0")s $why"
+  [ $res = PASS ]
+}
+
+# skip NAME REASON: print a SKIP line for a stage that cannot run.
+skip() { echo "STAGE ${LAB_SCENARIO:-lab}/$1 SKIP 0.0s $2"; }
+
+figure() { echo "FIGURE $1 $2 $3"; }
+
+# lab_request VERB ARGS...: ask the host driver to act on QEMU's monitor (asynchronous: wait for the effect).
+LAB_REQ_N=0
+lab_request() { LAB_REQ_N=$((LAB_REQ_N + 1)); echo "LAB-REQUEST r$$-$LAB_REQ_N $*"; }
+
+# wait_for TIMEOUT_S CMD...: poll CMD every 0.5 s until it succeeds.
+wait_for() {
+  local end=$(( $(date +%s) + $1 )); shift
+  until "$@"; do [ "$(date +%s)" -ge "$end" ] && return 1; sleep 0.5; done
+}
+
+# --- USB devices in dom0 ---------------------------------------------------------------------------
+# usb_dev_by_serial SERIAL: the sysfs USB device directory whose iSerial is SERIAL.
+usb_dev_by_serial() {
+  local d
+  for d in /sys/bus/usb/devices/*; do
+    [ -f "$d/serial" ] && [ "$(cat "$d/serial")" = "$1" ] && { echo "$d"; return 0; }
+  done
+  return 1
+}
+# usb_disk_by_serial SERIAL: the block device name (sdX) of a USB stick.
+usb_disk_by_serial() {
+  local d b
+  d=$(usb_dev_by_serial "$1") || return 1
+  for b in "$d"/*/host*/target*/*/block/*; do [ -e "$b" ] && { echo "${b##*/}"; return 0; }; done
+  return 1
+}
+# usb_busdev SERIAL: "BUS DEV" numbers (decimal) of a USB device, for xl usbdev-attach.
+usb_busdev() {
+  local d
+  d=$(usb_dev_by_serial "$1") || return 1
+  echo "$(cat "$d/busnum") $(cat "$d/devnum")"
+}
+
+# read_disk DEV: O_DIRECT 1 MiB reads of the whole disk into tmpfs (timed), then sha256.
+# Prints "bytes secs mbps sha256".
+read_disk() {
+  local t0 t1 bytes f=/dev/shm/lab-read.bin
+  t0=$(lab_now)
+  dd if="/dev/$1" of=$f bs=1M iflag=direct status=none || return 1
+  t1=$(lab_now)
+  bytes=$(stat -c %s $f)
+  echo "$bytes $(awk -v a="$t0" -v b="$t1" -v n="$bytes" 'BEGIN { printf "%.2f %.2f", b - a, n / (b - a) / 1e6 }') $(sha256sum $f | cut -d' ' -f1)"
+  rm -f $f
+}
+
+# --- PV guests -------------------------------------------------------------------------------------
+# guest_create NAME SCRIPT [XL-CONFIG-LINE...]: start a PV guest (dom0 kernel + lab initramfs) whose
+# init sources SCRIPT (a file in dom0; it may use the helpers of tests/lab/guest/init).
+guest_create() {
+  local name=$1 script=$2 d=$LAB_GUESTS/$1
+  shift 2
+  rm -rf "$d"; mkdir -p "$d/root/lab"
+  cp "$script" "$d/root/lab/script.sh"
+  { cat /payload/guest/initrd.gz
+    (cd "$d/root" && find . | cpio -o -H newc --quiet -R 0:0 | gzip -1)
+  } > "$d/initrd.gz"
+  {
+    echo "name = \"$name\""
+    echo 'type = "pv"'
+    echo 'kernel = "/lab/guest-vmlinuz"'
+    echo "ramdisk = \"$d/initrd.gz\""
+    echo 'extra = "console=hvc0"'
+    echo 'memory = 512'
+    echo 'vcpus = 1'
+    echo 'on_poweroff = "destroy"'
+    echo 'on_crash = "destroy"'
+    local l; for l in "$@"; do echo "$l"; done
+  } > "$d/$name.cfg"
+  rm -f "$LAB_CONSOLE_DIR/guest-$name.log"
+  xl create "$d/$name.cfg"
+}
+
+guest_log() { tr -d '\r' < "$LAB_CONSOLE_DIR/guest-$1.log" 2>/dev/null; }
+
+# guest_wait NAME REGEX TIMEOUT_S: wait until the guest's console log has a line matching REGEX.
+guest_wait() {
+  local name=$1 re=$2
+  wait_for "$3" eval 'guest_log "$name" | grep -qE "$re"'
+}
+
+# guest_result NAME WORD KEY: the value of KEY= on the last "GUEST-RESULT WORD ..." line.
+guest_result() {
+  guest_log "$1" | grep "GUEST-RESULT $2 " | tail -n1 | tr ' ' '\n' | sed -n "s/^$3=//p"
+}
+
+guest_destroy() { xl destroy "$1" 2>&1 || true; }
+
+# --- whole-run helpers (called by scenario.sh) -----------------------------------------------------
+# lab_dump_guest_logs: copy every guest console log to the serial console so the host keeps and scans it.
+lab_dump_guest_logs() {
+  local f n
+  for f in "$LAB_CONSOLE_DIR"/guest-*.log; do
+    [ -f "$f" ] || continue
+    n=${f##*/guest-}; n=${n%.log}
+    tr -d '\r' < "$f" | sed "s/^/GUESTLOG $n| /"
+  done
+}
+
+# lab_crash_scan: print dom0 kernel-log and hypervisor-log lines that show a crash (the host fails the run on them).
+lab_crash_scan() {
+  local re='segf''ault at|general prot''ection|tr''aps:|Kernel pan''ic|BU''G:|Oo''ps'
+  dmesg 2>/dev/null | grep -E "$re" | sed 's/^/DOM0-DMESG /'
+  xl dmesg 2>/dev/null | grep -E "$re" | sed 's/^/XEN-DMESG /'
+}
