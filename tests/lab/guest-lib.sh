@@ -4,7 +4,7 @@
 #   STAGE <scenario>/<name> PASS|FAIL|SKIP <seconds>s <reason>
 #   FIGURE <name> <value> <unit>
 #   LAB-REQUEST <id> <verb> <args>   ask the host to act on QEMU (verbs: unplug ID, replug ID, hmp CMD)
-#   GUESTLOG <guest>| <line>         a guest's console log, copied at the end
+#   GUESTLOG <guest>| <line>         a guest's console log, copied live (guest_follow)
 # Scenario scripts: scenarios/<name>.sh, sourced in a subshell with LAB_SCENARIO=<name>.
 
 LAB_TMP=${LAB_TMP:-/tmp/lab}
@@ -38,8 +38,12 @@ stage() {
   t0=$(lab_now)
   ( "$@" ) &
   pid=$!
-  local deadline=$(( $(date +%s) + timeout ))
+  local start=$(date +%s) beat=60
+  local deadline=$(( start + timeout ))
   while kill -0 "$pid" 2>/dev/null; do
+    if [ $(( $(date +%s) - start )) -ge $beat ]; then   # keep the console alive for the host's idle watchdog
+      echo "STAGE-WAIT $name ${beat}s"; beat=$((beat + 60))
+    fi
     if [ "$(date +%s)" -ge "$deadline" ]; then
       killtree "$pid"
       reason "timeout after ${timeout}s"
@@ -133,7 +137,23 @@ guest_create() {
     local l; for l in "$@"; do echo "$l"; done
   } > "$d/$name.cfg"
   rm -f "$LAB_CONSOLE_DIR/guest-$name.log"
-  xl create "$d/$name.cfg"
+  xl create "$d/$name.cfg" || return 1
+  guest_follow "$name"
+}
+
+# guest_follow NAME: copy the guest's console log, live, to dom0's console as "GUESTLOG NAME| line"
+# (the host keeps them in out/guest-NAME.log and scans them for crashes). Stopped by guest_destroy.
+guest_follow() {
+  local name=$1
+  guest_unfollow "$name"
+  ( exec tail -n +1 -F "$LAB_CONSOLE_DIR/guest-$name.log" 2>/dev/null | sed -u "s/\r\$//; s/^/GUESTLOG $name| /" ) &
+  echo $! > "$LAB_GUESTS/$name.follow"
+}
+guest_unfollow() {
+  local f=$LAB_GUESTS/$1.follow
+  [ -f "$f" ] || return 0
+  sleep 1
+  killtree "$(cat "$f")"; rm -f "$f"
 }
 
 guest_log() { tr -d '\r' < "$LAB_CONSOLE_DIR/guest-$1.log" 2>/dev/null; }
@@ -149,17 +169,13 @@ guest_result() {
   guest_log "$1" | grep "GUEST-RESULT $2 " | tail -n1 | tr ' ' '\n' | sed -n "s/^$3=//p"
 }
 
-guest_destroy() { xl destroy "$1" 2>&1 || true; }
+guest_destroy() { xl destroy "$1" 2>&1 || true; guest_unfollow "$1"; }
 
 # --- whole-run helpers (called by scenario.sh) -----------------------------------------------------
-# lab_dump_guest_logs: copy every guest console log to the serial console so the host keeps and scans it.
-lab_dump_guest_logs() {
-  local f n
-  for f in "$LAB_CONSOLE_DIR"/guest-*.log; do
-    [ -f "$f" ] || continue
-    n=${f##*/guest-}; n=${n%.log}
-    tr -d '\r' < "$f" | sed "s/^/GUESTLOG $n| /"
-  done
+# lab_stop_followers: stop the live copies of all guest console logs.
+lab_stop_followers() {
+  local f
+  for f in "$LAB_GUESTS"/*.follow; do [ -f "$f" ] && guest_unfollow "$(basename "$f" .follow)"; done
 }
 
 # lab_crash_scan: print dom0 kernel-log and hypervisor-log lines that show a crash (the host fails the run on them).

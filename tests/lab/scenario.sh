@@ -17,6 +17,6 @@ for s in $LAB_SCENARIOS; do
   echo "SCENARIO-END $s"
 done
 for d in $(xl list 2>/dev/null | awk 'NR > 2 { print $1 }'); do xl destroy "$d" 2>/dev/null; done
-lab_dump_guest_logs
+lab_stop_followers
 lab_crash_scan
 exit $rc
