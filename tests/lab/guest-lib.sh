@@ -12,8 +12,16 @@ LAB_GUESTS=$LAB_TMP/guests
 LAB_CONSOLE_DIR=/var/log/xen/console
 mkdir -p "$LAB_TMP" "$LAB_GUESTS"
 
-lab_now() { date +%s.%N; }
-lab_elapsed() { awk -v a="$1" -v b="$(lab_now)" 'BEGIN { printf "%.1f", b - a }'; }
+# Process creation is very expensive in a PV dom0 under TCG (a fork+exec costs about 0.5 s of CPU),
+# so these helpers avoid forks while waiting: bash builtins, $EPOCHREALTIME, blocking waits.
+
+# lab_now: microseconds since the epoch (no fork). lab_elapsed T0: seconds since T0, one decimal.
+lab_now() { local t=${EPOCHREALTIME/[.,]/}; echo "$t"; }
+lab_elapsed() {
+  local t=${EPOCHREALTIME/[.,]/}
+  local d=$(( (t - $1 + 50000) / 100000 ))
+  echo "$((d / 10)).$((d % 10))"
+}
 
 # reason TEXT: the reason printed on the current stage's line.
 reason() { printf '%s' "$*" > "$LAB_TMP/reason"; }
@@ -28,31 +36,28 @@ killtree() {
 # stage NAME [-t TIMEOUT_S] CMD...: run CMD (a command or function) and print its STAGE line.
 # Exit 0 = PASS, 77 = SKIP, anything else (or the timeout, default 300 s) = FAIL.
 # Returns 0 only on PASS, so `stage a ... && stage b ...` chains dependent stages.
+# While CMD runs, a watchdog enforces the timeout and a heartbeat prints "STAGE-WAIT" every 60 s
+# (the host's idle watchdog needs console output); neither polls.
 stage() {
-  local name=$1 timeout=300 t0 pid rc res why
+  local name=$1 timeout=300 t0 pid wd hb rc res why
   shift
   if [ "$1" = -t ]; then timeout=$2; shift 2; fi
   name=${LAB_SCENARIO:-lab}/$name
-  rm -f "$LAB_TMP/reason"
+  rm -f "$LAB_TMP/reason" "$LAB_TMP/timedout"
   echo "STAGE-BEGIN $name"
   t0=$(lab_now)
   ( "$@" ) &
   pid=$!
-  local start=$(date +%s) beat=60
-  local deadline=$(( start + timeout ))
-  while kill -0 "$pid" 2>/dev/null; do
-    if [ $(( $(date +%s) - start )) -ge $beat ]; then   # keep the console alive for the host's idle watchdog
-      echo "STAGE-WAIT $name ${beat}s"; beat=$((beat + 60))
-    fi
-    if [ "$(date +%s)" -ge "$deadline" ]; then
-      killtree "$pid"
-      reason "timeout after ${timeout}s"
-      break
-    fi
-    sleep 0.2
-  done
+  ( sleep "$timeout"; : > "$LAB_TMP/timedout"; killtree "$pid" ) &
+  wd=$!
+  ( b=60; while sleep 60; do echo "STAGE-WAIT $name ${b}s"; b=$((b + 60)); done ) &
+  hb=$!
   wait "$pid"; rc=$?
-  why=$(cat "$LAB_TMP/reason" 2>/dev/null)
+  killtree "$wd"; killtree "$hb"
+  wait "$wd" "$hb" 2>/dev/null
+  why=
+  [ -f "$LAB_TMP/reason" ] && read -r why < "$LAB_TMP/reason"
+  [ -f "$LAB_TMP/timedout" ] && { rc=124; why="timeout after ${timeout}s${why:+ ($why)}"; }
   case $rc in
     0) res=PASS;;
     77) res=SKIP;;
@@ -72,18 +77,35 @@ figure() { echo "FIGURE $1 $2 $3"; }
 LAB_REQ_N=0
 lab_request() { LAB_REQ_N=$((LAB_REQ_N + 1)); echo "LAB-REQUEST r$$-$LAB_REQ_N $*"; }
 
-# wait_for TIMEOUT_S CMD...: poll CMD every 0.5 s until it succeeds.
+# wait_for TIMEOUT_S CMD...: run CMD every second (keep CMD cheap: builtins) until it succeeds.
 wait_for() {
-  local end=$(( $(date +%s) + $1 )); shift
-  until "$@"; do [ "$(date +%s)" -ge "$end" ] && return 1; sleep 0.5; done
+  local end=$((SECONDS + $1)); shift
+  until "$@"; do [ $SECONDS -ge $end ] && return 1; sleep 1; done
 }
 
 # --- USB devices in dom0 ---------------------------------------------------------------------------
-# usb_dev_by_serial SERIAL: the sysfs USB device directory whose iSerial is SERIAL.
+# usb_dev_by_serial SERIAL: the sysfs USB device directory whose iSerial is SERIAL (builtins only).
 usb_dev_by_serial() {
-  local d
+  local d v
   for d in /sys/bus/usb/devices/*; do
-    [ -f "$d/serial" ] && [ "$(cat "$d/serial")" = "$1" ] && { echo "$d"; return 0; }
+    [ -f "$d/serial" ] || continue
+    read -r v < "$d/serial" 2>/dev/null && [ "$v" = "$1" ] && { echo "$d"; return 0; }
+  done
+  return 1
+}
+# usb_has_serial SERIAL / usb_has_disk SERIAL: tests without output (no command substitution).
+usb_has_serial() {
+  local d v
+  for d in /sys/bus/usb/devices/*; do
+    [ -f "$d/serial" ] && read -r v < "$d/serial" 2>/dev/null && [ "$v" = "$1" ] && return 0
+  done
+  return 1
+}
+usb_has_disk() {
+  local d v b
+  for d in /sys/bus/usb/devices/*; do
+    [ -f "$d/serial" ] && read -r v < "$d/serial" 2>/dev/null && [ "$v" = "$1" ] || continue
+    for b in "$d"/*/host*/target*/*/block/*; do [ -e "$b" ] && return 0; done
   done
   return 1
 }
@@ -96,20 +118,21 @@ usb_disk_by_serial() {
 }
 # usb_busdev SERIAL: "BUS DEV" numbers (decimal) of a USB device, for xl usbdev-attach.
 usb_busdev() {
-  local d
+  local d b n
   d=$(usb_dev_by_serial "$1") || return 1
-  echo "$(cat "$d/busnum") $(cat "$d/devnum")"
+  read -r b < "$d/busnum"; read -r n < "$d/devnum"
+  echo "$b $n"
 }
 
 # read_disk DEV: O_DIRECT 1 MiB reads of the whole disk into tmpfs (timed), then sha256.
 # Prints "bytes secs mbps sha256".
 read_disk() {
   local t0 t1 bytes f=/dev/shm/lab-read.bin
-  t0=$(lab_now)
+  t0=${EPOCHREALTIME/[.,]/}
   dd if="/dev/$1" of=$f bs=1M iflag=direct status=none || return 1
-  t1=$(lab_now)
+  t1=${EPOCHREALTIME/[.,]/}
   bytes=$(stat -c %s $f)
-  echo "$bytes $(awk -v a="$t0" -v b="$t1" -v n="$bytes" 'BEGIN { printf "%.2f %.2f", b - a, n / (b - a) / 1e6 }') $(sha256sum $f | cut -d' ' -f1)"
+  echo "$bytes $(awk -v us=$((t1 - t0)) -v n="$bytes" 'BEGIN { printf "%.2f %.2f", us / 1e6, n / us }') $(sha256sum $f | cut -d' ' -f1)"
   rm -f $f
 }
 
@@ -158,10 +181,16 @@ guest_unfollow() {
 
 guest_log() { tr -d '\r' < "$LAB_CONSOLE_DIR/guest-$1.log" 2>/dev/null; }
 
-# guest_wait NAME REGEX TIMEOUT_S: wait until the guest's console log has a line matching REGEX.
+# guest_wait NAME REGEX TIMEOUT_S: wait until the guest's console log has a line matching REGEX
+# (a blocking tail -F | grep, no polling).
 guest_wait() {
-  local name=$1 re=$2
-  wait_for "$3" eval 'guest_log "$name" | grep -qE "$re"'
+  local f=$LAB_CONSOLE_DIR/guest-$1.log fd tp rc
+  exec {fd}< <(exec tail -n +1 -F "$f" 2>/dev/null)
+  tp=$!
+  timeout "$3" grep -qE -m1 "$2" <&$fd; rc=$?
+  exec {fd}<&-
+  kill "$tp" 2>/dev/null
+  return $rc
 }
 
 # guest_result NAME WORD KEY: the value of KEY= on the last "GUEST-RESULT WORD ..." line.

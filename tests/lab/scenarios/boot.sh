@@ -5,7 +5,7 @@ usb_present() {
   lsusb
   ls -l /dev/bus/usb/*/ | head -n 40
   local s n=0 want="$LAB_STICK_EHCI_SERIAL $LAB_STICK_XHCI_SERIAL"
-  wait_for 60 eval 'usb_disk_by_serial $LAB_STICK_EHCI_SERIAL >/dev/null && usb_disk_by_serial $LAB_STICK_XHCI_SERIAL >/dev/null' \
+  wait_for 60 eval 'usb_has_disk $LAB_STICK_EHCI_SERIAL && usb_has_disk $LAB_STICK_XHCI_SERIAL' \
     || { reason "sticks not found: $(for s in $want; do usb_disk_by_serial $s >/dev/null || echo -n "$s "; done)"; return 1; }
   lsusb -d 0627:0001 >/dev/null || { reason "no QEMU keyboard/tablet (0627:0001)"; return 1; }
   n=$(lsusb | wc -l)
@@ -38,12 +38,11 @@ guest_hcd() {
 }
 
 hotplug() {
-  local before after
-  usb_dev_by_serial $LAB_STICK_XHCI_SERIAL >/dev/null || { reason "no xHCI stick to unplug"; return 1; }
+  usb_has_serial $LAB_STICK_XHCI_SERIAL || { reason "no xHCI stick to unplug"; return 1; }
   lab_request unplug ssstick
-  wait_for 60 eval '! usb_dev_by_serial $LAB_STICK_XHCI_SERIAL >/dev/null' || { reason "stick still present 60 s after unplug request"; return 1; }
+  wait_for 60 eval '! usb_has_serial $LAB_STICK_XHCI_SERIAL' || { reason "stick still present 60 s after unplug request"; return 1; }
   lab_request replug ssstick
-  wait_for 60 eval 'usb_disk_by_serial $LAB_STICK_XHCI_SERIAL >/dev/null' || { reason "stick not back 60 s after replug request"; return 1; }
+  wait_for 60 eval 'usb_has_disk $LAB_STICK_XHCI_SERIAL' || { reason "stick not back 60 s after replug request"; return 1; }
   reason "xHCI stick unplugged and replugged through the QEMU monitor"
 }
 

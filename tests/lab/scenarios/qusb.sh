@@ -4,7 +4,7 @@
 
 native_read() {
   local dev r
-  wait_for 60 eval 'usb_disk_by_serial $LAB_STICK_EHCI_SERIAL > /dev/null' || { reason "EHCI stick not found"; return 1; }
+  wait_for 60 usb_has_disk $LAB_STICK_EHCI_SERIAL || { reason "EHCI stick not found"; return 1; }
   dev=$(usb_disk_by_serial $LAB_STICK_EHCI_SERIAL)
   r=$(read_disk $dev) || { reason "dd of /dev/$dev failed"; return 1; }
   set -- $r
