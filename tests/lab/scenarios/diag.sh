@@ -16,5 +16,6 @@ diag_boot() {
   figure dom0-fork-exec-s "$(awk -v us=$(( ${EPOCHREALTIME/[.,]/} - t0 )) 'BEGIN { printf "%.2f", us / 5e6 }')" s
   t0=$(lab_now); modprobe -n xen-gntdev; echo "modprobe -n: $(lab_elapsed $t0)s"
   cat /proc/loadavg
+  echo "systemctl (private bus): $(systemctl show -p Version --value 2>&1) / $(systemctl is-system-running 2>&1)"
 }
 stage boot-times diag_boot
