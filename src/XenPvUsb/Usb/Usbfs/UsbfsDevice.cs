@@ -71,7 +71,8 @@ internal sealed unsafe class UsbfsDevice : IUsbHostDevice, IEventHandler
         {
             file.Handle.DangerousAddRef(ref added);
             _handleRefAdded = added;
-            _registration = loop.Register((int)file.Handle.DangerousGetHandle(), this, EventLoop.EpollOut | EventLoop.EpollHup | EventLoop.EpollErr);
+            // An EPOLLHUP that fires before the id is stored is ignored by OnEvent and, being level-triggered, fires again.
+            Volatile.Write(ref _registration, loop.Register((int)file.Handle.DangerousGetHandle(), this, EventLoop.EpollOut | EventLoop.EpollHup | EventLoop.EpollErr));
         }
         catch (Exception e)
         {
@@ -229,7 +230,7 @@ internal sealed unsafe class UsbfsDevice : IUsbHostDevice, IEventHandler
 
     void IEventHandler.OnEvent(uint events)
     {
-        if (_closed || _registration == 0)
+        if (_closed || Volatile.Read(ref _registration) == 0)
         {
             return;
         }
