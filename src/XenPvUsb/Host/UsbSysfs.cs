@@ -8,7 +8,7 @@ namespace XenPvUsb.Host;
 /// device entries are read (interfaces, whose names contain ':', are skipped). Missing optional
 /// attributes and devices that vanish mid-scan are tolerated.
 /// </summary>
-public static class UsbSysfs
+public static partial class UsbSysfs
 {
     /// <summary>
     /// Port numbers in a bus id: USB 2.0 §4.1.1 allows seven tiers counting the root hub's, i.e. a

@@ -1,0 +1,472 @@
+using Microsoft.Extensions.Logging.Abstractions;
+using XenPvUsb.Interop.Linux;
+using XenPvUsb.Usb;
+using XenPvUsb.Usb.Usbfs;
+using XenPvUsb.Xen;
+using static XenPvUsb.Interop.Linux.UsbDevFs;
+
+namespace XenPvUsb.Tests.Usbfs;
+
+/// <summary>The usbfs device logic against a fake ioctl layer, on a real event loop.</summary>
+[TestFixture]
+public sealed unsafe class UsbfsDeviceTests
+{
+    private const string BusId = "1-2";
+    private static readonly TimeSpan s_timeout = TimeSpan.FromSeconds(10);
+
+    private FakeSysfs _sysfs = null!;
+    private FakeUsbfsFile _file = null!;
+    private EventLoop _loop = null!;
+    private Recorder _owner = null!;
+
+    [SetUp]
+    public void SetUp()
+    {
+        _sysfs = new FakeSysfs();
+        _sysfs.AddDevice(BusId, busNum: 1, devNum: 5);
+        _sysfs.AddInterface(BusId, 1, 0, driver: "usb-storage");
+        _sysfs.AddInterface(BusId, 1, 1);
+        _file = new FakeUsbfsFile();
+        _loop = new EventLoop(busyPollMicroseconds: 0);
+        _owner = new Recorder(_loop);
+    }
+
+    [TearDown]
+    public void TearDown()
+    {
+        _loop.Dispose();
+        _file.Dispose();
+        _sysfs.Dispose();
+    }
+
+    private UsbfsDevice OpenDevice()
+    {
+        var info = XenPvUsb.Host.UsbSysfs.Read(_sysfs.Root, BusId)!;
+        return new UsbfsDevice(_file, _loop, _sysfs.Root, info, "/dev/bus/usb/001/005", NullLogger.Instance);
+    }
+
+    private T OnLoop<T>(Func<T> f) => _loop.InvokeAsync(f).WaitAsync(s_timeout).GetAwaiter().GetResult();
+
+    private void OnLoop(Action a) => _loop.InvokeAsync(a).WaitAsync(s_timeout).GetAwaiter().GetResult();
+
+    private UsbTransfer NewTransfer(UsbTransferType type, byte endpoint, int length, bool shortNotOk = false)
+    {
+        var t = new UsbTransfer(4096) { Type = type, Endpoint = endpoint, Length = length, ShortNotOk = shortNotOk, Owner = _owner };
+        return t;
+    }
+
+    private void Reap(UsbfsDevice device) => OnLoop(() => ((IEventHandler)device).OnEvent(EventLoop.EpollOut));
+
+    [Test]
+    public void Open_DetachesAndClaimsEveryInterface_ExceptFromAnotherUsbfsUser()
+    {
+        using UsbfsDevice device = OpenDevice();
+        Assert.That(_file.Calls, Is.EqualTo(new[] { "disconnect_claim 0 2 usbfs", "disconnect_claim 1 2 usbfs" }));
+        Assert.That(device.Speed, Is.EqualTo(UsbSpeed.High));
+        Assert.That(device.Capabilities, Is.EqualTo(0xFDu));
+    }
+
+    [Test]
+    public void Open_WithoutDisconnectClaim_DetachesOnlyBoundDriversThenClaims()
+    {
+        _file.DisconnectClaimUnsupported = true;
+        using UsbfsDevice device = OpenDevice();
+        Assert.That(_file.Calls, Is.EqualTo(new[]
+        {
+            "disconnect_claim 0 2 usbfs", "disconnect 0", "claim 0",
+            "disconnect_claim 1 2 usbfs", "claim 1",
+        }));
+    }
+
+    [Test]
+    public void Open_InterfaceBusy_ThrowsWithErrno_AndHandsBackWhatItTook()
+    {
+        _file.ClaimResults[1] = -EBUSY;
+        var e = Assert.Throws<UsbDeviceException>(() => OpenDevice());
+        Assert.That(e!.Errno, Is.EqualTo(EBUSY));
+        Assert.That(e.Message, Does.Contain("/dev/bus/usb/001/005").And.Contain("interface 1"));
+        Assert.That(_file.Calls, Is.EqualTo(new[] { "disconnect_claim 0 2 usbfs", "disconnect_claim 1 2 usbfs", "release 0", "connect 0" }));
+    }
+
+    [Test]
+    public void Open_SpeedFallsBackToSysfs_WhenGetSpeedIsUnsupported()
+    {
+        _file.Speed = -ENOTTY;
+        using UsbfsDevice device = OpenDevice();
+        Assert.That(device.Speed, Is.EqualTo(UsbSpeed.High));
+    }
+
+    [Test]
+    public void Submit_FillsTheUrbFromTheTransfer()
+    {
+        using UsbfsDevice device = OpenDevice();
+        UsbTransfer bulkIn = NewTransfer(UsbTransferType.Bulk, 0x81, 512, shortNotOk: true);
+        UsbTransfer bulkOut = NewTransfer(UsbTransferType.Bulk, 0x02, 31, shortNotOk: true);
+        UsbTransfer control = NewTransfer(UsbTransferType.Control, 0x80, 8 + 18, shortNotOk: true);
+        OnLoop(() =>
+        {
+            device.Submit(bulkIn);
+            device.Submit(bulkOut);
+            device.Submit(control);
+        });
+
+        Assert.That(_file.PendingCount, Is.EqualTo(3));
+        usbdevfs_urb* a = _file.PendingAt(0);
+        usbdevfs_urb* b = _file.PendingAt(1);
+        usbdevfs_urb* c = _file.PendingAt(2);
+        Assert.Multiple(() =>
+        {
+            Assert.That(a->type, Is.EqualTo(USBDEVFS_URB_TYPE_BULK));
+            Assert.That(a->endpoint, Is.EqualTo(0x81));
+            Assert.That(a->flags, Is.EqualTo(USBDEVFS_URB_SHORT_NOT_OK), "SHORT_NOT_OK on IN bulk");
+            Assert.That(a->buffer_length, Is.EqualTo(512));
+            Assert.That(a->signr, Is.Zero);
+            Assert.That((nint)a->usercontext, Is.Not.Zero);
+            fixed (byte* p = bulkIn.Buffer)
+            {
+                Assert.That((nint)a->buffer, Is.EqualTo((nint)p), "the pinned transfer buffer itself, no copy");
+            }
+            Assert.That(b->flags, Is.Zero, "no SHORT_NOT_OK on OUT");
+            Assert.That(c->type, Is.EqualTo(USBDEVFS_URB_TYPE_CONTROL));
+            Assert.That(c->flags, Is.Zero, "no SHORT_NOT_OK on control");
+            Assert.That(c->buffer_length, Is.EqualTo(26), "SETUP + data stage");
+            Assert.That(device.PendingCount, Is.EqualTo(3));
+        });
+    }
+
+    [Test]
+    public void Reap_CompletesWithStatusAndDataStageLength()
+    {
+        using UsbfsDevice device = OpenDevice();
+        UsbTransfer control = NewTransfer(UsbTransferType.Control, 0x80, 8 + 18);
+        UsbTransfer bulk = NewTransfer(UsbTransferType.Bulk, 0x81, 512, shortNotOk: true);
+        OnLoop(() =>
+        {
+            device.Submit(control);
+            device.Submit(bulk);
+        });
+        _file.CompleteUrb(_file.PendingAt(0), 0, 18, [0x12, 0x01, 0x00, 0x02]);
+        _file.CompleteUrb(_file.PendingAt(0), -EREMOTEIO, 13);
+        Reap(device);
+
+        Assert.That(_owner.Results, Is.EqualTo(new[] { (control, 0, 18), (bulk, -EREMOTEIO, 13) }));
+        Assert.That(control.Data[..4].ToArray(), Is.EqualTo(new byte[] { 0x12, 0x01, 0x00, 0x02 }));
+        Assert.That(_owner.AllOnLoopThread, Is.True);
+        Assert.That(device.PendingCount, Is.Zero);
+    }
+
+    private const int EREMOTEIO = 121;
+
+    [Test]
+    public void Resubmit_ReusesTheSameUrb()
+    {
+        using UsbfsDevice device = OpenDevice();
+        UsbTransfer t = NewTransfer(UsbTransferType.Interrupt, 0x83, 8);
+        OnLoop(() => device.Submit(t));
+        nint first = (nint)_file.PendingAt(0);
+        _file.CompleteUrb(_file.PendingAt(0), 0, 8);
+        Reap(device);
+        OnLoop(() => device.Submit(t));
+        Assert.That((nint)_file.PendingAt(0), Is.EqualTo(first));
+    }
+
+    [Test]
+    public void SubmitError_CompletesAtOnceWithMinusErrno()
+    {
+        using UsbfsDevice device = OpenDevice();
+        UsbTransfer t = NewTransfer(UsbTransferType.Bulk, 0x85, 64);
+        _file.NextSubmitResult = -ENOENT;
+        OnLoop(() => device.Submit(t));
+        Assert.That(_owner.Results, Is.EqualTo(new[] { (t, -ENOENT, 0) }));
+        Assert.That(device.PendingCount, Is.Zero);
+    }
+
+    [Test]
+    public void MalformedTransfer_CompletesWithEinval_WithoutSubmitting()
+    {
+        using UsbfsDevice device = OpenDevice();
+        UsbTransfer shortSetup = NewTransfer(UsbTransferType.Control, 0x00, 4);
+        UsbTransfer iso = NewTransfer(UsbTransferType.Isochronous, 0x81, 100);
+        OnLoop(() =>
+        {
+            device.Submit(shortSetup);
+            device.Submit(iso);
+        });
+        Assert.That(_owner.Results, Is.EqualTo(new[] { (shortSetup, -EINVAL, 0), (iso, -EINVAL, 0) }));
+        Assert.That(_file.PendingCount, Is.Zero);
+    }
+
+    [Test]
+    public void Iso_LaysOutPacketDescriptors_AndCopiesResultsBack()
+    {
+        using UsbfsDevice device = OpenDevice();
+        UsbTransfer t = NewTransfer(UsbTransferType.Isochronous, 0x81, 3 * 192);
+        t.NumberOfPackets = 3;
+        for (int i = 0; i < 3; i++)
+        {
+            t.IsoPackets[i].Length = 192;
+        }
+        OnLoop(() => device.Submit(t));
+        usbdevfs_urb* urb = _file.PendingAt(0);
+        usbdevfs_iso_packet_desc* desc = usbdevfs_urb.iso_frame_desc(urb);
+        Assert.Multiple(() =>
+        {
+            Assert.That(urb->type, Is.EqualTo(USBDEVFS_URB_TYPE_ISO));
+            Assert.That(urb->flags, Is.EqualTo(USBDEVFS_URB_ISO_ASAP));
+            Assert.That(urb->number_of_packets, Is.EqualTo(3));
+            Assert.That(desc[2].length, Is.EqualTo(192u));
+        });
+        desc[0].actual_length = 192;
+        desc[1].actual_length = 10;
+        desc[2].status = unchecked((uint)-18);
+        _file.CompleteUrb(urb, 0, 202);
+        urb->error_count = 1;
+        Reap(device);
+        Assert.Multiple(() =>
+        {
+            Assert.That(t.ActualLength, Is.EqualTo(202));
+            Assert.That(t.ErrorCount, Is.EqualTo(1));
+            Assert.That(t.IsoPackets[1].ActualLength, Is.EqualTo(10));
+            Assert.That(t.IsoPackets[2].Status, Is.EqualTo(-18));
+        });
+    }
+
+    [Test]
+    public void Cancel_DiscardsAndTheReapDeliversEnoentOnce()
+    {
+        using UsbfsDevice device = OpenDevice();
+        UsbTransfer t = NewTransfer(UsbTransferType.Bulk, 0x81, 512);
+        OnLoop(() => device.Submit(t));
+        OnLoop(() => device.Cancel(t));
+        Assert.That(_owner.Results, Is.Empty, "completion comes through the reap, not inline");
+        Reap(device);
+        OnLoop(() => device.Cancel(t));
+        Assert.That(_owner.Results, Is.EqualTo(new[] { (t, -ENOENT, 0) }));
+        Assert.That(_file.Calls.Count(c => c == "discard"), Is.EqualTo(1), "no discard once it completed");
+    }
+
+    [Test]
+    public void Cancel_AfterItCompletedButBeforeReap_IsHarmless()
+    {
+        using UsbfsDevice device = OpenDevice();
+        UsbTransfer t = NewTransfer(UsbTransferType.Bulk, 0x81, 512);
+        OnLoop(() => device.Submit(t));
+        _file.CompleteUrb(_file.PendingAt(0), 0, 100);
+        OnLoop(() => device.Cancel(t)); // DISCARDURB -> EINVAL: already on the completed list
+        Reap(device);
+        Assert.That(_owner.Results, Is.EqualTo(new[] { (t, 0, 100) }));
+    }
+
+    [Test]
+    public void Unplug_PollHup_ReapsWhatItCan_FailsTheRestWithEnodev_AndStopsWatching()
+    {
+        using UsbfsDevice device = OpenDevice();
+        UsbTransfer a = NewTransfer(UsbTransferType.Bulk, 0x81, 512);
+        UsbTransfer b = NewTransfer(UsbTransferType.Bulk, 0x02, 512);
+        OnLoop(() =>
+        {
+            device.Submit(a);
+            device.Submit(b);
+        });
+        _file.CompleteUrb(_file.PendingAt(0), 0, 512);
+        _file.HangUp(); // b stays "lost" in the kernel's view
+        Assert.That(_owner.WaitForCount(2, s_timeout), Is.True, "the real EPOLLHUP drives it");
+        Assert.That(_owner.Results, Is.EqualTo(new[] { (a, 0, 512), (b, -ENODEV, 0) }));
+        Assert.That(OnLoop(() => device.IsGone), Is.True);
+
+        UsbTransfer c = NewTransfer(UsbTransferType.Bulk, 0x81, 512);
+        OnLoop(() => device.Submit(c));
+        Assert.That(_owner.Results[^1], Is.EqualTo((c, -ENODEV, 0)));
+        Assert.That(OnLoop(() => device.SetInterface(0, 1)), Is.EqualTo(-ENODEV));
+    }
+
+    [Test]
+    public void Unplug_KilledUrbsKeepTheirReapedStatus()
+    {
+        using UsbfsDevice device = OpenDevice();
+        UsbTransfer a = NewTransfer(UsbTransferType.Bulk, 0x81, 512);
+        OnLoop(() => device.Submit(a));
+        _file.Unplug(killStatus: -108);
+        Assert.That(_owner.WaitForCount(1, s_timeout), Is.True);
+        Assert.That(_owner.Results, Is.EqualTo(new[] { (a, -108, 0) }));
+    }
+
+    [Test]
+    public void ReapEnodev_WithoutPollHup_MeansGone()
+    {
+        using UsbfsDevice device = OpenDevice();
+        UsbTransfer a = NewTransfer(UsbTransferType.Bulk, 0x81, 512);
+        OnLoop(() => device.Submit(a));
+        _file.FailWithEnodev(); // REAPURBNDELAY answers ENODEV while the URB is still listed pending
+        Reap(device);
+        Assert.That(_owner.Results, Is.EqualTo(new[] { (a, -ENODEV, 0) }));
+        Assert.That(OnLoop(() => device.IsGone), Is.True);
+    }
+
+    [Test]
+    public void Dispose_FromAnotherThread_DiscardsReapsReleasesReconnectsAndCloses()
+    {
+        UsbfsDevice device = OpenDevice();
+        UsbTransfer a = NewTransfer(UsbTransferType.Bulk, 0x81, 512);
+        UsbTransfer b = NewTransfer(UsbTransferType.Interrupt, 0x83, 8);
+        OnLoop(() =>
+        {
+            device.Submit(a);
+            device.Submit(b);
+        });
+        _file.Calls.Clear();
+
+        Task.Run(device.Dispose).WaitAsync(s_timeout).GetAwaiter().GetResult();
+
+        Assert.That(_owner.Results, Is.EqualTo(new[] { (a, -ENOENT, 0), (b, -ENOENT, 0) }));
+        Assert.That(_owner.AllOnLoopThread, Is.True);
+        Assert.That(_file.Calls, Is.EqualTo(new[] { "discard", "discard", "release 0", "release 1", "connect 0", "close" }));
+        Assert.That(_file.Disposed, Is.True);
+        device.Dispose();
+        Assert.That(_file.Calls.Count(c => c == "close"), Is.EqualTo(1), "idempotent");
+    }
+
+    [Test]
+    public void Dispose_OnTheLoopThread_RunsInline()
+    {
+        UsbfsDevice device = OpenDevice();
+        UsbTransfer a = NewTransfer(UsbTransferType.Bulk, 0x81, 512);
+        OnLoop(() => device.Submit(a));
+        OnLoop(device.Dispose);
+        Assert.That(_owner.Results, Is.EqualTo(new[] { (a, -ENOENT, 0) }));
+        Assert.That(_file.Disposed, Is.True);
+    }
+
+    [Test]
+    public void Dispose_AfterTheLoopStopped_StillCompletesEverything()
+    {
+        UsbfsDevice device = OpenDevice();
+        UsbTransfer a = NewTransfer(UsbTransferType.Bulk, 0x81, 512);
+        OnLoop(() => device.Submit(a));
+        _loop.Dispose();
+        device.Dispose();
+        Assert.That(_owner.Results, Is.EqualTo(new[] { (a, -ENOENT, 0) }));
+    }
+
+    [Test]
+    public void Dispose_AfterUnplug_DoesNotTouchTheGoneDevice()
+    {
+        UsbfsDevice device = OpenDevice();
+        UsbTransfer a = NewTransfer(UsbTransferType.Bulk, 0x81, 512);
+        OnLoop(() => device.Submit(a));
+        _file.Unplug();
+        Assert.That(_owner.WaitForCount(1, s_timeout), Is.True);
+        _file.Calls.Clear();
+        device.Dispose();
+        Assert.That(_file.Calls, Is.EqualTo(new[] { "close" }));
+        Assert.That(_owner.Results, Has.Count.EqualTo(1));
+    }
+
+    [Test]
+    public void SetConfiguration_ReleasesAll_Sets_AndClaimsTheNewConfigurationsInterfaces()
+    {
+        using UsbfsDevice device = OpenDevice();
+        _file.Calls.Clear();
+        _file.OnSetConfiguration = value =>
+        {
+            _sysfs.RemoveInterfaces(BusId);
+            _sysfs.SetConfiguration(BusId, value);
+            _sysfs.AddInterface(BusId, value, 0, driver: "cdc_acm");
+            _sysfs.AddInterface(BusId, value, 2, driver: "cdc_acm");
+        };
+        int rc = OnLoop(() => device.SetConfiguration(2));
+        Assert.That(rc, Is.Zero);
+        Assert.That(_file.Calls, Is.EqualTo(new[] { "release 0", "release 1", "setconfig 2", "disconnect_claim 0 2 usbfs", "disconnect_claim 2 2 usbfs" }));
+
+        _file.Calls.Clear();
+        device.Dispose();
+        Assert.That(_file.Calls, Is.EqualTo(new[] { "release 0", "release 2", "connect 0", "connect 2", "close" }));
+    }
+
+    [Test]
+    public void Reset_ReleasesResetsAndClaimsAgain()
+    {
+        using UsbfsDevice device = OpenDevice();
+        _file.Calls.Clear();
+        Assert.That(OnLoop(device.Reset), Is.Zero);
+        Assert.That(_file.Calls, Is.EqualTo(new[] { "release 0", "release 1", "reset", "disconnect_claim 0 2 usbfs", "disconnect_claim 1 2 usbfs" }));
+    }
+
+    [Test]
+    public void SetInterface_AndClearHalt_GoStraightToUsbfs()
+    {
+        using UsbfsDevice device = OpenDevice();
+        _file.Calls.Clear();
+        Assert.That(OnLoop(() => device.SetInterface(1, 2)), Is.Zero);
+        Assert.That(OnLoop(() => device.ClearHalt(0x81)), Is.Zero);
+        Assert.That(_file.Calls, Is.EqualTo(new[] { "setinterface 1 2", "clear_halt 0x81" }));
+    }
+
+    [Test]
+    public void CompletionCallback_MayResubmit()
+    {
+        using UsbfsDevice device = OpenDevice();
+        UsbTransfer t = NewTransfer(UsbTransferType.Interrupt, 0x83, 8);
+        _owner.OnCompleted = x =>
+        {
+            if (_owner.Results.Count < 3)
+            {
+                device.Submit(x);
+            }
+        };
+        OnLoop(() => device.Submit(t));
+        for (int i = 0; i < 3; i++)
+        {
+            _file.CompleteUrb(_file.PendingAt(0), 0, 8);
+            Reap(device);
+        }
+        Assert.That(_owner.Results, Has.Count.EqualTo(3));
+        Assert.That(device.PendingCount, Is.Zero);
+    }
+
+    /// <summary>Records (transfer, status, actual) per completion and whether each came on the loop thread.</summary>
+    private sealed class Recorder(EventLoop loop) : IUsbTransferOwner
+    {
+        private readonly Lock _lock = new();
+        private readonly List<(UsbTransfer, int, int)> _results = new();
+
+        public bool AllOnLoopThread { get; private set; } = true;
+
+        public Action<UsbTransfer>? OnCompleted { get; set; }
+
+        public List<(UsbTransfer, int, int)> Results
+        {
+            get
+            {
+                lock (_lock)
+                {
+                    return [.. _results];
+                }
+            }
+        }
+
+        public void OnTransferCompleted(UsbTransfer transfer)
+        {
+            lock (_lock)
+            {
+                _results.Add((transfer, transfer.Status, transfer.ActualLength));
+                AllOnLoopThread &= loop.IsLoopThread;
+            }
+            OnCompleted?.Invoke(transfer);
+        }
+
+        public bool WaitForCount(int count, TimeSpan timeout)
+        {
+            DateTime deadline = DateTime.UtcNow + timeout;
+            while (DateTime.UtcNow < deadline)
+            {
+                if (Results.Count >= count)
+                {
+                    return true;
+                }
+                Thread.Sleep(1);
+            }
+            return false;
+        }
+    }
+}

@@ -1,0 +1,215 @@
+# guest-lib.sh -- shared functions for lab scenarios. Sourced in dom0 by /payload/scenario.sh.
+#
+# Output protocol (read by the host driver tests/lab/run-lab from the serial console):
+#   STAGE <scenario>/<name> PASS|FAIL|SKIP <seconds>s <reason>
+#   FIGURE <name> <value> <unit>
+#   LAB-REQUEST <id> <verb> <args>   ask the host to act on QEMU (verbs: unplug ID, replug ID, hmp CMD)
+#   GUESTLOG <guest>| <line>         a guest's console log, copied live (guest_follow)
+# Scenario scripts: scenarios/<name>.sh, sourced in a subshell with LAB_SCENARIO=<name>.
+
+LAB_TMP=${LAB_TMP:-/tmp/lab}
+LAB_GUESTS=$LAB_TMP/guests
+LAB_CONSOLE_DIR=/var/log/xen/console
+mkdir -p "$LAB_TMP" "$LAB_GUESTS"
+
+# Process creation is very expensive in a PV dom0 under TCG (a fork+exec costs about 0.5 s of CPU),
+# so these helpers avoid forks while waiting: bash builtins, $EPOCHREALTIME, blocking waits.
+
+# lab_now: microseconds since the epoch (no fork). lab_elapsed T0: seconds since T0, one decimal.
+lab_now() { local t=${EPOCHREALTIME/[.,]/}; echo "$t"; }
+lab_elapsed() {
+  local t=${EPOCHREALTIME/[.,]/}
+  local d=$(( (t - $1 + 50000) / 100000 ))
+  echo "$((d / 10)).$((d % 10))"
+}
+
+# reason TEXT: the reason printed on the current stage's line.
+reason() { printf '%s' "$*" > "$LAB_TMP/reason"; }
+
+# killtree PID: kill a process and all its descendants.
+killtree() {
+  local c
+  for c in $(ps -o pid= --ppid "$1" 2>/dev/null); do killtree "$c"; done
+  kill -9 "$1" 2>/dev/null || true
+}
+
+# stage NAME [-t TIMEOUT_S] CMD...: run CMD (a command or function) and print its STAGE line.
+# Exit 0 = PASS, 77 = SKIP, anything else (or the timeout, default 300 s) = FAIL.
+# Returns 0 only on PASS, so `stage a ... && stage b ...` chains dependent stages.
+# While CMD runs, a watchdog enforces the timeout and a heartbeat prints "STAGE-WAIT" every 60 s
+# (the host's idle watchdog needs console output); neither polls.
+stage() {
+  local name=$1 timeout=300 t0 pid wd hb rc res why
+  shift
+  if [ "$1" = -t ]; then timeout=$2; shift 2; fi
+  name=${LAB_SCENARIO:-lab}/$name
+  rm -f "$LAB_TMP/reason" "$LAB_TMP/timedout"
+  echo "STAGE-BEGIN $name"
+  t0=$(lab_now)
+  ( "$@" ) &
+  pid=$!
+  ( sleep "$timeout"; : > "$LAB_TMP/timedout"; killtree "$pid" ) &
+  wd=$!
+  ( b=60; while sleep 60; do echo "STAGE-WAIT $name ${b}s"; b=$((b + 60)); done ) &
+  hb=$!
+  wait "$pid"; rc=$?
+  killtree "$wd"; killtree "$hb"
+  wait "$wd" "$hb" 2>/dev/null
+  why=
+  [ -f "$LAB_TMP/reason" ] && read -r why < "$LAB_TMP/reason"
+  [ -f "$LAB_TMP/timedout" ] && { rc=124; why="timeout after ${timeout}s${why:+ ($why)}"; }
+  case $rc in
+    0) res=PASS;;
+    77) res=SKIP;;
+    *) res=FAIL; [ -n "$why" ] || why="exit $rc";;
+  esac
+  [ -n "$why" ] || why=ok
+  echo "STAGE $name $res $(lab_elapsed "$t0")s $why"
+  [ $res = PASS ]
+}
+
+# skip NAME REASON: print a SKIP line for a stage that cannot run.
+skip() { echo "STAGE ${LAB_SCENARIO:-lab}/$1 SKIP 0.0s $2"; }
+
+figure() { echo "FIGURE $1 $2 $3"; }
+
+# lab_request VERB ARGS...: ask the host driver to act on QEMU's monitor (asynchronous: wait for the effect).
+LAB_REQ_N=0
+lab_request() { LAB_REQ_N=$((LAB_REQ_N + 1)); echo "LAB-REQUEST r$$-$LAB_REQ_N $*"; }
+
+# wait_for TIMEOUT_S CMD...: run CMD every second (keep CMD cheap: builtins) until it succeeds.
+wait_for() {
+  local end=$((SECONDS + $1)); shift
+  until "$@"; do [ $SECONDS -ge $end ] && return 1; sleep 1; done
+}
+
+# --- USB devices in dom0 ---------------------------------------------------------------------------
+# usb_dev_by_serial SERIAL: the sysfs USB device directory whose iSerial is SERIAL (builtins only).
+usb_dev_by_serial() {
+  local d v
+  for d in /sys/bus/usb/devices/*; do
+    [ -f "$d/serial" ] || continue
+    read -r v < "$d/serial" 2>/dev/null && [ "$v" = "$1" ] && { echo "$d"; return 0; }
+  done
+  return 1
+}
+# usb_has_serial SERIAL / usb_has_disk SERIAL: tests without output (no command substitution).
+usb_has_serial() {
+  local d v
+  for d in /sys/bus/usb/devices/*; do
+    [ -f "$d/serial" ] && read -r v < "$d/serial" 2>/dev/null && [ "$v" = "$1" ] && return 0
+  done
+  return 1
+}
+usb_has_disk() {
+  local d v b
+  for d in /sys/bus/usb/devices/*; do
+    [ -f "$d/serial" ] && read -r v < "$d/serial" 2>/dev/null && [ "$v" = "$1" ] || continue
+    for b in "$d"/*/host*/target*/*/block/*; do [ -e "$b" ] && return 0; done
+  done
+  return 1
+}
+# usb_disk_by_serial SERIAL: the block device name (sdX) of a USB stick.
+usb_disk_by_serial() {
+  local d b
+  d=$(usb_dev_by_serial "$1") || return 1
+  for b in "$d"/*/host*/target*/*/block/*; do [ -e "$b" ] && { echo "${b##*/}"; return 0; }; done
+  return 1
+}
+# usb_busdev SERIAL: "BUS DEV" numbers (decimal) of a USB device, for xl usbdev-attach.
+usb_busdev() {
+  local d b n
+  d=$(usb_dev_by_serial "$1") || return 1
+  read -r b < "$d/busnum"; read -r n < "$d/devnum"
+  echo "$b $n"
+}
+
+# read_disk DEV: O_DIRECT 1 MiB reads of the whole disk into tmpfs (timed), then sha256.
+# Prints "bytes secs mbps sha256".
+read_disk() {
+  local t0 t1 bytes f=/dev/shm/lab-read.bin
+  t0=${EPOCHREALTIME/[.,]/}
+  dd if="/dev/$1" of=$f bs=1M iflag=direct status=none || return 1
+  t1=${EPOCHREALTIME/[.,]/}
+  bytes=$(stat -c %s $f)
+  echo "$bytes $(awk -v us=$((t1 - t0)) -v n="$bytes" 'BEGIN { printf "%.2f %.2f", us / 1e6, n / us }') $(sha256sum $f | cut -d' ' -f1)"
+  rm -f $f
+}
+
+# --- PV guests -------------------------------------------------------------------------------------
+# guest_create NAME SCRIPT [XL-CONFIG-LINE...]: start a PV guest (dom0 kernel + lab initramfs) whose
+# init sources SCRIPT (a file in dom0; it may use the helpers of tests/lab/guest/init).
+guest_create() {
+  local name=$1 script=$2 d=$LAB_GUESTS/$1
+  shift 2
+  rm -rf "$d"; mkdir -p "$d/root/lab"
+  cp "$script" "$d/root/lab/script.sh"
+  { cat /payload/guest/initrd.gz
+    (cd "$d/root" && find . | cpio -o -H newc --quiet -R 0:0 | gzip -1)
+  } > "$d/initrd.gz"
+  {
+    echo "name = \"$name\""
+    echo 'type = "pv"'
+    echo 'kernel = "/lab/guest-vmlinuz"'
+    echo "ramdisk = \"$d/initrd.gz\""
+    echo 'extra = "console=hvc0"'
+    echo 'memory = 512'
+    echo 'vcpus = 1'
+    echo 'on_poweroff = "destroy"'
+    echo 'on_crash = "destroy"'
+    local l; for l in "$@"; do echo "$l"; done
+  } > "$d/$name.cfg"
+  rm -f "$LAB_CONSOLE_DIR/guest-$name.log"
+  xl create "$d/$name.cfg" || return 1
+  guest_follow "$name"
+}
+
+# guest_follow NAME: copy the guest's console log, live, to dom0's console as "GUESTLOG NAME| line"
+# (the host keeps them in out/guest-NAME.log and scans them for crashes). Stopped by guest_destroy.
+guest_follow() {
+  local name=$1
+  guest_unfollow "$name"
+  ( exec tail -n +1 -F "$LAB_CONSOLE_DIR/guest-$name.log" 2>/dev/null | sed -u "s/\r\$//; s/^/GUESTLOG $name| /" ) &
+  echo $! > "$LAB_GUESTS/$name.follow"
+}
+guest_unfollow() {
+  local f=$LAB_GUESTS/$1.follow
+  [ -f "$f" ] || return 0
+  sleep 1
+  killtree "$(cat "$f")"; rm -f "$f"
+}
+
+guest_log() { tr -d '\r' < "$LAB_CONSOLE_DIR/guest-$1.log" 2>/dev/null; }
+
+# guest_wait NAME REGEX TIMEOUT_S: wait until the guest's console log has a line matching REGEX
+# (a blocking tail -F | grep, no polling).
+guest_wait() {
+  local f=$LAB_CONSOLE_DIR/guest-$1.log fd tp rc
+  exec {fd}< <(exec tail -n +1 -F "$f" 2>/dev/null)
+  tp=$!
+  timeout "$3" grep -qE -m1 "$2" <&$fd; rc=$?
+  exec {fd}<&-
+  kill "$tp" 2>/dev/null
+  return $rc
+}
+
+# guest_result NAME WORD KEY: the value of KEY= on the last "GUEST-RESULT WORD ..." line.
+guest_result() {
+  guest_log "$1" | grep "GUEST-RESULT $2 " | tail -n1 | tr ' ' '\n' | sed -n "s/^$3=//p"
+}
+
+guest_destroy() { xl destroy "$1" 2>&1 || true; guest_unfollow "$1"; }
+
+# --- whole-run helpers (called by scenario.sh) -----------------------------------------------------
+# lab_stop_followers: stop the live copies of all guest console logs.
+lab_stop_followers() {
+  local f
+  for f in "$LAB_GUESTS"/*.follow; do [ -f "$f" ] && guest_unfollow "$(basename "$f" .follow)"; done
+}
+
+# lab_crash_scan: print dom0 kernel-log and hypervisor-log lines that show a crash (the host fails the run on them).
+lab_crash_scan() {
+  local re='segf''ault at|general prot''ection|tr''aps:|Kernel pan''ic|BU''G:|Oo''ps'
+  dmesg 2>/dev/null | grep -E "$re" | sed 's/^/DOM0-DMESG /'
+  xl dmesg 2>/dev/null | grep -E "$re" | sed 's/^/XEN-DMESG /'
+}

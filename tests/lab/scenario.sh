@@ -1,0 +1,22 @@
+#!/bin/bash
+# /payload/scenario.sh -- dom0 entry point, started by lab-run (systemd) after boot.
+# Runs the scenarios named in /payload/lab.env (LAB_SCENARIOS), each in its own subshell, then copies
+# the guest console logs and any crash lines of dom0/Xen to the console for the host.
+cd /payload
+. /payload/lab.env
+. /payload/guest-lib.sh
+echo "LAB-SCENARIOS $LAB_SCENARIOS"
+rc=0
+for s in $LAB_SCENARIOS; do
+  echo "SCENARIO-BEGIN $s"
+  if [ -f "/payload/scenarios/$s.sh" ]; then
+    ( LAB_SCENARIO=$s; . "/payload/scenarios/$s.sh" ) || rc=1
+  else
+    echo "STAGE $s/scenario FAIL 0.0s no scenarios/$s.sh in the payload"; rc=1
+  fi
+  echo "SCENARIO-END $s"
+done
+for d in $(xl list 2>/dev/null | awk 'NR > 2 { print $1 }'); do xl destroy "$d" 2>/dev/null; done
+lab_stop_followers
+lab_crash_scan
+exit $rc
