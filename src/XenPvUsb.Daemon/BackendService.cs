@@ -26,6 +26,21 @@ internal sealed class BackendService : BackgroundService
 
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
+        try
+        {
+            await ServeAsync(stoppingToken).ConfigureAwait(false);
+        }
+        catch (Exception e) when (e is not OperationCanceledException)
+        {
+            // Cannot serve at all (no xenstore, no gntdev, ...): say why and exit non-zero for systemd.
+            _logger.ServiceFailed(e);
+            Environment.ExitCode = 1;
+            _lifetime.StopApplication();
+        }
+    }
+
+    private async Task ServeAsync(CancellationToken stoppingToken)
+    {
         using var loop = new EventLoop(_logger);
         BackendHost host = await _hostFactory(loop).ConfigureAwait(false);
         var registry = new BackendRegistry(host);

@@ -38,10 +38,54 @@ internal static class Program
                 Console.Error.WriteLine("xenpvusbd: this is not a Xen dom0 (no control_d in /proc/xen/capabilities); use --simulate for the built-in simulated host");
                 return 1;
             }
-            Console.Error.WriteLine("xenpvusbd: serving a real dom0 needs the usbfs host layer and native grant/event-channel bindings, which this build does not have yet; use --simulate");
-            return 1;
+            return await RunOnDom0Async(options).ConfigureAwait(false);
         }
         return await RunSimulatedAsync(options).ConfigureAwait(false);
+    }
+
+    /// <summary>Real mode: xenstored (socket or /dev/xen/xenbus), gntdev and evtchn through the shim, usbfs.</summary>
+    private static async Task<int> RunOnDom0Async(DaemonOptions options)
+    {
+        XenPvUsb.Interop.Libraries.UseShimBesideExecutable();
+        HostApplicationBuilder builder = Microsoft.Extensions.Hosting.Host.CreateApplicationBuilder();
+        builder.Services.AddSystemd();
+        builder.Logging.SetMinimumLevel(options.Verbose ? LogLevel.Debug : LogLevel.Information);
+        var owned = new List<IAsyncDisposable>();
+        var disposables = new List<IDisposable>();
+        builder.Services.AddSingleton<Func<EventLoop, Task<BackendHost>>>(sp => async loop =>
+        {
+            ILoggerFactory lf = sp.GetRequiredService<ILoggerFactory>();
+            XenStoreConnection store = await XenStoreConnection.OpenDefaultAsync(lf.CreateLogger("XenPvUsb.XenStore")).ConfigureAwait(false);
+            owned.Add(store);
+            var grants = new XenGrantTable();
+            disposables.Add(grants);
+            var usb = new XenPvUsb.Usb.Usbfs.UsbfsHost(loop, logger: lf.CreateLogger("XenPvUsb.Usb"));
+            disposables.Add(usb);
+            return new BackendHost(store, grants, new XenEventChannels(), usb, loop, lf, DomId.Dom0);
+        });
+        builder.Services.AddHostedService<BackendService>();
+        try
+        {
+            using IHost app = builder.Build();
+            await app.RunAsync().ConfigureAwait(false);
+        }
+        catch (Exception e) when (e is GrantException or DllNotFoundException or XenStoreConnectionClosedException or IOException)
+        {
+            Console.Error.WriteLine($"xenpvusbd: cannot serve this dom0: {e.Message}");
+            return 1;
+        }
+        finally
+        {
+            foreach (IDisposable d in disposables)
+            {
+                d.Dispose();
+            }
+            foreach (IAsyncDisposable d in owned)
+            {
+                await d.DisposeAsync().ConfigureAwait(false);
+            }
+        }
+        return Environment.ExitCode;
     }
 
     private static async Task<int> RunSimulatedAsync(DaemonOptions options)
