@@ -75,4 +75,8 @@ clean:
 	$(MAKE) -C native clean
 	$(DOTNET) clean XenPvUsb.sln -v:q >/dev/null
 
+# The lab carries the NativeAOT binaries and the shim to dom0 in its payload.
+lab: publish
+lab: export LAB_PAYLOAD_EXTRA := $(abspath $(OUT)/publish)
+
 -include tests/lab/lab.mk

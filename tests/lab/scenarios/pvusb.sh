@@ -1,0 +1,116 @@
+# Scenario "pvusb": XenPvUsb serves the real xen-hcd. xenpvusbd (NativeAOT, from the payload) runs in
+# dom0; the CLI creates a controller and attaches the EHCI stick and the keyboard; the guest enumerates
+# both, reads the whole stick (checksum), writes and reads back a region (then restores it); detach
+# gives the stick back to dom0; the lab prints the guest's MB/s against dom0's on the same stick.
+
+PV_BIN=/usr/local/lib/xenpvusb
+
+pv_install() {
+  [ -x /payload/xenpvusbd ] || { reason "no xenpvusbd in the payload (make lab publishes it)"; return 1; }
+  mkdir -p $PV_BIN
+  cp /payload/xenpvusbd /payload/xenpvusb /payload/libxenpvusb-shim.so.1 $PV_BIN/ || { reason "copy failed"; return 1; }
+  ln -sf $PV_BIN/xenpvusb /usr/local/bin/xenpvusb
+  $PV_BIN/xenpvusbd > $LAB_TMP/xenpvusbd.log 2>&1 &
+  echo $! > $LAB_TMP/xenpvusbd.pid
+  wait_for 60 grep -q "serving backend/vusb" $LAB_TMP/xenpvusbd.log || { cat $LAB_TMP/xenpvusbd.log; reason "daemon did not start"; return 1; }
+  reason "xenpvusbd pid $(cat $LAB_TMP/xenpvusbd.pid) serving backend/vusb"
+}
+
+pv_native_read() {
+  local dev r
+  wait_for 60 usb_has_disk $LAB_STICK_EHCI_SERIAL || { reason "EHCI stick not found in dom0"; return 1; }
+  dev=$(usb_disk_by_serial $LAB_STICK_EHCI_SERIAL)
+  r=$(read_disk $dev) || { reason "dd of /dev/$dev failed"; return 1; }
+  set -- $r
+  [ "$4" = "$LAB_STICK_EHCI_SHA256" ] || { reason "checksum mismatch: $4"; return 1; }
+  echo "$3" > $LAB_TMP/pv-native-mbps-$WHEN
+  figure dom0-native-ehci-MBps-pvusb-$WHEN "$3" MB/s
+  reason "$3 MB/s, checksum OK"
+}
+
+pv_guest() {
+  cat > $LAB_TMP/pv-guest.sh <<'G'
+wait_usb_disk 300 || exit 0
+usb_list
+read_all
+dd if=/dev/$DISK of=/tmp/save.bin bs=1M skip=8 count=4 iflag=direct 2>/dev/null
+write_verify $DISK 8 4
+dd if=/tmp/save.bin of=/dev/$DISK bs=1M seek=8 oflag=direct conv=fsync 2>/dev/null && result "restore ok"
+G
+  guest_create pvg $LAB_TMP/pv-guest.sh || { reason "xl create failed"; return 1; }
+  guest_wait pvg 'GUEST-BEGIN' 120 || { reason "guest did not reach its script"; return 1; }
+  guest_log pvg | grep -q GUEST-HCD-LOADED || { reason "xen-hcd not loaded in the guest"; return 1; }
+  reason "guest up, xen-hcd loaded"
+}
+
+pv_hc_create() {
+  xenpvusb usb-hc-create pvg 2 8 || { tail -20 $LAB_TMP/xenpvusbd.log; reason "usb-hc-create failed"; return 1; }
+  wait_for 60 sh -c "xenstore-read /local/domain/0/backend/vusb/\$(xl domid pvg)/0/state | grep -q 4" \
+    || { tail -20 $LAB_TMP/xenpvusbd.log; reason "backend did not reach Connected with the guest's xen-hcd"; return 1; }
+  reason "controller 0 connected to xen-hcd"
+}
+
+pv_attach() {
+  local d kbd
+  d=$(usb_dev_by_serial $LAB_STICK_EHCI_SERIAL) || { reason "EHCI stick not found"; return 1; }
+  xenpvusb usb-list-assignable-devices
+  xenpvusb usb-attach pvg 0 1 ${d##*/} || { reason "usb-attach failed"; return 1; }
+  kbd=$(for k in /sys/bus/usb/devices/*; do [ -f $k/product ] && grep -qi keyboard $k/product && echo ${k##*/} && break; done)
+  [ -n "$kbd" ] && xenpvusb usb-attach pvg 0 2 $kbd
+  xenpvusb usb-list pvg
+  guest_wait pvg 'GUEST-RESULT disk ' 180 || { tail -30 $LAB_TMP/xenpvusbd.log; reason "guest saw no USB disk within 180 s"; return 1; }
+  guest_log pvg | grep -q 'GUEST-RESULT disk none' && { tail -30 $LAB_TMP/xenpvusbd.log; reason "guest saw no USB disk"; return 1; }
+  reason "stick ${d##*/} -> port 1${kbd:+, keyboard $kbd -> port 2}; guest $(guest_log pvg | grep 'GUEST-RESULT disk ' | tail -n1 | cut -d' ' -f3-)"
+}
+
+pv_read() {
+  guest_wait pvg 'GUEST-RESULT read ' 900 || { tail -30 $LAB_TMP/xenpvusbd.log; reason "no read result"; return 1; }
+  guest_log pvg | grep -E 'GUEST-RESULT|GUEST-USB'
+  local sum mbps
+  sum=$(guest_result pvg read sha256); mbps=$(guest_result pvg read mbps)
+  [ -n "$mbps" ] || { reason "guest read failed"; return 1; }
+  echo "$mbps" > $LAB_TMP/pv-guest-mbps
+  figure pvusb-guest-ehci-MBps "$mbps" MB/s
+  [ "$sum" = "$LAB_STICK_EHCI_SHA256" ] || { reason "checksum mismatch in the guest: $sum"; return 1; }
+  reason "guest $mbps MB/s, checksum OK; $(guest_log pvg | grep -c GUEST-USB) USB devices listed"
+}
+
+pv_write() {
+  guest_wait pvg 'GUEST-RESULT restore|GUEST-RESULT write .*match=no|GUEST-END' 300 || { reason "no write result"; return 1; }
+  guest_log pvg | grep -q 'GUEST-RESULT write .*match=yes' || { reason "written region did not read back"; return 1; }
+  reason "$(guest_log pvg | grep 'GUEST-RESULT write ' | tail -n1 | cut -d' ' -f3-)"
+}
+
+pv_detach() {
+  xenpvusb usb-detach pvg 0 1 || { reason "usb-detach failed"; return 1; }
+  wait_for 60 usb_has_disk $LAB_STICK_EHCI_SERIAL || { reason "dom0 did not get the stick back"; return 1; }
+  xenpvusb usb-list pvg
+  reason "stick back in dom0 as /dev/$(usb_disk_by_serial $LAB_STICK_EHCI_SERIAL)"
+}
+
+pv_ratio() {
+  local g b a r
+  read -r g < $LAB_TMP/pv-guest-mbps 2>/dev/null || { reason "no guest figure"; return 77; }
+  read -r b < $LAB_TMP/pv-native-mbps-before 2>/dev/null
+  read -r a < $LAB_TMP/pv-native-mbps-after 2>/dev/null
+  [ -n "$b$a" ] || { reason "no dom0 figure"; return 77; }
+  r=$(awk -v g=$g -v b=${b:-0} -v a=${a:-0} 'BEGIN { n = (b > 0 && a > 0) ? (a + b) / 2 : a + b; printf "%.2f %.2f", g / n, n }')
+  set -- $r
+  figure pvusb-ratio "$1" guest/dom0
+  reason "guest $g MB/s / dom0 $2 MB/s = $1"
+}
+
+if stage install -t 120 pv_install; then
+  WHEN=before stage native-read -t 200 pv_native_read
+  if stage guest-create -t 240 pv_guest && stage hc-create -t 120 pv_hc_create && stage attach -t 240 pv_attach; then
+    stage guest-read -t 960 pv_read
+    stage write-back -t 360 pv_write
+    stage detach -t 120 pv_detach
+  fi
+  xenpvusb usb-hc-destroy pvg 0 2>&1 || true
+  guest_destroy pvg > /dev/null
+  WHEN=after stage native-read-after -t 200 pv_native_read
+  stage ratio pv_ratio
+  echo "--- xenpvusbd log"; tail -40 $LAB_TMP/xenpvusbd.log
+  kill $(cat $LAB_TMP/xenpvusbd.pid) 2>/dev/null
+fi
