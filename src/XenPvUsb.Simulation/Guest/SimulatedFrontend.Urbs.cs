@@ -143,7 +143,7 @@ public sealed partial class SimulatedFrontend
         bool isIn = control ? (setup & 0x80) != 0 : pipe.IsIn;
         int length = buffer.Length;
         int nsegs = length == 0 ? 0 : (pageOffset + length + PageSize - 1) / PageSize;
-        if (nsegs > USBIF_MAX_SEGMENTS_PER_REQUEST || length > ushort.MaxValue)
+        if (nsegs > USBIF_MAX_SEGMENTS_PER_REQUEST)
         {
             _freeShadows.Push(s.Index);
             _shadowSemaphore.Release();
@@ -155,7 +155,7 @@ public sealed partial class SimulatedFrontend
             nr_buffer_segs = (ushort)nsegs,
             pipe = pipe.Value,
             transfer_flags = (ushort)(shortNotOk ? USBIF_SHORT_NOT_OK : 0),
-            buffer_length = (ushort)length,
+            buffer_length = (ushort)length, // truncates 64 KiB to 0, exactly as xen-hcd does
         };
         if (control)
         {

@@ -64,7 +64,7 @@ internal sealed partial class VusbController
             Reject(req.id, USBIF_STATUS_INVAL, "id already in flight", port);
             return;
         }
-        int status = ValidateSegments(ref req, pipe);
+        int status = ValidateSegments(ref req, pipe, out int dataLength);
         if (status != USBIF_STATUS_OK)
         {
             Reject(req.id, status, "bad segments", port);
@@ -95,15 +95,16 @@ internal sealed partial class VusbController
             Reject(req.id, USBIF_STATUS_INVAL, "isochronous transfers are not supported yet", port);
             return;
         }
-        Submit(ref req, pipe, p);
+        Submit(ref req, pipe, p, dataLength);
     }
 
     /// <summary>
     /// Checks the request's segments: count, page bounds, and that they add up to buffer_length.
     /// Grant refs themselves are checked by the grant copy (an ungranted ref fails there).
     /// </summary>
-    private static int ValidateSegments(ref usbif_urb_request req, UsbifPipe pipe)
+    private static int ValidateSegments(ref usbif_urb_request req, UsbifPipe pipe, out int dataLength)
     {
+        dataLength = 0;
         int nsegs = req.nr_buffer_segs;
         int total = nsegs;
         if (pipe.Type == UsbTransferType.Isochronous)
@@ -127,16 +128,19 @@ internal sealed partial class VusbController
                 sum += seg.length;
             }
         }
-        if (sum != req.buffer_length)
+        // buffer_length is a u16: Linux xen-hcd sends a 64 KiB buffer (16 full pages) as 0. The
+        // segments are the truth; buffer_length must agree with them modulo 2^16.
+        if ((sum & 0xFFFF) != req.buffer_length)
         {
             return USBIF_STATUS_INVAL;
         }
+        dataLength = sum;
         if (pipe.Type == UsbTransferType.Control)
         {
             // The data stage is wLength bytes of the buffer; a guest that claims more than it gave is refused
             // (QEMU's backend trusted wLength here).
             int wLength = (int)(req.u_ctrl >> 48);
-            if (wLength > req.buffer_length)
+            if (wLength > sum)
             {
                 return USBIF_STATUS_INVAL;
             }
@@ -179,7 +183,7 @@ internal sealed partial class VusbController
         }
     }
 
-    private unsafe void Submit(ref usbif_urb_request req, UsbifPipe pipe, VusbPort p)
+    private unsafe void Submit(ref usbif_urb_request req, UsbifPipe pipe, VusbPort p, int segmentBytes)
     {
         if (!_freeSlots.TryPop(out UrbSlot? slot))
         {
@@ -192,7 +196,7 @@ internal sealed partial class VusbController
         slot.Port = p.Number;
 
         bool control = pipe.Type == UsbTransferType.Control;
-        int dataLength = control ? (int)(req.u_ctrl >> 48) : req.buffer_length;
+        int dataLength = control ? (int)(req.u_ctrl >> 48) : segmentBytes;
         int setupLength = control ? UsbTransfer.SetupSize : 0;
         UsbTransfer t = slot.Rent(setupLength + dataLength);
         t.Type = pipe.Type;

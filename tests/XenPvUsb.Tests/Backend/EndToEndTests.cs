@@ -87,6 +87,27 @@ public sealed class EndToEndTests
     }
 
     [Test]
+    public async Task SixtyFourKiBUrb_WithBufferLengthTruncatedToZero_IsServed()
+    {
+        // xen-hcd puts a 65536-byte buffer (16 pages) on the ring with buffer_length = 0 (u16).
+        string image = Path.Combine(_world.Directory, "big.img");
+        StickImage.Create(image, 1024 * 1024, seed: 21);
+        string stick = _world.Plug(new MassStorageDevice(image, readOnly: true));
+        GuestHandle g = await _world.AddGuestAsync("g1", 2, 2, stick);
+        var storage = new GuestMassStorage(await GuestUsbDevice.EnumerateAsync(g.Frontend, 1, 2));
+        await storage.ReadCapacityAsync();
+        byte[] data = new byte[65536];
+        await storage.ReadAsync(16, data);
+        byte[] expected = new byte[65536];
+        using (FileStream f = File.OpenRead(image))
+        {
+            f.Position = 16 * 512;
+            f.ReadExactly(expected);
+        }
+        Assert.That(data, Is.EqualTo(expected));
+    }
+
+    [Test]
     public async Task Guest_ReadsAtUnalignedBufferOffset()
     {
         string stick = _world.PlugStick(bytes: 256 * 1024, seed: 9);
