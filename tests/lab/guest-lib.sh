@@ -48,7 +48,8 @@ stage() {
   t0=$(lab_now)
   ( "$@" ) &
   pid=$!
-  ( sleep "$timeout"; : > "$LAB_TMP/timedout"; killtree "$pid" ) &
+  # "&&": if the watchdog is killed first (its sleep dies), it must not declare a timeout.
+  ( sleep "$timeout" && { : > "$LAB_TMP/timedout"; killtree "$pid"; } ) &
   wd=$!
   ( b=60; while sleep 60; do echo "STAGE-WAIT $name ${b}s"; b=$((b + 60)); done ) &
   hb=$!
