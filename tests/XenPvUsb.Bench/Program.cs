@@ -25,19 +25,23 @@ internal static class Program
     private static async Task<int> Main()
     {
         Console.WriteLine($"xenpvusb bench: bulk IN 512 B URBs, null device, {Environment.ProcessorCount} cores, {s_measure.TotalSeconds:0} s per run");
-        Console.WriteLine($"{"controllers",-12} {"URB/s",10} {"p50 us",8} {"p99 us",8} {"p99.9 us",9} {"RSS MiB",8}");
-        foreach (int n in new[] { 1, 16 })
+        foreach (int busyPoll in new[] { 0, EventLoop.DefaultBusyPollMicroseconds })
         {
-            await RunAsync(n).ConfigureAwait(false);
+            Console.WriteLine($"backend busy-poll window {busyPoll} us");
+            Console.WriteLine($"{"controllers",-12} {"URB/s",10} {"p50 us",8} {"p99 us",8} {"p99.9 us",9} {"RSS MiB",8}");
+            foreach (int n in new[] { 1, 16 })
+            {
+                await RunAsync(n, busyPoll).ConfigureAwait(false);
+            }
         }
         return 0;
     }
 
-    private static async Task RunAsync(int controllers)
+    private static async Task RunAsync(int controllers, int busyPollMicroseconds)
     {
         string dir = Path.Combine(Path.GetTempPath(), $"xenpvusb-bench-{Environment.ProcessId}-{controllers}");
         await using SimulatedXenHost sim = await SimulatedXenHost.StartAsync(dir).ConfigureAwait(false);
-        using var loop = new EventLoop();
+        using var loop = new EventLoop(busyPollMicroseconds: busyPollMicroseconds);
         await using XenStoreConnection dom0 = await XenStoreConnection.ConnectAsync(sim.Dom0SocketPath).ConfigureAwait(false);
         await using var registry = new BackendRegistry(sim.CreateBackendHost(dom0, loop, usb: new NullUsbHost()));
         await registry.StartAsync().ConfigureAwait(false);
