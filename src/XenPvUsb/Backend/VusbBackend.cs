@@ -396,10 +396,17 @@ internal sealed class VusbBackend : IAsyncDisposable
         // Stop this controller only: Closing makes xen-hcd remove its HCD; a frontend that comes back gets a fresh ring.
         _ = Task.Run(async () =>
         {
-            using (await _lock.LockAsync(_cts.Token).ConfigureAwait(false))
+            try
             {
-                await DisconnectLockedAsync(releaseDevices: false).ConfigureAwait(false);
-                await WriteStateAsync(XenbusState.Closing).ConfigureAwait(false);
+                using (await _lock.LockAsync(_cts.Token).ConfigureAwait(false))
+                {
+                    await DisconnectLockedAsync(releaseDevices: false).ConfigureAwait(false);
+                    await WriteStateAsync(XenbusState.Closing).ConfigureAwait(false);
+                }
+            }
+            catch (Exception e) when (e is OperationCanceledException or ObjectDisposedException or XenStoreException or XenStoreConnectionClosedException)
+            {
+                // The controller is being torn down anyway.
             }
         });
     }

@@ -335,7 +335,9 @@ internal sealed partial class VusbController
             return; // already answered (cancelled and finished by CancelInFlight)
         }
         int status = UsbifStatus.FromLinuxStatus(t.Status);
-        int actual = Math.Clamp(t.ActualLength, 0, t.Length);
+        // ActualLength counts the data stage only; never trust it beyond that stage's length.
+        int offset = t.Type == UsbTransferType.Control ? UsbTransfer.SetupSize : 0;
+        int actual = Math.Clamp(t.ActualLength, 0, t.Length - offset);
         if (slot.Cancelled && status == USBIF_STATUS_OK)
         {
             status = USBIF_STATUS_SHUTDOWN;
@@ -343,7 +345,6 @@ internal sealed partial class VusbController
         bool isIn = t.Type == UsbTransferType.Control ? (slot.Request.u_ctrl & 0x80) != 0 : t.IsIn;
         if (isIn && actual > 0 && _evtchn is not null)
         {
-            int offset = t.Type == UsbTransferType.Control ? UsbTransfer.SetupSize : 0;
             if (!CopySegments(ref slot.Request, t, offset, actual, toGuest: true))
             {
                 status = USBIF_STATUS_INVAL;
