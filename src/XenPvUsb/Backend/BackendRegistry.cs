@@ -293,6 +293,10 @@ public sealed class BackendRegistry : IAsyncDisposable
                             await b.OnDomainGoneAsync().ConfigureAwait(false);
                         }
                     }
+                    catch (Exception e) when (e is OperationCanceledException or ObjectDisposedException)
+                    {
+                        // That backend was removed meanwhile.
+                    }
                     catch (Exception e) when (e is XenStoreException)
                     {
                         _logger.BackendFailed(b.Frontend.Value, b.DevId, e);

@@ -200,7 +200,7 @@ internal sealed class VusbBackend : IAsyncDisposable
         {
             await _frontendWatchLoop.ConfigureAwait(false);
         }
-        _cts.Dispose();
+        // _cts is cancelled, not disposed: late callers (hotplug, @releaseDomain) may still ask for its token.
     }
 
     private async Task FrontendWatchLoopAsync(XenStoreWatch watch)
