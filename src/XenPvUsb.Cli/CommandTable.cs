@@ -1,5 +1,6 @@
 using System.CommandLine;
 using System.Globalization;
+using XenPvUsb.Backend;
 using XenPvUsb.Toolstack;
 using XenPvUsb.Usb;
 using XenPvUsb.Xen;
@@ -34,12 +35,20 @@ internal static class CommandTable
         var busId = new Argument<string>("BusId") { Description = "host device bus id, e.g. 1-2 or 3-1.4 (see usb-list-assignable-devices)" };
         var keyValues = new Argument<string[]>("options") { Description = "key=value options", Arity = ArgumentArity.ZeroOrMore };
 
-        yield return Verb("usb-hc-create", "Create a virtual USB host controller for a domain", [domain, usbVer, ports], async (r, ctx, ct) =>
+        var grantMode = new Option<string>("--grant-mode")
+        {
+            Description = "data path of this controller: copy (grant copy) or map (bulk/interrupt pages mapped in place); default: the daemon's",
+        };
+        Command hcCreate = Verb("usb-hc-create", "Create a virtual USB host controller for a domain", [domain, usbVer, ports], async (r, ctx, ct) =>
         {
             DomId d = await ctx.Toolstack.ResolveDomainAsync(r.GetValue(domain)!, ct);
-            int id = await ctx.Toolstack.CreateControllerAsync(d, Int(r.GetValue(usbVer), "UsbVer"), Int(r.GetValue(ports), "Ports"), cancellationToken: ct);
+            GrantMode? mode = ParseGrantMode(r.GetValue(grantMode));
+            int id = await ctx.Toolstack.CreateControllerAsync(d, Int(r.GetValue(usbVer), "UsbVer"), Int(r.GetValue(ports), "Ports"), grantMode: mode,
+                cancellationToken: ct);
             Console.WriteLine($"created controller {id} for domain {d}");
         });
+        hcCreate.Options.Add(grantMode);
+        yield return hcCreate;
         yield return Verb("usb-hc-destroy", "Destroy a virtual USB host controller", [domain, devId], async (r, ctx, ct) =>
         {
             DomId d = await ctx.Toolstack.ResolveDomainAsync(r.GetValue(domain)!, ct);
@@ -67,16 +76,16 @@ internal static class CommandTable
                 Console.WriteLine($"{dev.BusId,-10} Bus {dev.BusNum:D3} Device {dev.DevNum:D3}: ID {dev.VendorId:x4}:{dev.ProductId:x4} {Describe(dev)}");
             }
         });
-        yield return Verb("usbctrl-attach", "Create a virtual USB controller: usbctrl-attach <Domain> [type=pv] [version=2] [ports=8]", [domain, keyValues], async (r, ctx, ct) =>
+        yield return Verb("usbctrl-attach", "Create a virtual USB controller: usbctrl-attach <Domain> [type=pv] [version=2] [ports=8] [grant-mode=copy|map]", [domain, keyValues], async (r, ctx, ct) =>
         {
-            Dictionary<string, string> kv = KeyValues(r.GetValue(keyValues), "type", "version", "ports");
+            Dictionary<string, string> kv = KeyValues(r.GetValue(keyValues), "type", "version", "ports", "grant-mode");
             if (kv.TryGetValue("type", out string? type) && type is not ("pv" or "auto"))
             {
                 throw new ToolstackException($"type={type} is not served by xenpvusbd; use type=pv (or xl for qusb/devicemodel)");
             }
             DomId d = await ctx.Toolstack.ResolveDomainAsync(r.GetValue(domain)!, ct);
             int id = await ctx.Toolstack.CreateControllerAsync(d, kv.TryGetValue("version", out string? v) ? Int(v, "version") : 2,
-                kv.TryGetValue("ports", out string? p) ? Int(p, "ports") : 8, cancellationToken: ct);
+                kv.TryGetValue("ports", out string? p) ? Int(p, "ports") : 8, grantMode: ParseGrantMode(kv.GetValueOrDefault("grant-mode")), cancellationToken: ct);
             Console.WriteLine($"created controller {id} for domain {d}");
         });
         yield return Verb("usbctrl-detach", "Destroy a virtual USB controller: usbctrl-detach <Domain> <DevId>", [domain, devId], async (r, ctx, ct) =>
@@ -130,6 +139,15 @@ internal static class CommandTable
             }
         });
         return command;
+    }
+
+    private static GrantMode? ParseGrantMode(string? text)
+    {
+        if (text is null)
+        {
+            return null;
+        }
+        return GrantModes.TryParse(text, out GrantMode mode) ? mode : throw new ToolstackException($"grant mode must be copy or map, not '{text}'");
     }
 
     private static async Task Destroy(CliContext ctx, DomId d, int id, CancellationToken ct)

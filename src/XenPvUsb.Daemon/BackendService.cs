@@ -14,9 +14,12 @@ internal sealed class BackendService : BackgroundService
     private readonly Func<EventLoop, Task<BackendHost>> _hostFactory;
     private readonly IHostApplicationLifetime _lifetime;
     private readonly ILogger _logger;
+    private readonly int _busyPollMicroseconds;
 
-    public BackendService(Func<EventLoop, Task<BackendHost>> hostFactory, IHostApplicationLifetime lifetime, ILogger<BackendService> logger)
+    public BackendService(Func<EventLoop, Task<BackendHost>> hostFactory, IHostApplicationLifetime lifetime, ILogger<BackendService> logger,
+        DaemonOptions options)
     {
+        _busyPollMicroseconds = options.BusyPollMicroseconds;
         _hostFactory = hostFactory;
         _lifetime = lifetime;
         _logger = logger;
@@ -41,7 +44,7 @@ internal sealed class BackendService : BackgroundService
 
     private async Task ServeAsync(CancellationToken stoppingToken)
     {
-        using var loop = new EventLoop(_logger);
+        using var loop = new EventLoop(_logger, _busyPollMicroseconds);
         BackendHost host = await _hostFactory(loop).ConfigureAwait(false);
         var registry = new BackendRegistry(host);
         await using (registry.ConfigureAwait(false))

@@ -1,12 +1,23 @@
+using XenPvUsb.Backend;
+using XenPvUsb.Xen;
+
 namespace XenPvUsb.Daemon;
 
 /// <summary>Command line of xenpvusbd.</summary>
 internal sealed record DaemonOptions(bool Simulate, bool Demo, string? RunDirectory, string? Image, string? Cli, bool Verbose)
 {
+    /// <summary>Data path of controllers whose backend has no grant-mode node.</summary>
+    public GrantMode GrantMode { get; init; } = GrantMode.Copy;
+
+    /// <summary>How long the event loop keeps polling a busy ring (microseconds; 0: never).</summary>
+    public int BusyPollMicroseconds { get; init; } = EventLoop.DefaultBusyPollMicroseconds;
+
     public static DaemonOptions Parse(string[] args)
     {
         bool simulate = false, demo = false, verbose = false;
         string? runDir = null, image = null, cli = null;
+        GrantMode grantMode = GrantMode.Copy;
+        int busyPoll = EventLoop.DefaultBusyPollMicroseconds;
         for (int i = 0; i < args.Length; i++)
         {
             switch (args[i])
@@ -30,22 +41,41 @@ internal sealed record DaemonOptions(bool Simulate, bool Demo, string? RunDirect
                 case "--cli" when i + 1 < args.Length:
                     cli = args[++i];
                     break;
+                case "--grant-mode" when i + 1 < args.Length:
+                    if (!GrantModes.TryParse(args[++i], out grantMode))
+                    {
+                        throw new UsageException($"--grant-mode must be copy or map, not '{args[i]}'");
+                    }
+                    break;
+                case "--busy-poll" when i + 1 < args.Length:
+                    if (!int.TryParse(args[++i], System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out busyPoll)
+                        || busyPoll > 1_000_000)
+                    {
+                        throw new UsageException($"--busy-poll takes microseconds from 0 to 1000000, not '{args[i]}'");
+                    }
+                    break;
                 case "-h" or "--help":
                     throw new UsageException();
                 default:
                     throw new UsageException($"unknown argument '{args[i]}'");
             }
         }
-        return new DaemonOptions(simulate, demo, runDir, image, cli, verbose);
+        return new DaemonOptions(simulate, demo, runDir, image, cli, verbose) { GrantMode = grantMode, BusyPollMicroseconds = busyPoll };
     }
 
     public const string Usage = """
-        usage: xenpvusbd [--simulate [--run-dir DIR]] [--demo [--image FILE] [--cli PATH]] [-v]
+        usage: xenpvusbd [--simulate [--run-dir DIR]] [--demo [--image FILE] [--cli PATH]]
+                         [--grant-mode copy|map] [--busy-poll USEC] [-v]
 
           (no option)   serve backend/vusb on this Xen dom0
           --simulate    serve a built-in simulated Xen host instead (xenstored socket in --run-dir)
           --demo        simulated host plus a guest: attach an emulated stick and keyboard with the
                         CLI, let the guest use them, and exit
+          --grant-mode  how URB data moves for controllers that do not say (backend node grant-mode):
+                        copy (default: grant copy into the daemon's buffers) or map (bulk and
+                        interrupt pages mapped and handed to the device in place)
+          --busy-poll   keep polling a busy ring this many microseconds before sleeping on its
+                        event channel (default 50; 0 disables)
           -v            debug logging
         """;
 }

@@ -61,8 +61,9 @@ internal static class Program
             disposables.Add(grants);
             var usb = new XenPvUsb.Usb.Usbfs.UsbfsHost(loop, logger: lf.CreateLogger("XenPvUsb.Usb"));
             disposables.Add(usb);
-            return new BackendHost(store, grants, new XenEventChannels(), usb, loop, lf, DomId.Dom0);
+            return new BackendHost(store, grants, new XenEventChannels(), usb, loop, lf, DomId.Dom0) { GrantMode = options.GrantMode };
         });
+        builder.Services.AddSingleton(options);
         builder.Services.AddHostedService<BackendService>();
         try
         {
@@ -106,8 +107,11 @@ internal static class Program
         builder.Services.AddSingleton<Func<EventLoop, Task<BackendHost>>>(sp => async loop =>
         {
             store = await XenStoreConnection.ConnectAsync(sim.Dom0SocketPath).ConfigureAwait(false);
-            return sim.CreateBackendHost(store, loop, sp.GetRequiredService<ILoggerFactory>());
+            BackendHost host = sim.CreateBackendHost(store, loop, sp.GetRequiredService<ILoggerFactory>());
+            host.GrantMode = options.GrantMode;
+            return host;
         });
+        builder.Services.AddSingleton(options);
         builder.Services.AddHostedService<BackendService>();
         using IHost app = builder.Build();
         await app.RunAsync().ConfigureAwait(false);

@@ -397,8 +397,8 @@ public abstract class EmulatedUsbDevice : IUsbHostDevice
             int requested;
             if (transfer.Type == UsbTransferType.Control)
             {
-                isIn = (transfer.Buffer[0] & 0x80) != 0;
-                requested = BinaryPrimitives.ReadUInt16LittleEndian(transfer.Buffer.AsSpan(6));
+                isIn = (transfer.Bytes[0] & 0x80) != 0;
+                requested = BinaryPrimitives.ReadUInt16LittleEndian(transfer.Bytes[6..]);
             }
             else
             {
@@ -545,7 +545,7 @@ public abstract class EmulatedUsbDevice : IUsbHostDevice
         }
 
         byte endpoint = transfer.Endpoint;
-        if ((endpoint & ~0x8F) != 0 || transfer.Length < 0 || transfer.Length > transfer.Buffer.Length)
+        if ((endpoint & ~0x8F) != 0 || transfer.Length < 0 || transfer.Length > transfer.Capacity)
         {
             return UrbStatus.Einval;
         }
@@ -563,13 +563,13 @@ public abstract class EmulatedUsbDevice : IUsbHostDevice
                 return UrbStatus.Einval;
             }
 
-            UsbSetupPacket setup = UsbSetupPacket.Read(transfer.Buffer);
+            UsbSetupPacket setup = UsbSetupPacket.Read(transfer.Bytes);
             if (transfer.Length < UsbTransfer.SetupSize + setup.Length)
             {
                 return UrbStatus.Einval;
             }
 
-            return HandleControlLocked(setup, transfer.Buffer.AsSpan(UsbTransfer.SetupSize, setup.Length), out actualLength);
+            return HandleControlLocked(setup, transfer.Bytes.Slice(UsbTransfer.SetupSize, setup.Length), out actualLength);
         }
 
         if ((endpoint & 0x0F) == 0)

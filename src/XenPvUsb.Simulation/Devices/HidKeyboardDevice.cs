@@ -285,12 +285,12 @@ public sealed class HidKeyboardDevice : EmulatedUsbDevice
         if (transfer.Length < ReportSize)
         {
             // The keyboard always sends 8 bytes: babble into a smaller buffer.
-            bytes[..transfer.Length].CopyTo(transfer.Buffer);
+            bytes[..transfer.Length].CopyTo(transfer.Bytes);
             actualLength = transfer.Length;
             return UrbStatus.Eoverflow;
         }
 
-        bytes.CopyTo(transfer.Buffer);
+        bytes.CopyTo(transfer.Bytes);
         actualLength = ReportSize;
         return UrbStatus.Success;
     }

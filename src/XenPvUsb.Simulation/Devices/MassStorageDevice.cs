@@ -192,7 +192,7 @@ public sealed class MassStorageDevice : EmulatedUsbDevice
     {
         // The packet itself is received either way; validity decides what follows (§6.2.1).
         actualLength = transfer.Length;
-        ReadOnlySpan<byte> cbw = transfer.Buffer.AsSpan(0, transfer.Length);
+        ReadOnlySpan<byte> cbw = transfer.Bytes[..transfer.Length];
         if (cbw.Length != CbwLength || BinaryPrimitives.ReadUInt32LittleEndian(cbw) != CbwSignature)
         {
             _needsResetRecovery = true;
@@ -290,7 +290,7 @@ public sealed class MassStorageDevice : EmulatedUsbDevice
     {
         int requested = transfer.Length;
         int count = (int)Math.Min(requested, _deviceRemaining);
-        Span<byte> destination = transfer.Buffer.AsSpan(0, count);
+        Span<byte> destination = transfer.Bytes[..count];
         if (_source == DataSource.Image)
         {
             if (!ReadImage(destination, _offset))
@@ -332,7 +332,7 @@ public sealed class MassStorageDevice : EmulatedUsbDevice
     {
         int offered = transfer.Length;
         int count = (int)Math.Min(offered, _deviceRemaining);
-        if (_source == DataSource.Image && !WriteImage(transfer.Buffer.AsSpan(0, count), _offset))
+        if (_source == DataSource.Image && !WriteImage(transfer.Bytes[..count], _offset))
         {
             SetSenseLocked(SenseMediumError, 0x0C, 0x00);
             _cswStatus = StatusFailed;
@@ -372,12 +372,12 @@ public sealed class MassStorageDevice : EmulatedUsbDevice
         if (transfer.Length < CswLength)
         {
             // The device sends all 13 bytes regardless: babble.
-            csw[..transfer.Length].CopyTo(transfer.Buffer);
+            csw[..transfer.Length].CopyTo(transfer.Bytes);
             actualLength = transfer.Length;
             return UrbStatus.Eoverflow;
         }
 
-        csw.CopyTo(transfer.Buffer);
+        csw.CopyTo(transfer.Bytes);
         actualLength = CswLength;
         return UrbStatus.Success;
     }

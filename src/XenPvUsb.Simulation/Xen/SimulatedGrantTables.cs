@@ -70,6 +70,12 @@ public sealed class SimulatedGrantTables
             return table.Map(_self, gref, writable);
         }
 
+        public GrantMapping Map(DomId domain, ReadOnlySpan<GrantRef> refs, bool writable)
+        {
+            GuestGrantTable table = _owner.Find(domain) ?? throw new GrantException($"map of {refs.Length} refs of dom{domain}: no such domain", GrantStatus.BadDomain);
+            return table.Map(_self, refs, writable);
+        }
+
         public bool Copy(DomId domain, Span<GrantCopySegment> segments)
         {
             GuestGrantTable? table = _owner.Find(domain);
@@ -188,6 +194,38 @@ public sealed unsafe class GuestGrantTable
         }
     }
 
+    /// <summary>
+    /// Several pages at consecutive addresses. Separate heap pages cannot be aliased into one range, so
+    /// the simulation maps a bounce block: the pages are copied in at map time and, for a writable
+    /// mapping, back at unmap time. A backend sees the same thing as with real gntdev as long as the
+    /// guest leaves the pages alone while they are mapped, which the protocol requires anyway.
+    /// </summary>
+    internal GrantMapping Map(DomId mapper, ReadOnlySpan<GrantRef> refs, bool writable)
+    {
+        if (refs.Length == 1)
+        {
+            return Map(mapper, refs[0], writable);
+        }
+        ArgumentOutOfRangeException.ThrowIfZero(refs.Length);
+        lock (_lock)
+        {
+            var entries = new Entry[refs.Length];
+            for (int i = 0; i < refs.Length; i++)
+            {
+                entries[i] = Check(mapper, refs[i], writable, out short status)
+                    ?? throw new GrantException($"map of ref {refs[i]} of dom{Domain} by dom{mapper} refused (GNTST {status})", status);
+            }
+            int size = refs.Length * SimulatedGrantTables.PageSize;
+            byte* block = (byte*)NativeMemory.AlignedAlloc((nuint)size, SimulatedGrantTables.PageSize);
+            for (int i = 0; i < entries.Length; i++)
+            {
+                entries[i].InUse++;
+                Buffer.MemoryCopy((void*)entries[i].Page, block + (i * SimulatedGrantTables.PageSize), SimulatedGrantTables.PageSize, SimulatedGrantTables.PageSize);
+            }
+            return new BounceMapping(this, entries, (nint)block, writable);
+        }
+    }
+
     internal short Copy(DomId copier, ref GrantCopySegment seg)
     {
         if (seg.Offset + seg.Length > SimulatedGrantTables.PageSize || seg.Local == 0)
@@ -255,6 +293,28 @@ public sealed unsafe class GuestGrantTable
         }
     }
 
+    private void UnmapBounce(Entry[] entries, nint block, bool writable)
+    {
+        lock (_lock)
+        {
+            for (int i = 0; i < entries.Length; i++)
+            {
+                Entry e = entries[i];
+                // A destroyed guest's pages may be gone; only live grants get the data back.
+                bool live = !_destroyed && _entries.ContainsValue(e);
+                if (writable && live)
+                {
+                    Buffer.MemoryCopy((byte*)block + (i * SimulatedGrantTables.PageSize), (void*)e.Page, SimulatedGrantTables.PageSize, SimulatedGrantTables.PageSize);
+                }
+                if (e.InUse > 0)
+                {
+                    e.InUse--;
+                }
+            }
+        }
+        NativeMemory.AlignedFree((void*)block);
+    }
+
     private sealed class Entry
     {
         public Entry(DomId grantee, nint page, bool readOnly)
@@ -285,5 +345,22 @@ public sealed unsafe class GuestGrantTable
         }
 
         protected override void Unmap(nint address) => _table.Unmap(_ref);
+    }
+
+    private sealed class BounceMapping : GrantMapping
+    {
+        private readonly GuestGrantTable _table;
+        private readonly Entry[] _entries;
+        private readonly bool _writable;
+
+        public BounceMapping(GuestGrantTable table, Entry[] entries, nint block, bool writable)
+            : base(block, entries.Length * SimulatedGrantTables.PageSize)
+        {
+            _table = table;
+            _entries = entries;
+            _writable = writable;
+        }
+
+        protected override void Unmap(nint address) => _table.UnmapBounce(_entries, address, _writable);
     }
 }

@@ -33,6 +33,9 @@ public sealed class BackendHost
 
     public ILoggerFactory LoggerFactory { get; }
 
+    /// <summary>Data path of controllers whose backend directory has no grant-mode node.</summary>
+    public GrantMode GrantMode { get; set; } = GrantMode.Copy;
+
     /// <summary>The domain this backend runs in (dom0).</summary>
     public DomId Self { get; }
 }

@@ -1,5 +1,6 @@
 using XenPvUsb.Usb;
 using XenPvUsb.Usbif;
+using XenPvUsb.Xen;
 
 namespace XenPvUsb.Backend;
 
@@ -38,6 +39,12 @@ internal sealed class UrbSlot
     /// <summary>Set when the guest unlinked it or its device went away: it is answered with an error whatever the device says.</summary>
     public bool Cancelled { get; set; }
 
+    /// <summary>The guest's pages, when the transfer works on them in place (<see cref="GrantMode.Map"/>); unmapped at release.</summary>
+    public GrantMapping? Mapping { get; set; }
+
+    /// <summary>Stopwatch timestamp of the submission to the device.</summary>
+    public long SubmittedAt { get; set; }
+
     public UsbTransfer Rent(int capacity)
     {
         UsbTransfer t;
@@ -61,8 +68,15 @@ internal sealed class UrbSlot
         return t;
     }
 
+    /// <summary>Frees the slot for the next request. Only once the device is done with the transfer: this unmaps the guest's pages.</summary>
     public void Release()
     {
+        if (Mapping is not null)
+        {
+            Transfer?.ClearExternalBuffer();
+            Mapping.Dispose();
+            Mapping = null;
+        }
         Transfer = null;
         Cancelled = false;
     }

@@ -65,6 +65,7 @@ internal sealed class VusbBackend : IAsyncDisposable
             string? numPortsText = await xs.ReadAsync($"{BackendPath}/num-ports").ConfigureAwait(false);
             string? usbVerText = await xs.ReadAsync($"{BackendPath}/usb-ver").ConfigureAwait(false);
             string? online = await xs.ReadAsync($"{BackendPath}/online").ConfigureAwait(false);
+            string? grantModeText = await xs.ReadAsync($"{BackendPath}/grant-mode").ConfigureAwait(false);
             if (frontendPath is null || numPortsText is null || usbVerText is null)
             {
                 return false; // the toolstack is still writing; a later event retries
@@ -83,14 +84,20 @@ internal sealed class VusbBackend : IAsyncDisposable
             }
             FrontendPath = frontendPath;
             _assigned = new string?[numPorts + 1];
+            GrantMode grantMode = _host.GrantMode;
+            if (grantModeText is not null && !GrantModes.TryParse(grantModeText, out grantMode))
+            {
+                grantMode = _host.GrantMode;
+                _logger.GrantModeInvalid(Frontend.Value, DevId, grantModeText, grantMode);
+            }
             _controller = await _host.Loop.InvokeAsync(() =>
             {
-                var c = new VusbController(Frontend, DevId, numPorts, usbVer, _host.Grants, _host.Loop, _logger);
+                var c = new VusbController(Frontend, DevId, numPorts, usbVer, _host.Grants, _host.Loop, _logger, grantMode);
                 c.RingErrorLatched = OnRingError;
                 return c;
             }).ConfigureAwait(false);
             await WriteStateAsync(XenbusState.InitWait).ConfigureAwait(false);
-            _logger.BackendInitialised(Frontend.Value, DevId, numPorts, usbVer);
+            _logger.BackendInitialised(Frontend.Value, DevId, numPorts, usbVer, grantMode);
             await SyncPortsLockedAsync().ConfigureAwait(false);
             _frontendWatch = await xs.WatchAsync($"{FrontendPath}/state").ConfigureAwait(false);
             _frontendWatchLoop = FrontendWatchLoopAsync(_frontendWatch);

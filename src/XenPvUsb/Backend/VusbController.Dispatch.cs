@@ -1,4 +1,5 @@
 using System.Buffers.Binary;
+using System.Diagnostics;
 using XenPvUsb.Logging;
 using XenPvUsb.Usb;
 using XenPvUsb.Usbif;
@@ -216,14 +217,70 @@ internal sealed partial class VusbController
             t.ShortNotOk = isIn && (req.transfer_flags & USBIF_SHORT_NOT_OK) != 0;
         }
 
-        if (!isIn && dataLength > 0 && !CopySegments(ref slot.Request, t, setupLength, dataLength, toGuest: false))
+        long start = Stopwatch.GetTimestamp();
+        if (!control && dataLength > 0 && GrantMode == GrantMode.Map && IsOneBuffer(ref slot.Request))
+        {
+            if (!TryMapSegments(slot, t, dataLength, writable: isIn))
+            {
+                slot.Release();
+                _freeSlots.Push(slot);
+                Reject(req.id, USBIF_STATUS_INVAL, "grant map of the data pages failed", p.Number);
+                return;
+            }
+        }
+        else if (!isIn && dataLength > 0 && !CopySegments(ref slot.Request, t, setupLength, dataLength, toGuest: false))
         {
             slot.Release();
             _freeSlots.Push(slot);
             Reject(req.id, USBIF_STATUS_INVAL, "grant copy of OUT data failed", p.Number);
             return;
         }
+        slot.SubmittedAt = Stopwatch.GetTimestamp();
+        _stats.GrantTicks += slot.SubmittedAt - start;
         p.Device!.Submit(t);
+    }
+
+    /// <summary>
+    /// True if the data segments form one virtually contiguous buffer once their pages are mapped side by
+    /// side: the first ends at its page's end, the middle ones are whole pages, the last starts at 0.
+    /// (xen-hcd makes them from one transfer buffer, so they do.)
+    /// </summary>
+    private static bool IsOneBuffer(ref usbif_urb_request req)
+    {
+        int n = req.nr_buffer_segs;
+        for (int i = 0; i < n; i++)
+        {
+            usbif_request_segment seg = req.seg[i];
+            if ((i > 0 && seg.offset != 0) || (i < n - 1 && seg.offset + seg.length != PageSize))
+            {
+                return false;
+            }
+        }
+        return n > 0;
+    }
+
+    /// <summary>Maps the data pages side by side and points the transfer at them. IN data needs them writable.</summary>
+    private bool TryMapSegments(UrbSlot slot, UsbTransfer t, int dataLength, bool writable)
+    {
+        int n = slot.Request.nr_buffer_segs;
+        Span<GrantRef> refs = stackalloc GrantRef[n];
+        for (int i = 0; i < n; i++)
+        {
+            refs[i] = new GrantRef(slot.Request.seg[i].gref);
+        }
+        GrantMapping mapping;
+        try
+        {
+            mapping = _grants.Map(Frontend, refs, writable);
+        }
+        catch (GrantException)
+        {
+            return false;
+        }
+        slot.Mapping = mapping;
+        t.UseExternalBuffer(mapping.Address + slot.Request.seg[0].offset, dataLength);
+        _stats.Mapped++;
+        return true;
     }
 
     /// <summary>Grant-copies between the guest's segments and the transfer buffer. Returns false if any segment failed.</summary>
@@ -343,7 +400,10 @@ internal sealed partial class VusbController
             status = USBIF_STATUS_SHUTDOWN;
         }
         bool isIn = t.Type == UsbTransferType.Control ? (slot.Request.u_ctrl & 0x80) != 0 : t.IsIn;
-        if (isIn && actual > 0 && _evtchn is not null)
+        long now = Stopwatch.GetTimestamp();
+        _stats.DeviceTicks += now - slot.SubmittedAt;
+        _stats.Completed++;
+        if (isIn && actual > 0 && _evtchn is not null && slot.Mapping is null)
         {
             if (!CopySegments(ref slot.Request, t, offset, actual, toGuest: true))
             {
@@ -351,7 +411,10 @@ internal sealed partial class VusbController
                 actual = 0;
             }
         }
+        // Unmapping (in Finish) costs as much as mapping: count it with the grant work.
         Finish(slot, status, actual);
+        _stats.Bytes += actual;
+        _stats.GrantTicks += Stopwatch.GetTimestamp() - now;
     }
 
     private void Finish(UrbSlot slot, int status, int actual)

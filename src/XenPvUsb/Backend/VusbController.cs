@@ -34,8 +34,10 @@ internal sealed partial class VusbController : IEventHandler, IBusyPollable, IUs
     private bool _ringError;
     private int _dispatchDepth;
     private int _foreignDrainScheduled;
+    private UrbStatistics _stats;
 
-    public VusbController(DomId frontend, int devId, int numPorts, int usbVersion, IGrantTable grants, EventLoop loop, ILogger logger)
+    public VusbController(DomId frontend, int devId, int numPorts, int usbVersion, IGrantTable grants, EventLoop loop, ILogger logger,
+        GrantMode grantMode = GrantMode.Copy)
     {
         if (numPorts < 1 || numPorts > Usbif.Usbif.USBIF_MAX_PORTNR)
         {
@@ -44,6 +46,7 @@ internal sealed partial class VusbController : IEventHandler, IBusyPollable, IUs
         Frontend = frontend;
         DevId = devId;
         UsbVersion = usbVersion;
+        GrantMode = grantMode;
         _grants = grants;
         _loop = loop;
         _logger = logger;
@@ -69,6 +72,12 @@ internal sealed partial class VusbController : IEventHandler, IBusyPollable, IUs
     public int UsbVersion { get; }
 
     public int NumPorts => _ports.Length - 1;
+
+    /// <summary>How bulk and interrupt data reach the device (control transfers are always grant-copied).</summary>
+    public GrantMode GrantMode { get; }
+
+    /// <summary>Counters of the URBs served since the controller was made (read on the loop thread).</summary>
+    public UrbStatistics Statistics => _stats;
 
     public bool IsConnected => _evtchn is not null;
 
@@ -149,6 +158,11 @@ internal sealed partial class VusbController : IEventHandler, IBusyPollable, IUs
         _connRing = default;
         _pendingConnEvents.Clear();
         _logger.ControllerDisconnected(Frontend.Value, DevId);
+        if (_stats.Completed > 0)
+        {
+            _logger.ControllerStatistics(Frontend.Value, DevId, GrantMode, _stats.Completed, _stats.Bytes, _stats.Mapped,
+                _stats.MeanDeviceMicroseconds, _stats.MeanGrantMicroseconds);
+        }
     }
 
     /// <summary>Puts a claimed device on a port and tells the guest (if connected).</summary>

@@ -25,8 +25,8 @@ internal static partial class Log
     [LoggerMessage(EventId = 210, Level = LogLevel.Error, Message = "vusb {DomId}/{DevId}: unusable controller nodes (num-ports '{NumPorts}', usb-ver '{UsbVer}', frontend '{Frontend}')")]
     public static partial void BackendConfigInvalid(this ILogger logger, int domId, int devId, string? numPorts, string? usbVer, string? frontend);
 
-    [LoggerMessage(EventId = 211, Level = LogLevel.Information, Message = "vusb {DomId}/{DevId}: USB {UsbVer}.0 controller with {NumPorts} ports, waiting for the frontend")]
-    public static partial void BackendInitialised(this ILogger logger, int domId, int devId, int numPorts, int usbVer);
+    [LoggerMessage(EventId = 211, Level = LogLevel.Information, Message = "vusb {DomId}/{DevId}: USB {UsbVer}.0 controller with {NumPorts} ports, grant {GrantMode}, waiting for the frontend")]
+    public static partial void BackendInitialised(this ILogger logger, int domId, int devId, int numPorts, int usbVer, XenPvUsb.Backend.GrantMode grantMode);
 
     [LoggerMessage(EventId = 212, Level = LogLevel.Debug, Message = "vusb {DomId}/{DevId}: state {State}")]
     public static partial void BackendState(this ILogger logger, int domId, int devId, XenPvUsb.Xen.XenbusState state);
@@ -60,4 +60,12 @@ internal static partial class Log
 
     [LoggerMessage(EventId = 222, Level = LogLevel.Information, Message = "serving backend/vusb under {Path}")]
     public static partial void RegistryStarted(this ILogger logger, string path);
+
+    [LoggerMessage(EventId = 230, Level = LogLevel.Information,
+        Message = "vusb {DomId}/{DevId}: served {Urbs} URBs, {Bytes} bytes ({GrantMode} mode, {Mapped} mapped); per URB: device {DeviceUs:F1} us, grant copy/map {GrantUs:F1} us")]
+    public static partial void ControllerStatistics(this ILogger logger, int domId, int devId, XenPvUsb.Backend.GrantMode grantMode, long urbs, long bytes, long mapped,
+        double deviceUs, double grantUs);
+
+    [LoggerMessage(EventId = 231, Level = LogLevel.Warning, Message = "vusb {DomId}/{DevId}: backend node grant-mode = '{Value}' is not copy or map; using {Default}")]
+    public static partial void GrantModeInvalid(this ILogger logger, int domId, int devId, string value, XenPvUsb.Backend.GrantMode @default);
 }

@@ -1,4 +1,5 @@
 using System.Globalization;
+using XenPvUsb.Backend;
 using XenPvUsb.Host;
 using XenPvUsb.Usb;
 using XenPvUsb.Xen;
@@ -52,7 +53,9 @@ public sealed class VusbToolstack
     }
 
     /// <summary>usb-hc-create / usbctrl-attach: writes a controller and waits for the backend to reach InitWait.</summary>
-    public async Task<int> CreateControllerAsync(DomId domain, int usbVersion, int ports, bool waitForBackend = true, CancellationToken cancellationToken = default)
+    /// <param name="grantMode">Written as the backend's grant-mode node; null leaves the choice to the daemon.</param>
+    public async Task<int> CreateControllerAsync(DomId domain, int usbVersion, int ports, bool waitForBackend = true, GrantMode? grantMode = null,
+        CancellationToken cancellationToken = default)
     {
         if (usbVersion is not (1 or 2))
         {
@@ -92,6 +95,10 @@ public sealed class VusbToolstack
             await _xs.WriteAsync($"{be}/type", "pv", tx, cancellationToken).ConfigureAwait(false);
             await _xs.WriteAsync($"{be}/usb-ver", usbVersion.ToString(CultureInfo.InvariantCulture), tx, cancellationToken).ConfigureAwait(false);
             await _xs.WriteAsync($"{be}/num-ports", ports.ToString(CultureInfo.InvariantCulture), tx, cancellationToken).ConfigureAwait(false);
+            if (grantMode is { } mode)
+            {
+                await _xs.WriteAsync($"{be}/grant-mode", GrantModes.ToText(mode), tx, cancellationToken).ConfigureAwait(false);
+            }
             await _xs.WriteAsync($"{be}/port", "", tx, cancellationToken).ConfigureAwait(false);
             for (int p = 1; p <= ports; p++)
             {

@@ -23,6 +23,8 @@ public sealed class UsbTransfer
     /// <summary>usbfs ISO limit: at most 128 packets per URB.</summary>
     public const int MaxIsoPackets = 128;
 
+    private int _externalCapacity;
+
     public UsbTransfer(int capacity)
     {
         Buffer = GC.AllocateArray<byte>(capacity, pinned: true);
@@ -42,7 +44,19 @@ public sealed class UsbTransfer
     /// </summary>
     public byte[] Buffer { get; }
 
-    /// <summary>Bytes of <see cref="Buffer"/> in use (for control: 8 + wLength).</summary>
+    /// <summary>
+    /// Memory outside <see cref="Buffer"/> that holds this transfer's bytes instead (the backend's
+    /// grant-mapped guest pages), or 0. It stays valid until the transfer has completed.
+    /// </summary>
+    public nint ExternalBuffer { get; private set; }
+
+    /// <summary>Size of the memory in use: <see cref="Buffer"/>'s length, or the external buffer's.</summary>
+    public int Capacity => ExternalBuffer != 0 ? _externalCapacity : Buffer.Length;
+
+    /// <summary>The transfer's memory: <see cref="Buffer"/>, or the external buffer while one is set.</summary>
+    public unsafe Span<byte> Bytes => ExternalBuffer != 0 ? new Span<byte>((void*)ExternalBuffer, _externalCapacity) : Buffer;
+
+    /// <summary>Bytes of <see cref="Bytes"/> in use (for control: 8 + wLength).</summary>
     public int Length { get; set; }
 
     /// <summary>Linux URB status at completion: 0, or a negative errno (-EPIPE stall, -ENOENT killed, ...).</summary>
@@ -69,8 +83,24 @@ public sealed class UsbTransfer
 
     /// <summary>Data stage of the transfer (after the SETUP packet for control transfers).</summary>
     public Span<byte> Data => Type == UsbTransferType.Control
-        ? Buffer.AsSpan(SetupSize, Length - SetupSize)
-        : Buffer.AsSpan(0, Length);
+        ? Bytes.Slice(SetupSize, Length - SetupSize)
+        : Bytes[..Length];
+
+    /// <summary>Makes the transfer use <paramref name="capacity"/> bytes at <paramref name="address"/> instead of <see cref="Buffer"/>.</summary>
+    public void UseExternalBuffer(nint address, int capacity)
+    {
+        ArgumentOutOfRangeException.ThrowIfZero(address);
+        ArgumentOutOfRangeException.ThrowIfNegative(capacity);
+        ExternalBuffer = address;
+        _externalCapacity = capacity;
+    }
+
+    /// <summary>Back to <see cref="Buffer"/>.</summary>
+    public void ClearExternalBuffer()
+    {
+        ExternalBuffer = 0;
+        _externalCapacity = 0;
+    }
 
     /// <summary>Completes the transfer: sets the result and tells the owner.</summary>
     public void Complete(int status, int actualLength)

@@ -10,6 +10,13 @@ public interface IGrantTable : IDisposable
     GrantMapping Map(DomId domain, GrantRef gref, bool writable);
 
     /// <summary>
+    /// Maps several granted pages at consecutive addresses, in order (xengnttab_map_domain_grant_refs),
+    /// so a buffer spread over them is one range. All or nothing: throws <see cref="GrantException"/>
+    /// if any grant is not valid for us.
+    /// </summary>
+    GrantMapping Map(DomId domain, ReadOnlySpan<GrantRef> refs, bool writable);
+
+    /// <summary>
     /// Grant copy (xengnttab_grant_copy): each segment moves bytes between a guest page and a local
     /// buffer. Statuses are written into the segments (<see cref="GrantCopySegment.Status"/>, GNTST_*).
     /// Returns true if every segment succeeded.

@@ -20,16 +20,26 @@ public sealed unsafe class XenGrantTable : IGrantTable
         }
     }
 
-    public GrantMapping Map(DomId domain, GrantRef gref, bool writable)
+    public GrantMapping Map(DomId domain, GrantRef gref, bool writable) => Map(domain, [gref], writable);
+
+    public GrantMapping Map(DomId domain, ReadOnlySpan<GrantRef> refs, bool writable)
     {
-        uint r = gref.Value;
-        nint addr = Shim.XenPvUsbShim_GntMapDomainGrantRefs(_handle, 1, domain.Value, &r, writable ? 1 : 0);
+        if (refs.IsEmpty || refs.Length > MaxBatch)
+        {
+            throw new ArgumentOutOfRangeException(nameof(refs), refs.Length, $"maps 1 to {MaxBatch} pages at a time");
+        }
+        uint* r = stackalloc uint[refs.Length];
+        for (int i = 0; i < refs.Length; i++)
+        {
+            r[i] = refs[i].Value;
+        }
+        nint addr = Shim.XenPvUsbShim_GntMapDomainGrantRefs(_handle, (uint)refs.Length, domain.Value, r, writable ? 1 : 0);
         if (addr == 0)
         {
             int errno = Marshal.GetLastPInvokeError();
-            throw new GrantException($"map of grant {gref} of dom{domain} failed: errno {errno}", -errno);
+            throw new GrantException($"map of {refs.Length} grant(s) from {refs[0]} of dom{domain} failed: errno {errno}", -errno);
         }
-        return new Mapping(this, addr);
+        return new Mapping(this, addr, refs.Length);
     }
 
     public bool Copy(DomId domain, Span<GrantCopySegment> segments)
@@ -71,11 +81,14 @@ public sealed unsafe class XenGrantTable : IGrantTable
     {
         private readonly XenGrantTable _owner;
 
-        public Mapping(XenGrantTable owner, nint address) : base(address, 4096)
+        private readonly int _pages;
+
+        public Mapping(XenGrantTable owner, nint address, int pages) : base(address, pages * 4096)
         {
             _owner = owner;
+            _pages = pages;
         }
 
-        protected override void Unmap(nint address) => Shim.XenPvUsbShim_GntUnmap(_owner._handle, address, 1);
+        protected override void Unmap(nint address) => Shim.XenPvUsbShim_GntUnmap(_owner._handle, address, (uint)_pages);
     }
 }

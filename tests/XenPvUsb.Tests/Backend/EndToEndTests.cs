@@ -9,13 +9,25 @@ using static global::XenPvUsb.Usbif.Usbif;
 namespace XenPvUsb.Tests.Backend;
 
 /// <summary>The real backend serving a simulated guest: enumeration, data, hotplug, unlink.</summary>
-[TestFixture]
+[TestFixture(GrantMode.Copy)]
+[TestFixture(GrantMode.Map)]
 public sealed class EndToEndTests
 {
+    private readonly GrantMode _grantMode;
+
     private SimWorld _world = null!;
 
+    public EndToEndTests(GrantMode grantMode)
+    {
+        _grantMode = grantMode;
+    }
+
     [SetUp]
-    public async Task StartWorld() => _world = await SimWorld.StartAsync();
+    public async Task StartWorld()
+    {
+        _world = await SimWorld.StartAsync();
+        _world.GrantMode = _grantMode;
+    }
 
     [TearDown]
     public async Task StopWorld() => await _world.DisposeAsync();
@@ -58,6 +70,35 @@ public sealed class EndToEndTests
             await storage.ReadAsync((uint)lba, all.AsMemory(lba * 512, n * 512));
         }
         Assert.That(SHA256.HashData(all), Is.EqualTo(SHA256.HashData(await File.ReadAllBytesAsync(image))));
+    }
+
+    [Test]
+    public async Task DataPath_FollowsTheControllersGrantMode_AndUnmapsEverything()
+    {
+        string stick = _world.PlugStick(bytes: 512 * 1024, seed: 4);
+        GuestHandle g = await _world.AddGuestAsync("g1", 2, 2, stick);
+        var storage = new GuestMassStorage(await GuestUsbDevice.EnumerateAsync(g.Frontend, 1, 2));
+        await storage.ReadCapacityAsync();
+        byte[] data = new byte[64 * 1024];
+        await storage.ReadAsync(0, data);
+        await storage.WriteAsync(200, data);
+        await _world.DrainLoopAsync();
+
+        VusbController c = _world.Registry.Find(g.Id, g.DevId)!.Controller!;
+        UrbStatistics stats = await _world.Loop.InvokeAsync(() => c.Statistics);
+        Assert.That(c.GrantMode, Is.EqualTo(_grantMode));
+        Assert.That(stats.Completed, Is.GreaterThan(6), "enumeration, CBWs, data and CSWs");
+        Assert.That(stats.Bytes, Is.GreaterThanOrEqualTo(2 * data.Length));
+        if (_grantMode == GrantMode.Map)
+        {
+            // Bulk data and the CBW/CSW (bulk too) are mapped; control transfers never are.
+            Assert.That(stats.Mapped, Is.InRange(6, stats.Completed - 1));
+        }
+        else
+        {
+            Assert.That(stats.Mapped, Is.Zero);
+        }
+        Assert.That(g.Guest.Grants.MappedGrants, Is.EqualTo(2), "only the two ring pages stay mapped");
     }
 
     [Test]

@@ -12,12 +12,20 @@ namespace XenPvUsb.Tests.Backend;
 /// Every malformed request kind gets the error status the protocol gives it, while a second guest on
 /// the same daemon keeps reading its stick.
 /// </summary>
-[TestFixture]
+[TestFixture(GrantMode.Copy)]
+[TestFixture(GrantMode.Map)]
 public sealed class HostileFrontendTests
 {
+    private readonly GrantMode _grantMode;
+
     private const ushort RawId = 200;
 
     private SimWorld _world = null!;
+
+    public HostileFrontendTests(GrantMode grantMode)
+    {
+        _grantMode = grantMode;
+    }
     private GuestHandle _hostile = null!;
     private GuestHandle _bystander = null!;
     private GuestMassStorage _bystanderStorage = null!;
@@ -26,6 +34,7 @@ public sealed class HostileFrontendTests
     public async Task StartWorld()
     {
         _world = await SimWorld.StartAsync();
+        _world.GrantMode = _grantMode;
         string hostileStick = _world.PlugStick(seed: 11);
         string bystanderStick = _world.PlugStick(seed: 12);
         _hostile = await _world.AddGuestAsync("hostile", 8, 2, hostileStick);

@@ -38,6 +38,9 @@ internal sealed class SimWorld : IAsyncDisposable
 
     public VusbToolstack Toolstack { get; }
 
+    /// <summary>Written into the controllers <see cref="AddGuestAsync"/> makes (null: the daemon's default, copy).</summary>
+    public GrantMode? GrantMode { get; set; }
+
     public static async Task<SimWorld> StartAsync()
     {
         string dir = Path.Combine(Path.GetTempPath(), $"xenpvusb-test-{Guid.NewGuid():N}");
@@ -69,7 +72,7 @@ internal sealed class SimWorld : IAsyncDisposable
     {
         SimulatedGuest guest = await Host.CreateGuestAsync(name);
         Task<SimulatedFrontend> connecting = guest.ConnectFrontendAsync(0);
-        int devId = await Toolstack.CreateControllerAsync(guest.Id, usbVersion, ports);
+        int devId = await Toolstack.CreateControllerAsync(guest.Id, usbVersion, ports, grantMode: GrantMode);
         SimulatedFrontend fe = await connecting;
         await WaitForStateAsync($"/local/domain/0/backend/vusb/{guest.Id.Value}/{devId}/state", "4");
         var handle = new GuestHandle(guest, fe, devId);

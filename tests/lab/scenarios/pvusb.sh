@@ -36,6 +36,13 @@ read_all
 dd if=/dev/$DISK of=/tmp/save.bin bs=1M skip=8 count=4 iflag=direct 2>/dev/null
 write_verify $DISK 8 4
 dd if=/tmp/save.bin of=/dev/$DISK bs=1M seek=8 oflag=direct conv=fsync 2>/dev/null && result "restore ok"
+# dom0 detaches the stick, then attaches it again to a second controller that grant-maps its pages
+n=0; while [ -e /sys/block/$DISK ] && [ $n -lt 300 ]; do sleep 1; n=$((n + 1)); done
+[ -e /sys/block/$DISK ] && { result "gone no"; exit 0; }
+result "gone after=${n}s"
+wait_usb_disk 300 || exit 0
+result "back dev=$DISK"
+read_all | sed 's/^GUEST-RESULT read /GUEST-RESULT read2 /'
 G
   guest_create pvg $LAB_TMP/pv-guest.sh || { reason "xl create failed"; return 1; }
   guest_wait pvg 'GUEST-BEGIN' 120 || { reason "guest did not reach its script"; return 1; }
@@ -57,7 +64,8 @@ pv_attach() {
   xenpvusb usb-attach pvg 0 1 ${d##*/} || { reason "usb-attach failed"; return 1; }
   kbd=$(for k in /sys/bus/usb/devices/*; do [ -f $k/product ] && grep -qi keyboard $k/product && echo ${k##*/} && break; done)
   [ -n "$kbd" ] && xenpvusb usb-attach pvg 0 2 $kbd
-  xenpvusb usb-list pvg
+  xenpvusb usb-list pvg | tee $LAB_TMP/pv-list
+  grep -q "Port 1: .* ${d##*/} .*ID [0-9a-f]*:[0-9a-f]*" $LAB_TMP/pv-list || { reason "usb-list does not show ${d##*/} on port 1"; return 1; }
   guest_wait pvg 'GUEST-RESULT disk ' 180 || { tail -30 $LAB_TMP/xenpvusbd.log; reason "guest saw no USB disk within 180 s"; return 1; }
   guest_log pvg | grep -q 'GUEST-RESULT disk none' && { tail -30 $LAB_TMP/xenpvusbd.log; reason "guest saw no USB disk"; return 1; }
   reason "stick ${d##*/} -> port 1${kbd:+, keyboard $kbd -> port 2}; guest $(guest_log pvg | grep 'GUEST-RESULT disk ' | tail -n1 | cut -d' ' -f3-)"
@@ -84,8 +92,62 @@ pv_write() {
 pv_detach() {
   xenpvusb usb-detach pvg 0 1 || { reason "usb-detach failed"; return 1; }
   wait_for 60 usb_has_disk $LAB_STICK_EHCI_SERIAL || { reason "dom0 did not get the stick back"; return 1; }
-  xenpvusb usb-list pvg
-  reason "stick back in dom0 as /dev/$(usb_disk_by_serial $LAB_STICK_EHCI_SERIAL)"
+  xenpvusb usb-list pvg | tee $LAB_TMP/pv-list
+  grep -qx "  Port 1:" $LAB_TMP/pv-list || { reason "usb-list still shows a device on port 1"; return 1; }
+  guest_wait pvg 'GUEST-RESULT gone ' 120 || { reason "the guest still sees the disk"; return 1; }
+  guest_log pvg | grep -q 'GUEST-RESULT gone no' && { reason "the guest still sees the disk after 300 s"; return 1; }
+  reason "stick back in dom0 as /dev/$(usb_disk_by_serial $LAB_STICK_EHCI_SERIAL); guest: $(guest_log pvg | grep 'GUEST-RESULT gone ' | cut -d' ' -f3-)"
+}
+
+# Attach again, to a second controller of the same guest in grant-map mode: the copy/map comparison
+# runs on the same stick, guest and boot.
+pv_attach_again() {
+  local d
+  xenpvusb usb-hc-create --grant-mode map pvg 2 8 || { reason "usb-hc-create --grant-mode map failed"; return 1; }
+  wait_for 60 sh -c "xenstore-read /local/domain/0/backend/vusb/\$(xl domid pvg)/1/state | grep -q 4" \
+    || { tail -20 $LAB_TMP/xenpvusbd.log; reason "controller 1 did not connect"; return 1; }
+  d=$(usb_dev_by_serial $LAB_STICK_EHCI_SERIAL) || { reason "EHCI stick not found"; return 1; }
+  xenpvusb usb-attach pvg 1 1 ${d##*/} || { reason "usb-attach to controller 1 failed"; return 1; }
+  guest_wait pvg 'GUEST-RESULT back ' 180 || { tail -30 $LAB_TMP/xenpvusbd.log; reason "the guest did not see the stick again"; return 1; }
+  reason "stick ${d##*/} -> controller 1 (grant map) port 1; guest $(guest_log pvg | grep 'GUEST-RESULT back ' | cut -d' ' -f3-)"
+}
+
+pv_read_again() {
+  guest_wait pvg 'GUEST-RESULT read2 ' 900 || { tail -30 $LAB_TMP/xenpvusbd.log; reason "no second read result"; return 1; }
+  local sum mbps
+  sum=$(guest_result pvg read2 sha256); mbps=$(guest_result pvg read2 mbps)
+  [ -n "$mbps" ] || { reason "second read failed"; return 1; }
+  echo "$mbps" > $LAB_TMP/pv-guest-map-mbps
+  figure pvusb-guest-ehci-map-MBps "$mbps" MB/s
+  [ "$sum" = "$LAB_STICK_EHCI_SHA256" ] || { reason "checksum mismatch in the second read: $sum"; return 1; }
+  xenpvusb usb-detach pvg 1 1 || { reason "usb-detach from controller 1 failed"; return 1; }
+  wait_for 60 usb_has_disk $LAB_STICK_EHCI_SERIAL || { reason "dom0 did not get the stick back"; return 1; }
+  reason "grant map: $mbps MB/s, checksum OK (grant copy: $(cat $LAB_TMP/pv-guest-mbps) MB/s); stick back in dom0"
+}
+
+# The daemon's per-controller counters (logged when a controller disconnects): where each URB's time went.
+pv_stats() {
+  local line mode
+  wait_for 10 grep -qE 'served [0-9]+ URBs' $LAB_TMP/xenpvusbd.log
+  grep -E 'served [0-9]+ URBs' $LAB_TMP/xenpvusbd.log > $LAB_TMP/pv-stats || { reason "no statistics logged"; return 77; }
+  cat $LAB_TMP/pv-stats
+  while read -r line; do
+    mode=$(echo "$line" | sed -n 's/.*(\([A-Za-z]*\) mode.*/\1/p' | tr A-Z a-z)
+    figure pvusb-$mode-device-us-per-urb "$(echo "$line" | sed -n 's/.*device \([0-9.]*\) us.*/\1/p')" us
+    figure pvusb-$mode-grant-us-per-urb "$(echo "$line" | sed -n 's/.*grant copy\/map \([0-9.]*\) us.*/\1/p')" us
+  done < $LAB_TMP/pv-stats
+  reason "$(sed 's/.*: served/served/' $LAB_TMP/pv-stats | tr '\n' ';')"
+}
+
+pv_ratio_map() {
+  local g b a
+  read -r g < $LAB_TMP/pv-guest-map-mbps 2>/dev/null || { reason "no grant-map figure"; return 77; }
+  read -r b < $LAB_TMP/pv-native-mbps-before 2>/dev/null
+  read -r a < $LAB_TMP/pv-native-mbps-after 2>/dev/null
+  [ -n "$b$a" ] || { reason "no dom0 figure"; return 77; }
+  set -- $(awk -v g=$g -v b=${b:-0} -v a=${a:-0} 'BEGIN { n = (b > 0 && a > 0) ? (a + b) / 2 : a + b; printf "%.2f %.2f", g / n, n }')
+  figure pvusb-map-ratio "$1" guest/dom0
+  reason "grant map: guest $g MB/s / dom0 $2 MB/s = $1"
 }
 
 pv_ratio() {
@@ -105,12 +167,15 @@ if stage install -t 120 pv_install; then
   if stage guest-create -t 240 pv_guest && stage hc-create -t 120 pv_hc_create && stage attach -t 240 pv_attach; then
     stage guest-read -t 960 pv_read
     stage write-back -t 360 pv_write
-    stage detach -t 120 pv_detach
+    stage detach -t 120 pv_detach && stage attach-again -t 240 pv_attach_again && stage read-again -t 960 pv_read_again
   fi
+  xenpvusb usb-hc-destroy pvg 1 2>&1 || true
   xenpvusb usb-hc-destroy pvg 0 2>&1 || true
   guest_destroy pvg > /dev/null
+  stage stats pv_stats
   WHEN=after stage native-read-after -t 200 pv_native_read
   stage ratio pv_ratio
+  stage ratio-map pv_ratio_map
   echo "--- xenpvusbd log"; tail -40 $LAB_TMP/xenpvusbd.log
   kill $(cat $LAB_TMP/xenpvusbd.pid) 2>/dev/null
 fi

@@ -126,7 +126,7 @@ internal sealed unsafe class UsbfsDevice : IUsbHostDevice, IEventHandler
         urb->status = 0;
         // SHORT_NOT_OK only means something on IN data stages; control URBs are left to the kernel.
         urb->flags = transfer.ShortNotOk && transfer.IsIn && transfer.Type != UsbTransferType.Control ? USBDEVFS_URB_SHORT_NOT_OK : 0;
-        urb->buffer = entry.Buffer;
+        urb->buffer = transfer.ExternalBuffer != 0 ? (void*)transfer.ExternalBuffer : entry.Buffer;
         urb->buffer_length = transfer.Length;
         urb->actual_length = 0;
         urb->start_frame = transfer.StartFrame;
@@ -493,7 +493,7 @@ internal sealed unsafe class UsbfsDevice : IUsbHostDevice, IEventHandler
 
     private static bool IsSubmittable(UsbTransfer t)
     {
-        if (t.Length < 0 || t.Length > t.Buffer.Length)
+        if (t.Length < 0 || t.Length > t.Capacity)
         {
             return false;
         }

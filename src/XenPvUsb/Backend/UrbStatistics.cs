@@ -1,0 +1,29 @@
+using System.Diagnostics;
+
+namespace XenPvUsb.Backend;
+
+/// <summary>
+/// What one controller's data path did: URBs answered after reaching a device, their bytes, and where
+/// the time went (Stopwatch ticks from submit to completion, and spent in grant copy or map/unmap).
+/// </summary>
+public struct UrbStatistics
+{
+    /// <summary>URBs submitted to a device and completed (requests answered locally or refused are not counted).</summary>
+    public long Completed;
+
+    /// <summary>Data bytes those URBs moved (actual lengths).</summary>
+    public long Bytes;
+
+    /// <summary>How many of them had their pages grant-mapped rather than copied.</summary>
+    public long Mapped;
+
+    public long DeviceTicks;
+
+    public long GrantTicks;
+
+    public readonly double MeanDeviceMicroseconds => Mean(DeviceTicks);
+
+    public readonly double MeanGrantMicroseconds => Mean(GrantTicks);
+
+    private readonly double Mean(long ticks) => Completed == 0 ? 0 : ticks * 1e6 / Stopwatch.Frequency / Completed;
+}
