@@ -36,13 +36,16 @@ read_all
 dd if=/dev/$DISK of=/tmp/save.bin bs=1M skip=8 count=4 iflag=direct 2>/dev/null
 write_verify $DISK 8 4
 dd if=/tmp/save.bin of=/dev/$DISK bs=1M seek=8 oflag=direct conv=fsync 2>/dev/null && result "restore ok"
-# dom0 detaches the stick, then attaches it again to a second controller that grant-maps its pages
-n=0; while [ -e /sys/block/$DISK ] && [ $n -lt 300 ]; do sleep 1; n=$((n + 1)); done
-[ -e /sys/block/$DISK ] && { result "gone no"; exit 0; }
-result "gone after=${n}s"
-wait_usb_disk 300 || exit 0
-result "back dev=$DISK"
-read_all | sed 's/^GUEST-RESULT read /GUEST-RESULT read2 /'
+# dom0 detaches the stick and attaches it again, in turn to a grant-map and a grant-copy controller
+for r in 2 3 4 5; do
+  n=0; while [ -e /sys/block/$DISK ] && [ $n -lt 300 ]; do sleep 1; n=$((n + 1)); done
+  [ -e /sys/block/$DISK ] && { result "gone r=$r no"; exit 0; }
+  result "gone r=$r after=${n}s"
+  [ $r = 5 ] && break
+  wait_usb_disk 300 || exit 0
+  result "back r=$r dev=$DISK"
+  read_all | sed "s/^GUEST-RESULT read /GUEST-RESULT read$r /"
+done
 G
   guest_create pvg $LAB_TMP/pv-guest.sh || { reason "xl create failed"; return 1; }
   guest_wait pvg 'GUEST-BEGIN' 120 || { reason "guest did not reach its script"; return 1; }
@@ -78,6 +81,7 @@ pv_read() {
   sum=$(guest_result pvg read sha256); mbps=$(guest_result pvg read mbps)
   [ -n "$mbps" ] || { reason "guest read failed"; return 1; }
   echo "$mbps" > $LAB_TMP/pv-guest-mbps
+  echo "$mbps" >> $LAB_TMP/pv-guest-copy-mbps
   figure pvusb-guest-ehci-MBps "$mbps" MB/s
   [ "$sum" = "$LAB_STICK_EHCI_SHA256" ] || { reason "checksum mismatch in the guest: $sum"; return 1; }
   reason "guest $mbps MB/s, checksum OK; $(guest_log pvg | grep -c GUEST-USB) USB devices listed"
@@ -94,35 +98,42 @@ pv_detach() {
   wait_for 60 usb_has_disk $LAB_STICK_EHCI_SERIAL || { reason "dom0 did not get the stick back"; return 1; }
   xenpvusb usb-list pvg | tee $LAB_TMP/pv-list
   grep -qx "  Port 1:" $LAB_TMP/pv-list || { reason "usb-list still shows a device on port 1"; return 1; }
-  guest_wait pvg 'GUEST-RESULT gone ' 120 || { reason "the guest still sees the disk"; return 1; }
-  guest_log pvg | grep -q 'GUEST-RESULT gone no' && { reason "the guest still sees the disk after 300 s"; return 1; }
-  reason "stick back in dom0 as /dev/$(usb_disk_by_serial $LAB_STICK_EHCI_SERIAL); guest: $(guest_log pvg | grep 'GUEST-RESULT gone ' | cut -d' ' -f3-)"
+  pv_gone 2 || return 1
+  reason "stick back in dom0 as /dev/$(usb_disk_by_serial $LAB_STICK_EHCI_SERIAL); guest: $(guest_log pvg | grep 'GUEST-RESULT gone r=2 ' | cut -d' ' -f3-)"
 }
 
-# Attach again, to a second controller of the same guest in grant-map mode: the copy/map comparison
-# runs on the same stick, guest and boot.
-pv_attach_again() {
-  local d
+# pv_gone R: the guest saw its disk go before round R.
+pv_gone() {
+  guest_wait pvg "GUEST-RESULT gone r=$1 " 120 || { reason "the guest still sees the disk"; return 1; }
+  guest_log pvg | grep -q "GUEST-RESULT gone r=$1 no" && { reason "the guest still sees the disk after 300 s"; return 1; }
+  return 0
+}
+
+# Attach again, to controller 1 (grant map) and back to controller 0 (grant copy) in turn: the copy/map
+# comparison runs on the same stick, guest and boot, twice each, interleaved against drifting host load.
+pv_map_ctrl() {
   xenpvusb usb-hc-create --grant-mode map pvg 2 8 || { reason "usb-hc-create --grant-mode map failed"; return 1; }
   wait_for 60 sh -c "xenstore-read /local/domain/0/backend/vusb/\$(xl domid pvg)/1/state | grep -q 4" \
     || { tail -20 $LAB_TMP/xenpvusbd.log; reason "controller 1 did not connect"; return 1; }
-  d=$(usb_dev_by_serial $LAB_STICK_EHCI_SERIAL) || { reason "EHCI stick not found"; return 1; }
-  xenpvusb usb-attach pvg 1 1 ${d##*/} || { reason "usb-attach to controller 1 failed"; return 1; }
-  guest_wait pvg 'GUEST-RESULT back ' 180 || { tail -30 $LAB_TMP/xenpvusbd.log; reason "the guest did not see the stick again"; return 1; }
-  reason "stick ${d##*/} -> controller 1 (grant map) port 1; guest $(guest_log pvg | grep 'GUEST-RESULT back ' | cut -d' ' -f3-)"
+  reason "controller 1 (grant map) connected"
 }
 
-pv_read_again() {
-  guest_wait pvg 'GUEST-RESULT read2 ' 900 || { tail -30 $LAB_TMP/xenpvusbd.log; reason "no second read result"; return 1; }
-  local sum mbps
-  sum=$(guest_result pvg read2 sha256); mbps=$(guest_result pvg read2 mbps)
-  [ -n "$mbps" ] || { reason "second read failed"; return 1; }
-  echo "$mbps" > $LAB_TMP/pv-guest-map-mbps
-  figure pvusb-guest-ehci-map-MBps "$mbps" MB/s
-  [ "$sum" = "$LAB_STICK_EHCI_SHA256" ] || { reason "checksum mismatch in the second read: $sum"; return 1; }
-  xenpvusb usb-detach pvg 1 1 || { reason "usb-detach from controller 1 failed"; return 1; }
+# pv_round R CTRL MODE: attach the stick to CTRL port 1, the guest reads it whole (read<R>), detach.
+pv_round() {
+  local r=$1 ctrl=$2 mode=$3 d sum mbps
+  d=$(usb_dev_by_serial $LAB_STICK_EHCI_SERIAL) || { reason "EHCI stick not found"; return 1; }
+  xenpvusb usb-attach pvg $ctrl 1 ${d##*/} || { reason "usb-attach to controller $ctrl failed"; return 1; }
+  guest_wait pvg "GUEST-RESULT back r=$r " 180 || { tail -30 $LAB_TMP/xenpvusbd.log; reason "the guest did not see the stick again"; return 1; }
+  guest_wait pvg "GUEST-RESULT read$r " 900 || { tail -30 $LAB_TMP/xenpvusbd.log; reason "no read result"; return 1; }
+  sum=$(guest_result pvg read$r sha256); mbps=$(guest_result pvg read$r mbps)
+  [ -n "$mbps" ] || { reason "read failed"; return 1; }
+  echo "$mbps" >> $LAB_TMP/pv-guest-$mode-mbps
+  figure pvusb-guest-ehci-$mode-MBps-r$r "$mbps" MB/s
+  [ "$sum" = "$LAB_STICK_EHCI_SHA256" ] || { reason "checksum mismatch: $sum"; return 1; }
+  xenpvusb usb-detach pvg $ctrl 1 || { reason "usb-detach from controller $ctrl failed"; return 1; }
   wait_for 60 usb_has_disk $LAB_STICK_EHCI_SERIAL || { reason "dom0 did not get the stick back"; return 1; }
-  reason "grant map: $mbps MB/s, checksum OK (grant copy: $(cat $LAB_TMP/pv-guest-mbps) MB/s); stick back in dom0"
+  pv_gone $((r + 1)) || return 1
+  reason "controller $ctrl (grant $mode): $mbps MB/s, checksum OK; detached, back in dom0"
 }
 
 # The daemon's per-controller counters (logged when a controller disconnects): where each URB's time went.
@@ -139,15 +150,17 @@ pv_stats() {
   reason "$(sed 's/.*: served/served/' $LAB_TMP/pv-stats | tr '\n' ';')"
 }
 
-pv_ratio_map() {
-  local g b a
-  read -r g < $LAB_TMP/pv-guest-map-mbps 2>/dev/null || { reason "no grant-map figure"; return 77; }
+# pv_ratio_of MODE: mean guest MB/s of that mode's reads over dom0's mean native MB/s.
+pv_ratio_of() {
+  local m=$1 g b a
+  [ -s $LAB_TMP/pv-guest-$m-mbps ] || { reason "no grant-$m figure"; return 77; }
+  g=$(awk '{ s += $1; n++ } END { printf "%.2f", s / n }' $LAB_TMP/pv-guest-$m-mbps)
   read -r b < $LAB_TMP/pv-native-mbps-before 2>/dev/null
   read -r a < $LAB_TMP/pv-native-mbps-after 2>/dev/null
   [ -n "$b$a" ] || { reason "no dom0 figure"; return 77; }
   set -- $(awk -v g=$g -v b=${b:-0} -v a=${a:-0} 'BEGIN { n = (b > 0 && a > 0) ? (a + b) / 2 : a + b; printf "%.2f %.2f", g / n, n }')
-  figure pvusb-map-ratio "$1" guest/dom0
-  reason "grant map: guest $g MB/s / dom0 $2 MB/s = $1"
+  figure pvusb-$m-ratio "$1" guest/dom0
+  reason "grant $m: guest $g MB/s (mean of $(wc -l < $LAB_TMP/pv-guest-$m-mbps) reads: $(tr '\n' ' ' < $LAB_TMP/pv-guest-$m-mbps | sed 's/ $//')) / dom0 $2 MB/s = $1"
 }
 
 pv_ratio() {
@@ -167,7 +180,9 @@ if stage install -t 120 pv_install; then
   if stage guest-create -t 240 pv_guest && stage hc-create -t 120 pv_hc_create && stage attach -t 240 pv_attach; then
     stage guest-read -t 960 pv_read
     stage write-back -t 360 pv_write
-    stage detach -t 120 pv_detach && stage attach-again -t 240 pv_attach_again && stage read-again -t 960 pv_read_again
+    if stage detach -t 120 pv_detach && stage map-controller -t 120 pv_map_ctrl; then
+      stage round2-map -t 960 pv_round 2 1 map && stage round3-copy -t 960 pv_round 3 0 copy && stage round4-map -t 960 pv_round 4 1 map
+    fi
   fi
   xenpvusb usb-hc-destroy pvg 1 2>&1 || true
   xenpvusb usb-hc-destroy pvg 0 2>&1 || true
@@ -175,7 +190,8 @@ if stage install -t 120 pv_install; then
   stage stats pv_stats
   WHEN=after stage native-read-after -t 200 pv_native_read
   stage ratio pv_ratio
-  stage ratio-map pv_ratio_map
+  stage ratio-copy pv_ratio_of copy
+  stage ratio-map pv_ratio_of map
   echo "--- xenpvusbd log"; tail -40 $LAB_TMP/xenpvusbd.log
   kill $(cat $LAB_TMP/xenpvusbd.pid) 2>/dev/null
 fi
