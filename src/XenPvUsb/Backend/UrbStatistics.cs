@@ -17,6 +17,11 @@ public struct UrbStatistics
     /// <summary>How many of them had their pages grant-mapped rather than copied.</summary>
     public long Mapped;
 
+    /// <summary>Requests taken off the ring (all kinds), and how many times the ring had new ones when looked at.</summary>
+    public long Requests;
+
+    public long Batches;
+
     public long DeviceTicks;
 
     public long GrantTicks;
@@ -24,6 +29,8 @@ public struct UrbStatistics
     public readonly double MeanDeviceMicroseconds => Mean(DeviceTicks);
 
     public readonly double MeanGrantMicroseconds => Mean(GrantTicks);
+
+    public readonly double MeanBatch => Batches == 0 ? 0 : (double)Requests / Batches;
 
     private readonly double Mean(long ticks) => Completed == 0 ? 0 : ticks * 1e6 / Stopwatch.Frequency / Completed;
 }

@@ -27,6 +27,11 @@ internal sealed partial class VusbController
                 LatchRingError("urb ring", prod);
                 return;
             }
+            if (_urbRing.ReqCons != prod)
+            {
+                _stats.Batches++;
+                _stats.Requests += prod - _urbRing.ReqCons;
+            }
             while (_urbRing.ReqCons != prod)
             {
                 // Copy the request out of the shared page once; from here on only the copy is looked at.

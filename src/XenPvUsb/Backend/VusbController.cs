@@ -161,7 +161,7 @@ internal sealed partial class VusbController : IEventHandler, IBusyPollable, IUs
         if (_stats.Completed > 0)
         {
             _logger.ControllerStatistics(Frontend.Value, DevId, GrantMode, _stats.Completed, _stats.Bytes, _stats.Mapped,
-                _stats.MeanDeviceMicroseconds, _stats.MeanGrantMicroseconds);
+                _stats.MeanDeviceMicroseconds, _stats.MeanGrantMicroseconds, _stats.MeanBatch);
         }
     }
 

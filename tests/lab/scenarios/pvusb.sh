@@ -63,8 +63,11 @@ pv_hc_create() {
 pv_attach() {
   local d kbd
   d=$(usb_dev_by_serial $LAB_STICK_EHCI_SERIAL) || { reason "EHCI stick not found"; return 1; }
-  xenpvusb usb-list-assignable-devices
+  xenpvusb usb-list-assignable-devices | tee $LAB_TMP/pv-assignable
+  grep -q "^${d##*/} .*ID [0-9a-f]\{4\}:[0-9a-f]\{4\} " $LAB_TMP/pv-assignable || { reason "usb-list-assignable-devices does not list the stick ${d##*/}"; return 1; }
+  grep -qiE "^usb[0-9]|hub" $LAB_TMP/pv-assignable && { reason "usb-list-assignable-devices lists a hub"; return 1; }
   xenpvusb usb-attach pvg 0 1 ${d##*/} || { reason "usb-attach failed"; return 1; }
+  xenpvusb usb-list-assignable-devices | grep -q "^${d##*/} " && { reason "an assigned device is still listed as assignable"; return 1; }
   kbd=$(for k in /sys/bus/usb/devices/*; do [ -f $k/product ] && grep -qi keyboard $k/product && echo ${k##*/} && break; done)
   [ -n "$kbd" ] && xenpvusb usb-attach pvg 0 2 $kbd
   xenpvusb usb-list pvg | tee $LAB_TMP/pv-list
