@@ -34,6 +34,12 @@ public sealed class GuestMassStorage
 
     public int BlockSize { get; private set; } = 512;
 
+    /// <summary>
+    /// Reads move their data as one URB per page, all queued at once with SHORT_NOT_OK, as Linux
+    /// usb-storage does through xen-hcd for a read into scattered pages (usb_sg_init). Off: one URB.
+    /// </summary>
+    public bool ScatterReads { get; set; }
+
     public long BlockCount { get; private set; }
 
     public async Task<string> InquiryAsync(CancellationToken cancellationToken = default)
@@ -90,7 +96,9 @@ public sealed class GuestMassStorage
         Check(await _device.BulkAsync(_bulkOut, _cbw, cancellationToken).ConfigureAwait(false), "CBW");
         if (data.Length > 0)
         {
-            UrbResult r = await _device.BulkAsync(isIn ? _bulkIn : _bulkOut, data, cancellationToken).ConfigureAwait(false);
+            UrbResult r = isIn && ScatterReads
+                ? await ScatterReadAsync(data, cancellationToken).ConfigureAwait(false)
+                : await _device.BulkAsync(isIn ? _bulkIn : _bulkOut, data, cancellationToken).ConfigureAwait(false);
             if (r.Status == Usbif.Usbif.USBIF_STATUS_STALL)
             {
                 await _device.ClearHaltAsync(isIn ? _bulkIn : _bulkOut, cancellationToken).ConfigureAwait(false);
@@ -110,6 +118,25 @@ public sealed class GuestMassStorage
         {
             throw new IOException($"SCSI command 0x{cdb[0]:x2} failed (CSW status {_csw[12]})");
         }
+    }
+
+    /// <summary>One URB per page; the first that did not succeed fully is the result (usb_sg_wait's io->status).</summary>
+    private async Task<UrbResult> ScatterReadAsync(Memory<byte> data, CancellationToken cancellationToken)
+    {
+        var pieces = new List<Memory<byte>>();
+        for (int off = 0; off < data.Length; off += 4096)
+        {
+            pieces.Add(data.Slice(off, Math.Min(4096, data.Length - off)));
+        }
+        UrbResult[] results = await _device.BulkManyAsync(_bulkIn, pieces, shortNotOk: true, cancellationToken).ConfigureAwait(false);
+        foreach (UrbResult r in results)
+        {
+            if (!r.Ok)
+            {
+                return r;
+            }
+        }
+        return results[^1];
     }
 
     private static void Check(UrbResult r, string phase)

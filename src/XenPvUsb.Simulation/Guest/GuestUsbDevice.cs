@@ -105,6 +105,11 @@ public sealed class GuestUsbDevice
     public Task<UrbResult> BulkAsync(byte endpoint, Memory<byte> data, CancellationToken cancellationToken = default) =>
         _frontend.SubmitAsync(UsbifPipe.Create(Port, Address, endpoint & 0x0f, (endpoint & 0x80) != 0, UsbTransferType.Bulk), 0, data, cancellationToken: cancellationToken);
 
+    /// <summary>One bulk URB per buffer, all queued together (usb_sg_init on an HCD without scatter-gather).</summary>
+    public Task<UrbResult[]> BulkManyAsync(byte endpoint, IReadOnlyList<Memory<byte>> buffers, bool shortNotOk, CancellationToken cancellationToken = default) =>
+        _frontend.SubmitManyAsync(UsbifPipe.Create(Port, Address, endpoint & 0x0f, (endpoint & 0x80) != 0, UsbTransferType.Bulk), buffers, shortNotOk,
+            cancellationToken);
+
     public Task<UrbResult> InterruptAsync(byte endpoint, Memory<byte> data, CancellationToken cancellationToken = default) =>
         _frontend.SubmitAsync(UsbifPipe.Create(Port, Address, endpoint & 0x0f, (endpoint & 0x80) != 0, UsbTransferType.Interrupt), 0, data, cancellationToken: cancellationToken);
 

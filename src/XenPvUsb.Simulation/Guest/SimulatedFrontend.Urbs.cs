@@ -35,6 +35,47 @@ public sealed partial class SimulatedFrontend
     }
 
     /// <summary>
+    /// Submits several URBs to one pipe together and waits for all of them, as usbcore's usb_sg_init
+    /// does for a scatter-gather transfer on an HCD without scatter-gather (xen-hcd): one URB per
+    /// buffer, all on the ring before the backend is told. Results are in buffer order.
+    /// </summary>
+    public async Task<UrbResult[]> SubmitManyAsync(UsbifPipe pipe, IReadOnlyList<Memory<byte>> buffers, bool shortNotOk,
+        CancellationToken cancellationToken = default)
+    {
+        var tasks = new Task<UrbResult>[buffers.Count];
+        var sources = new TaskCompletionSource<UrbResult>[buffers.Count];
+        var shadows = new Shadow[buffers.Count];
+        for (int i = 0; i < buffers.Count; i++)
+        {
+            await _shadowSemaphore.WaitAsync(cancellationToken).ConfigureAwait(false);
+        }
+        lock (_ringLock)
+        {
+            ThrowIfDead();
+            for (int i = 0; i < buffers.Count; i++)
+            {
+                Shadow s = _shadows[_freeShadows.Pop()];
+                var tcs = new TaskCompletionSource<UrbResult>(TaskCreationOptions.RunContinuationsAsynchronously);
+                s.Tcs = tcs;
+                tasks[i] = tcs.Task;
+                sources[i] = tcs;
+                shadows[i] = s;
+                PutUrb(s, pipe, 0, buffers[i], shortNotOk, 0, push: i == buffers.Count - 1);
+            }
+        }
+        using (cancellationToken.Register(() =>
+        {
+            for (int i = 0; i < shadows.Length; i++)
+            {
+                TryUnlink(shadows[i], sources[i]);
+            }
+        }))
+        {
+            return await Task.WhenAll(tasks).ConfigureAwait(false);
+        }
+    }
+
+    /// <summary>
     /// Submits and waits on the calling thread, polling the event channel itself (no event thread
     /// may run). Used by the benchmark, which measures the backend rather than thread hand-offs.
     /// </summary>
@@ -137,7 +178,7 @@ public sealed partial class SimulatedFrontend
         }
     }
 
-    private unsafe void PutUrb(Shadow s, UsbifPipe pipe, ulong setup, Memory<byte> buffer, bool shortNotOk, int pageOffset)
+    private unsafe void PutUrb(Shadow s, UsbifPipe pipe, ulong setup, Memory<byte> buffer, bool shortNotOk, int pageOffset, bool push = true)
     {
         bool control = pipe.Type == UsbTransferType.Control;
         bool isIn = control ? (setup & 0x80) != 0 : pipe.IsIn;
@@ -186,7 +227,7 @@ public sealed partial class SimulatedFrontend
         s.InFlight = true;
         s.Pipe = pipe;
         _urbRing.PutRequest(req);
-        if (_urbRing.PushRequestsAndCheckNotify())
+        if (push && _urbRing.PushRequestsAndCheckNotify())
         {
             _port!.Notify();
         }

@@ -45,6 +45,54 @@ internal sealed class UrbSlot
     /// <summary>Stopwatch timestamp of the submission to the device.</summary>
     public long SubmittedAt { get; set; }
 
+    /// <summary>
+    /// For a request that rides in a merged transfer (see VusbController's bulk IN merging): the slot
+    /// that owns the transfer. Null for a slot that owns its own transfer or is free.
+    /// </summary>
+    public UrbSlot? Lead { get; private set; }
+
+    /// <summary>For the lead of a merged transfer: every member in ring order, the lead first (empty or null otherwise).</summary>
+    public List<UrbSlot>? Group { get; private set; }
+
+    public bool IsGroupLead => Group is { Count: > 0 };
+
+    /// <summary>Where this request's data lies in the merged transfer, and how long it is.</summary>
+    public int GroupOffset { get; private set; }
+
+    public int GroupLength { get; private set; }
+
+    /// <summary>True while the request waits for its answer (owning a transfer or riding in one).</summary>
+    public bool InFlight => Transfer is not null || Lead is not null;
+
+    /// <summary>Makes this slot the lead of a merged transfer (owned by the controller's pool, not the slot).</summary>
+    public void LeadGroup(UsbTransfer merged, int length)
+    {
+        merged.Owner = _owner;
+        merged.Tag = Index;
+        merged.Status = 0;
+        merged.ActualLength = 0;
+        merged.ErrorCount = 0;
+        merged.StartFrame = 0;
+        merged.NumberOfPackets = 0;
+        Transfer = merged;
+        Cancelled = false;
+        Group ??= new List<UrbSlot>(Usbif.Usbif.USB_URB_RING_SIZE);
+        Group.Clear();
+        Group.Add(this);
+        GroupOffset = 0;
+        GroupLength = length;
+    }
+
+    /// <summary>Adds a request to the merged transfer this slot leads, after the ones already in it.</summary>
+    public void AddToGroup(UrbSlot member, int offset, int length)
+    {
+        member.Lead = this;
+        member.Cancelled = false;
+        member.GroupOffset = offset;
+        member.GroupLength = length;
+        Group!.Add(member);
+    }
+
     public UsbTransfer Rent(int capacity)
     {
         UsbTransfer t;
@@ -78,6 +126,10 @@ internal sealed class UrbSlot
             Mapping = null;
         }
         Transfer = null;
+        Lead = null;
+        Group?.Clear();
+        GroupOffset = 0;
+        GroupLength = 0;
         Cancelled = false;
     }
 }

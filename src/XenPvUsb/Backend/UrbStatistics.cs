@@ -22,6 +22,11 @@ public struct UrbStatistics
 
     public long Batches;
 
+    /// <summary>Bulk IN requests served in merged transfers, and how many such transfers there were.</summary>
+    public long Merged;
+
+    public long MergedTransfers;
+
     public long DeviceTicks;
 
     public long GrantTicks;

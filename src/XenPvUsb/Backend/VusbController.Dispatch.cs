@@ -27,16 +27,21 @@ internal sealed partial class VusbController
                 LatchRingError("urb ring", prod);
                 return;
             }
-            if (_urbRing.ReqCons != prod)
-            {
-                _stats.Batches++;
-                _stats.Requests += prod - _urbRing.ReqCons;
-            }
+            // Copy the new requests out of the shared page once; from here on only the copies are looked
+            // at. (prod is at most a ring's worth ahead of req_cons: TryReadRequestProd checked that.)
+            int count = 0;
             while (_urbRing.ReqCons != prod)
             {
-                // Copy the request out of the shared page once; from here on only the copy is looked at.
-                usbif_urb_request req = _urbRing.CopyNextRequest();
-                HandleRequest(ref req);
+                _batch[count++] = _urbRing.CopyNextRequest();
+            }
+            if (count > 0)
+            {
+                _stats.Batches++;
+                _stats.Requests += count;
+            }
+            for (int i = 0; i < count;)
+            {
+                i += HandleRequest(i, count);
                 if (_ringError || _evtchn is null)
                 {
                     return;
@@ -51,57 +56,69 @@ internal sealed partial class VusbController
         }
     }
 
-    private void HandleRequest(ref usbif_urb_request req)
+    /// <summary>Serves the request at <paramref name="index"/> of the batch; returns how many requests it took (more than one when merged).</summary>
+    private int HandleRequest(int index, int count)
     {
+        ref usbif_urb_request req = ref _batch[index];
         var pipe = new UsbifPipe(req.pipe);
         int port = pipe.Port;
         if (port < 1 || port > NumPorts)
         {
             Reject(req.id, USBIF_STATUS_INVAL, "port out of range", port);
-            return;
+            return 1;
         }
         if (pipe.IsUnlink)
         {
             HandleUnlink(req.id, port, req.u_unlink_unlink_id);
-            return;
+            return 1;
         }
         if (FindInFlight(req.id) is not null)
         {
             Reject(req.id, USBIF_STATUS_INVAL, "id already in flight", port);
-            return;
+            return 1;
         }
         int status = ValidateSegments(ref req, pipe, out int dataLength);
         if (status != USBIF_STATUS_OK)
         {
             Reject(req.id, status, "bad segments", port);
-            return;
+            return 1;
         }
         VusbPort p = _ports[port];
         if (p.Device is null)
         {
             Reject(req.id, USBIF_STATUS_NODEV, "no device on port", port);
-            return;
+            return 1;
         }
         if (pipe.Device != 0 && pipe.Device != p.Address)
         {
             Reject(req.id, USBIF_STATUS_NODEV, "unknown device address", port);
-            return;
+            return 1;
         }
         if (pipe.Type == UsbTransferType.Control)
         {
             if (TryHandleControlLocally(ref req, p, out status))
             {
                 Respond(req.id, status, 0);
-                return;
+                return 1;
             }
         }
         else if (pipe.Type == UsbTransferType.Isochronous)
         {
             // Isochronous URBs need the per-packet descriptor segments; not served yet.
             Reject(req.id, USBIF_STATUS_INVAL, "isochronous transfers are not supported yet", port);
-            return;
+            return 1;
+        }
+        if (pipe.Type == UsbTransferType.Bulk && pipe.IsIn && GrantMode == GrantMode.Copy)
+        {
+            int members = MergeableRun(index, count, pipe, dataLength, out int total);
+            if (members > 1)
+            {
+                SubmitMerged(index, members, pipe, p, total);
+                return members;
+            }
         }
         Submit(ref req, pipe, p, dataLength);
+        return 1;
     }
 
     /// <summary>
@@ -246,6 +263,141 @@ internal sealed partial class VusbController
     }
 
     /// <summary>
+    /// How many requests, starting at <paramref name="index"/>, can share one transfer to the device.
+    /// Linux drivers queue a scatter-gather read as many URBs at once (usb_sg_init, used by
+    /// usb-storage), and xen-hcd, having no scatter-gather, puts one request on the ring per segment,
+    /// mostly single pages; each would cost dom0 a URB, an interrupt and a reap. Consecutive bulk IN
+    /// requests of one batch are merged into one transfer when that cannot change what the guest
+    /// sees: same pipe and flags, every one marked SHORT_NOT_OK (a short packet ends the guest's whole
+    /// sequence: the short one fails with an error and the driver unlinks the rest, which are answered
+    /// unserved), and every one but the last a multiple of 1024 bytes (whole packets at any bulk
+    /// max-packet size), so the packets on the bus are the same.
+    /// </summary>
+    private int MergeableRun(int index, int count, UsbifPipe pipe, int firstLength, out int total)
+    {
+        ref usbif_urb_request first = ref _batch[index];
+        total = firstLength;
+        if ((first.transfer_flags & USBIF_SHORT_NOT_OK) == 0 || firstLength == 0 || _freeSlots.Count < 2
+            || (_mergedTransfers.Count == 0 && _mergedTransfersMade == MaxMergedInFlight))
+        {
+            return 1;
+        }
+        int members = 1;
+        int last = firstLength;
+        for (int j = index + 1; j < count && members < _freeSlots.Count; j++)
+        {
+            ref usbif_urb_request next = ref _batch[j];
+            if (next.pipe != first.pipe || next.transfer_flags != first.transfer_flags || last % MergeAlignment != 0
+                || ValidateSegments(ref next, pipe, out int length) != USBIF_STATUS_OK || length == 0 || total + length > MaxMergedBytes
+                || FindInFlight(next.id) is not null || IdInBatch(next.id, index, j))
+            {
+                break;
+            }
+            total += length;
+            last = length;
+            members++;
+        }
+        return members;
+    }
+
+    private bool IdInBatch(ushort id, int from, int to)
+    {
+        for (int k = from; k < to; k++)
+        {
+            if (_batch[k].id == id)
+            {
+                return true;
+            }
+        }
+        return false;
+    }
+
+    /// <summary>Submits batch requests [index, index + members) as one bulk IN transfer of <paramref name="total"/> bytes.</summary>
+    private void SubmitMerged(int index, int members, UsbifPipe pipe, VusbPort p, int total)
+    {
+        if (!_mergedTransfers.TryPop(out UsbTransfer? t))
+        {
+            t = new UsbTransfer(MaxMergedBytes);
+            _mergedTransfersMade++;
+        }
+        UrbSlot lead = _freeSlots.Pop();
+        lead.Request = _batch[index];
+        lead.Pipe = pipe;
+        lead.Port = p.Number;
+        int firstLength = ValidateSegments(ref lead.Request, pipe, out int length) == USBIF_STATUS_OK ? length : 0;
+        lead.LeadGroup(t, firstLength);
+        int offset = firstLength;
+        for (int k = 1; k < members; k++)
+        {
+            UrbSlot m = _freeSlots.Pop();
+            m.Request = _batch[index + k];
+            m.Pipe = pipe;
+            m.Port = p.Number;
+            ValidateSegments(ref m.Request, pipe, out length);
+            lead.AddToGroup(m, offset, length);
+            offset += length;
+        }
+        t.Type = UsbTransferType.Bulk;
+        t.Endpoint = pipe.EndpointAddress;
+        t.ShortNotOk = true;
+        t.Length = total;
+        _stats.Merged += members;
+        _stats.MergedTransfers++;
+        lead.SubmittedAt = Stopwatch.GetTimestamp();
+        p.Device!.Submit(t);
+    }
+
+    /// <summary>
+    /// Answers every request of a merged transfer: those whose data all arrived succeed; the one where
+    /// the transfer stopped gets its status and partial length; the ones after it were never served
+    /// and are answered SHUTDOWN (the guest unlinks them after the error anyway).
+    /// </summary>
+    private void CompleteMerged(UrbSlot lead, long now)
+    {
+        UsbTransfer t = lead.Transfer!;
+        int actual = Math.Clamp(t.ActualLength, 0, t.Length);
+        int linuxStatus = t.Status;
+        bool cancelled = lead.Cancelled;
+        // Answered in ring order (the guest's completion of the request that stopped the transfer must
+        // come before the others'); the lead's release clears its group, so take the members first.
+        int n = lead.Group!.Count;
+        lead.Group.CopyTo(_groupScratch);
+        _stats.DeviceTicks += (now - lead.SubmittedAt) * n;
+        _stats.Completed += n;
+        bool stopped = false;
+        for (int k = 0; k < n; k++)
+        {
+            UrbSlot m = _groupScratch[k];
+            _groupScratch[k] = null!;
+            int got = stopped ? 0 : Math.Clamp(actual - m.GroupOffset, 0, m.GroupLength);
+            int status;
+            if (stopped)
+            {
+                status = USBIF_STATUS_SHUTDOWN;
+            }
+            else if (got == m.GroupLength)
+            {
+                status = m.Cancelled ? USBIF_STATUS_SHUTDOWN : USBIF_STATUS_OK;
+            }
+            else
+            {
+                // The transfer stopped in this request: short (-EREMOTEIO, as SHORT_NOT_OK asks), stalled, cancelled...
+                status = linuxStatus != 0 ? UsbifStatus.FromLinuxStatus(linuxStatus)
+                    : m.Cancelled || cancelled ? USBIF_STATUS_SHUTDOWN : USBIF_STATUS_OK;
+                stopped = true;
+            }
+            if (got > 0 && _evtchn is not null && !CopySegments(ref m.Request, t, m.GroupOffset, got, toGuest: true))
+            {
+                status = USBIF_STATUS_INVAL;
+                got = 0;
+            }
+            _stats.Bytes += got;
+            Finish(m, status, got);
+        }
+        _mergedTransfers.Push(t);
+    }
+
+    /// <summary>
     /// True if the data segments form one virtually contiguous buffer once their pages are mapped side by
     /// side: the first ends at its page's end, the middle ones are whole pages, the last starts at 0.
     /// (xen-hcd makes them from one transfer buffer, so they do.)
@@ -322,7 +474,9 @@ internal sealed partial class VusbController
             return;
         }
         target.Cancelled = true;
-        _ports[port].Device?.Cancel(target.Transfer!);
+        // A request merged with others is unlinked by cancelling their common transfer; those whose
+        // data already arrived still succeed, the rest are answered SHUTDOWN.
+        _ports[port].Device?.Cancel((target.Lead ?? target).Transfer!);
         Respond(id, USBIF_STATUS_OK, 0);
     }
 
@@ -330,7 +484,7 @@ internal sealed partial class VusbController
     {
         foreach (UrbSlot s in _slots)
         {
-            if (s.Transfer is not null && s.Request.id == id)
+            if (s.InFlight && s.Request.id == id)
             {
                 return s;
             }
@@ -395,6 +549,11 @@ internal sealed partial class VusbController
         if (t is null)
         {
             return; // already answered (cancelled and finished by CancelInFlight)
+        }
+        if (slot.IsGroupLead)
+        {
+            CompleteMerged(slot, Stopwatch.GetTimestamp());
+            return;
         }
         int status = UsbifStatus.FromLinuxStatus(t.Status);
         // ActualLength counts the data stage only; never trust it beyond that stage's length.

@@ -25,6 +25,16 @@ internal sealed partial class VusbController : IEventHandler, IBusyPollable, IUs
     private readonly Action _drainForeignCompletions;
     private readonly GrantCopySegment[] _copySegments = new GrantCopySegment[Usbif.Usbif.USBIF_MAX_SEGMENTS_PER_REQUEST];
 
+    /// <summary>Merged bulk IN transfers: at most this many bytes, this many in flight, members' lengths (but the last) multiples of this.</summary>
+    private const int MaxMergedBytes = 256 * 1024;
+    private const int MaxMergedInFlight = 4;
+    private const int MergeAlignment = 1024;
+
+    private readonly usbif_urb_request[] _batch = new usbif_urb_request[Usbif.Usbif.USB_URB_RING_SIZE];
+    private readonly Stack<UsbTransfer> _mergedTransfers = new(MaxMergedInFlight);
+    private int _mergedTransfersMade;
+    private readonly UrbSlot[] _groupScratch = new UrbSlot[Usbif.Usbif.USB_URB_RING_SIZE];
+
     private BackRing<usbif_urb_request, usbif_urb_response> _urbRing;
     private BackRing<usbif_conn_request, usbif_conn_response> _connRing;
     private GrantMapping? _urbMapping;
@@ -161,7 +171,8 @@ internal sealed partial class VusbController : IEventHandler, IBusyPollable, IUs
         if (_stats.Completed > 0)
         {
             _logger.ControllerStatistics(Frontend.Value, DevId, GrantMode, _stats.Completed, _stats.Bytes, _stats.Mapped,
-                _stats.MeanDeviceMicroseconds, _stats.MeanGrantMicroseconds, _stats.MeanBatch);
+                _stats.MeanDeviceMicroseconds, _stats.MeanGrantMicroseconds, _stats.MeanBatch,
+                _stats.Merged, _stats.MergedTransfers);
         }
     }
 

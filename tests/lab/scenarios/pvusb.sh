@@ -10,7 +10,7 @@ pv_install() {
   mkdir -p $PV_BIN
   cp /payload/xenpvusbd /payload/xenpvusb /payload/libxenpvusb-shim.so.1 $PV_BIN/ || { reason "copy failed"; return 1; }
   ln -sf $PV_BIN/xenpvusb /usr/local/bin/xenpvusb
-  $PV_BIN/xenpvusbd > $LAB_TMP/xenpvusbd.log 2>&1 &
+  $PV_BIN/xenpvusbd ${LAB_XENPVUSBD_ARGS:-} > $LAB_TMP/xenpvusbd.log 2>&1 &
   echo $! > $LAB_TMP/xenpvusbd.pid
   wait_for 60 grep -q "serving backend/vusb" $LAB_TMP/xenpvusbd.log || { cat $LAB_TMP/xenpvusbd.log; reason "daemon did not start"; return 1; }
   reason "xenpvusbd pid $(cat $LAB_TMP/xenpvusbd.pid) serving backend/vusb"
