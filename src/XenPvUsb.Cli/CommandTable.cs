@@ -39,15 +39,20 @@ internal static class CommandTable
         {
             Description = "data path of this controller: copy (grant copy) or map (bulk/interrupt pages mapped in place); default: the daemon's",
         };
+        var noMerge = new Option<bool>("--no-merge")
+        {
+            Description = "give every bulk IN request its own transfer to the device (default: requests queued together are merged)",
+        };
         Command hcCreate = Verb("usb-hc-create", "Create a virtual USB host controller for a domain", [domain, usbVer, ports], async (r, ctx, ct) =>
         {
             DomId d = await ctx.Toolstack.ResolveDomainAsync(r.GetValue(domain)!, ct);
             GrantMode? mode = ParseGrantMode(r.GetValue(grantMode));
             int id = await ctx.Toolstack.CreateControllerAsync(d, Int(r.GetValue(usbVer), "UsbVer"), Int(r.GetValue(ports), "Ports"), grantMode: mode,
-                cancellationToken: ct);
+                mergeBulkIn: !r.GetValue(noMerge), cancellationToken: ct);
             Console.WriteLine($"created controller {id} for domain {d}");
         });
         hcCreate.Options.Add(grantMode);
+        hcCreate.Options.Add(noMerge);
         yield return hcCreate;
         yield return Verb("usb-hc-destroy", "Destroy a virtual USB host controller", [domain, devId], async (r, ctx, ct) =>
         {

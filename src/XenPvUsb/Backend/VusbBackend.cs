@@ -66,6 +66,7 @@ internal sealed class VusbBackend : IAsyncDisposable
             string? usbVerText = await xs.ReadAsync($"{BackendPath}/usb-ver").ConfigureAwait(false);
             string? online = await xs.ReadAsync($"{BackendPath}/online").ConfigureAwait(false);
             string? grantModeText = await xs.ReadAsync($"{BackendPath}/grant-mode").ConfigureAwait(false);
+            bool mergeBulkIn = await xs.ReadAsync($"{BackendPath}/merge-bulk-in").ConfigureAwait(false) != "0";
             if (frontendPath is null || numPortsText is null || usbVerText is null)
             {
                 return false; // the toolstack is still writing; a later event retries
@@ -92,7 +93,7 @@ internal sealed class VusbBackend : IAsyncDisposable
             }
             _controller = await _host.Loop.InvokeAsync(() =>
             {
-                var c = new VusbController(Frontend, DevId, numPorts, usbVer, _host.Grants, _host.Loop, _logger, grantMode);
+                var c = new VusbController(Frontend, DevId, numPorts, usbVer, _host.Grants, _host.Loop, _logger, grantMode, mergeBulkIn);
                 c.RingErrorLatched = OnRingError;
                 return c;
             }).ConfigureAwait(false);

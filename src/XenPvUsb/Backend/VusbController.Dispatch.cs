@@ -108,7 +108,7 @@ internal sealed partial class VusbController
             Reject(req.id, USBIF_STATUS_INVAL, "isochronous transfers are not supported yet", port);
             return 1;
         }
-        if (pipe.Type == UsbTransferType.Bulk && pipe.IsIn && GrantMode == GrantMode.Copy)
+        if (pipe.Type == UsbTransferType.Bulk && pipe.IsIn && GrantMode == GrantMode.Copy && MergeBulkIn)
         {
             int members = MergeableRun(index, count, pipe, dataLength, out int total);
             if (members > 1)

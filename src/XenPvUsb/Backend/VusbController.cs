@@ -47,7 +47,7 @@ internal sealed partial class VusbController : IEventHandler, IBusyPollable, IUs
     private UrbStatistics _stats;
 
     public VusbController(DomId frontend, int devId, int numPorts, int usbVersion, IGrantTable grants, EventLoop loop, ILogger logger,
-        GrantMode grantMode = GrantMode.Copy)
+        GrantMode grantMode = GrantMode.Copy, bool mergeBulkIn = true)
     {
         if (numPorts < 1 || numPorts > Usbif.Usbif.USBIF_MAX_PORTNR)
         {
@@ -57,6 +57,7 @@ internal sealed partial class VusbController : IEventHandler, IBusyPollable, IUs
         DevId = devId;
         UsbVersion = usbVersion;
         GrantMode = grantMode;
+        MergeBulkIn = mergeBulkIn;
         _grants = grants;
         _loop = loop;
         _logger = logger;
@@ -85,6 +86,9 @@ internal sealed partial class VusbController : IEventHandler, IBusyPollable, IUs
 
     /// <summary>How bulk and interrupt data reach the device (control transfers are always grant-copied).</summary>
     public GrantMode GrantMode { get; }
+
+    /// <summary>Whether queued bulk IN requests may share one device transfer (grant copy mode only).</summary>
+    public bool MergeBulkIn { get; }
 
     /// <summary>Counters of the URBs served since the controller was made (read on the loop thread).</summary>
     public UrbStatistics Statistics => _stats;

@@ -54,8 +54,9 @@ public sealed class VusbToolstack
 
     /// <summary>usb-hc-create / usbctrl-attach: writes a controller and waits for the backend to reach InitWait.</summary>
     /// <param name="grantMode">Written as the backend's grant-mode node; null leaves the choice to the daemon.</param>
+    /// <param name="mergeBulkIn">False writes merge-bulk-in = 0: every bulk IN request gets its own device transfer.</param>
     public async Task<int> CreateControllerAsync(DomId domain, int usbVersion, int ports, bool waitForBackend = true, GrantMode? grantMode = null,
-        CancellationToken cancellationToken = default)
+        bool mergeBulkIn = true, CancellationToken cancellationToken = default)
     {
         if (usbVersion is not (1 or 2))
         {
@@ -98,6 +99,10 @@ public sealed class VusbToolstack
             if (grantMode is { } mode)
             {
                 await _xs.WriteAsync($"{be}/grant-mode", GrantModes.ToText(mode), tx, cancellationToken).ConfigureAwait(false);
+            }
+            if (!mergeBulkIn)
+            {
+                await _xs.WriteAsync($"{be}/merge-bulk-in", "0", tx, cancellationToken).ConfigureAwait(false);
             }
             await _xs.WriteAsync($"{be}/port", "", tx, cancellationToken).ConfigureAwait(false);
             for (int p = 1; p <= ports; p++)

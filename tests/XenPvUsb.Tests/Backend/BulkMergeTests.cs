@@ -89,6 +89,27 @@ public sealed class BulkMergeTests
     }
 
     [Test]
+    public async Task ControllerWithMergingOff_GivesEveryRequestItsOwnTransfer()
+    {
+        _world.MergeBulkIn = false;
+        string image = Path.Combine(_world.Directory, "nomerge.img");
+        StickImage.Create(image, 256 * 1024, seed: 18);
+        GuestHandle g = await _world.AddGuestAsync("g2", 2, 2, _world.Plug(new MassStorageDevice(image, readOnly: true)));
+        var storage = new GuestMassStorage(await GuestUsbDevice.EnumerateAsync(g.Frontend, 1, 2)) { ScatterReads = true };
+        await storage.ReadCapacityAsync();
+        byte[] all = new byte[256 * 1024];
+        for (int lba = 0; lba < all.Length / 512; lba += GuestMassStorage.BlocksPerCommand)
+        {
+            int n = Math.Min(GuestMassStorage.BlocksPerCommand, (all.Length / 512) - lba);
+            await storage.ReadAsync((uint)lba, all.AsMemory(lba * 512, n * 512));
+        }
+        Assert.That(SHA256.HashData(all), Is.EqualTo(SHA256.HashData(await File.ReadAllBytesAsync(image))));
+        VusbController c = _world.Registry.Find(g.Id, g.DevId)!.Controller!;
+        Assert.That(c.MergeBulkIn, Is.False);
+        Assert.That((await _world.Loop.InvokeAsync(() => c.Statistics)).Merged, Is.Zero);
+    }
+
+    [Test]
     public async Task WithoutShortNotOk_RequestsAreNotMerged()
     {
         await SendReadCommandAsync(16);

@@ -41,6 +41,9 @@ internal sealed class SimWorld : IAsyncDisposable
     /// <summary>Written into the controllers <see cref="AddGuestAsync"/> makes (null: the daemon's default, copy).</summary>
     public GrantMode? GrantMode { get; set; }
 
+    /// <summary>Written into the controllers <see cref="AddGuestAsync"/> makes (false: merge-bulk-in = 0).</summary>
+    public bool MergeBulkIn { get; set; } = true;
+
     public static async Task<SimWorld> StartAsync()
     {
         string dir = Path.Combine(Path.GetTempPath(), $"xenpvusb-test-{Guid.NewGuid():N}");
@@ -72,7 +75,7 @@ internal sealed class SimWorld : IAsyncDisposable
     {
         SimulatedGuest guest = await Host.CreateGuestAsync(name);
         Task<SimulatedFrontend> connecting = guest.ConnectFrontendAsync(0);
-        int devId = await Toolstack.CreateControllerAsync(guest.Id, usbVersion, ports, grantMode: GrantMode);
+        int devId = await Toolstack.CreateControllerAsync(guest.Id, usbVersion, ports, grantMode: GrantMode, mergeBulkIn: MergeBulkIn);
         SimulatedFrontend fe = await connecting;
         await WaitForStateAsync($"/local/domain/0/backend/vusb/{guest.Id.Value}/{devId}/state", "4");
         var handle = new GuestHandle(guest, fe, devId);
