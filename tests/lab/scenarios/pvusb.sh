@@ -36,12 +36,12 @@ read_all
 dd if=/dev/$DISK of=/tmp/save.bin bs=1M skip=8 count=4 iflag=direct 2>/dev/null
 write_verify $DISK 8 4
 dd if=/tmp/save.bin of=/dev/$DISK bs=1M seek=8 oflag=direct conv=fsync 2>/dev/null && result "restore ok"
-# dom0 detaches the stick and attaches it again, in turn to a grant-map and a grant-copy controller
-for r in 2 3 4 5; do
+# dom0 detaches the stick and attaches it again, in turn to controllers with other data paths
+for r in 2 3 4 5 6 7; do
   n=0; while [ -e /sys/block/$DISK ] && [ $n -lt 300 ]; do sleep 1; n=$((n + 1)); done
   [ -e /sys/block/$DISK ] && { result "gone r=$r no"; exit 0; }
   result "gone r=$r after=${n}s"
-  [ $r = 5 ] && break
+  [ $r = 7 ] && break
   wait_usb_disk 300 || exit 0
   result "back r=$r dev=$DISK"
   read_all | sed "s/^GUEST-RESULT read /GUEST-RESULT read$r /"
@@ -112,13 +112,18 @@ pv_gone() {
   return 0
 }
 
-# Attach again, to controller 1 (grant map) and back to controller 0 (grant copy) in turn: the copy/map
-# comparison runs on the same stick, guest and boot, twice each, interleaved against drifting host load.
-pv_map_ctrl() {
+# Attach again, in turn to controller 1 (grant map), 2 (grant copy, every bulk IN request its own
+# transfer) and 0 (grant copy, queued bulk IN requests merged: the default): the data paths are
+# compared on the same stick, guest and boot, interleaved against drifting host load.
+pv_more_ctrls() {
+  local c
   xenpvusb usb-hc-create --grant-mode map pvg 2 8 || { reason "usb-hc-create --grant-mode map failed"; return 1; }
-  wait_for 60 sh -c "xenstore-read /local/domain/0/backend/vusb/\$(xl domid pvg)/1/state | grep -q 4" \
-    || { tail -20 $LAB_TMP/xenpvusbd.log; reason "controller 1 did not connect"; return 1; }
-  reason "controller 1 (grant map) connected"
+  xenpvusb usb-hc-create --no-merge pvg 2 8 || { reason "usb-hc-create --no-merge failed"; return 1; }
+  for c in 1 2; do
+    wait_for 60 sh -c "xenstore-read /local/domain/0/backend/vusb/\$(xl domid pvg)/$c/state | grep -q 4" \
+      || { tail -20 $LAB_TMP/xenpvusbd.log; reason "controller $c did not connect"; return 1; }
+  done
+  reason "controllers 1 (grant map) and 2 (no merging) connected"
 }
 
 # pv_round R CTRL MODE: attach the stick to CTRL port 1, the guest reads it whole (read<R>), detach.
@@ -146,7 +151,7 @@ pv_stats() {
   grep -E 'served [0-9]+ URBs' $LAB_TMP/xenpvusbd.log > $LAB_TMP/pv-stats || { reason "no statistics logged"; return 77; }
   cat $LAB_TMP/pv-stats
   while read -r line; do
-    mode=$(echo "$line" | sed -n 's/.*(\([A-Za-z]*\) mode.*/\1/p' | tr A-Z a-z)
+    mode=$(echo "$line" | sed -n 's/.*vusb [0-9]*\/\([0-9]*\): served.*/ctrl\1/p')
     figure pvusb-$mode-device-us-per-urb "$(echo "$line" | sed -n 's/.*device \([0-9.]*\) us.*/\1/p')" us
     figure pvusb-$mode-grant-us-per-urb "$(echo "$line" | sed -n 's/.*grant copy\/map \([0-9.]*\) us.*/\1/p')" us
   done < $LAB_TMP/pv-stats
@@ -183,17 +188,19 @@ if stage install -t 120 pv_install; then
   if stage guest-create -t 240 pv_guest && stage hc-create -t 120 pv_hc_create && stage attach -t 240 pv_attach; then
     stage guest-read -t 960 pv_read
     stage write-back -t 360 pv_write
-    if stage detach -t 120 pv_detach && stage map-controller -t 120 pv_map_ctrl; then
-      stage round2-map -t 960 pv_round 2 1 map && stage round3-copy -t 960 pv_round 3 0 copy && stage round4-map -t 960 pv_round 4 1 map
+    if stage detach -t 120 pv_detach && stage more-controllers -t 120 pv_more_ctrls; then
+      stage round2-map -t 960 pv_round 2 1 map && stage round3-nomerge -t 960 pv_round 3 2 nomerge \
+        && stage round4-copy -t 960 pv_round 4 0 copy && stage round5-map -t 960 pv_round 5 1 map \
+        && stage round6-nomerge -t 960 pv_round 6 2 nomerge
     fi
   fi
-  xenpvusb usb-hc-destroy pvg 1 2>&1 || true
-  xenpvusb usb-hc-destroy pvg 0 2>&1 || true
+  for c in 2 1 0; do xenpvusb usb-hc-destroy pvg $c 2>&1 || true; done
   guest_destroy pvg > /dev/null
   stage stats pv_stats
   WHEN=after stage native-read-after -t 200 pv_native_read
   stage ratio pv_ratio
   stage ratio-copy pv_ratio_of copy
+  stage ratio-nomerge pv_ratio_of nomerge
   stage ratio-map pv_ratio_of map
   echo "--- xenpvusbd log"; tail -40 $LAB_TMP/xenpvusbd.log
   kill $(cat $LAB_TMP/xenpvusbd.pid) 2>/dev/null
