@@ -1,20 +1,8 @@
 # Scenario "pvusb": XenPvUsb serves the real xen-hcd. xenpvusbd (NativeAOT, from the payload) runs in
-# dom0; the CLI creates a controller and attaches the EHCI stick and the keyboard; the guest enumerates
-# both, reads the whole stick (checksum), writes and reads back a region (then restores it); detach
-# gives the stick back to dom0; the lab prints the guest's MB/s against dom0's on the same stick.
-
-PV_BIN=/usr/local/lib/xenpvusb
-
-pv_install() {
-  [ -x /payload/xenpvusbd ] || { reason "no xenpvusbd in the payload (make lab publishes it)"; return 1; }
-  mkdir -p $PV_BIN
-  cp /payload/xenpvusbd /payload/xenpvusb /payload/libxenpvusb-shim.so.1 $PV_BIN/ || { reason "copy failed"; return 1; }
-  ln -sf $PV_BIN/xenpvusb /usr/local/bin/xenpvusb
-  $PV_BIN/xenpvusbd > $LAB_TMP/xenpvusbd.log 2>&1 &
-  echo $! > $LAB_TMP/xenpvusbd.pid
-  wait_for 60 grep -q "serving backend/vusb" $LAB_TMP/xenpvusbd.log || { cat $LAB_TMP/xenpvusbd.log; reason "daemon did not start"; return 1; }
-  reason "xenpvusbd pid $(cat $LAB_TMP/xenpvusbd.pid) serving backend/vusb"
-}
+# dom0 as the systemd service (pv_ensure, guest-lib.sh; it keeps running for the next scenarios); the
+# CLI creates a controller and attaches the EHCI stick and the keyboard; the guest enumerates both,
+# reads the whole stick (checksum), writes and reads back a region (then restores it); detach gives
+# the stick back to dom0; the lab prints the guest's MB/s against dom0's on the same stick.
 
 pv_native_read() {
   local dev r
@@ -44,9 +32,9 @@ G
 }
 
 pv_hc_create() {
-  xenpvusb usb-hc-create pvg 2 8 || { tail -20 $LAB_TMP/xenpvusbd.log; reason "usb-hc-create failed"; return 1; }
+  xenpvusb usb-hc-create pvg 2 8 || { pv_log 20; reason "usb-hc-create failed"; return 1; }
   wait_for 60 sh -c "xenstore-read /local/domain/0/backend/vusb/\$(xl domid pvg)/0/state | grep -q 4" \
-    || { tail -20 $LAB_TMP/xenpvusbd.log; reason "backend did not reach Connected with the guest's xen-hcd"; return 1; }
+    || { pv_log 20; reason "backend did not reach Connected with the guest's xen-hcd"; return 1; }
   reason "controller 0 connected to xen-hcd"
 }
 
@@ -58,13 +46,13 @@ pv_attach() {
   kbd=$(for k in /sys/bus/usb/devices/*; do [ -f $k/product ] && grep -qi keyboard $k/product && echo ${k##*/} && break; done)
   [ -n "$kbd" ] && xenpvusb usb-attach pvg 0 2 $kbd
   xenpvusb usb-list pvg
-  guest_wait pvg 'GUEST-RESULT disk ' 180 || { tail -30 $LAB_TMP/xenpvusbd.log; reason "guest saw no USB disk within 180 s"; return 1; }
-  guest_log pvg | grep -q 'GUEST-RESULT disk none' && { tail -30 $LAB_TMP/xenpvusbd.log; reason "guest saw no USB disk"; return 1; }
+  guest_wait pvg 'GUEST-RESULT disk ' 180 || { pv_log 30; reason "guest saw no USB disk within 180 s"; return 1; }
+  guest_log pvg | grep -q 'GUEST-RESULT disk none' && { pv_log 30; reason "guest saw no USB disk"; return 1; }
   reason "stick ${d##*/} -> port 1${kbd:+, keyboard $kbd -> port 2}; guest $(guest_log pvg | grep 'GUEST-RESULT disk ' | tail -n1 | cut -d' ' -f3-)"
 }
 
 pv_read() {
-  guest_wait pvg 'GUEST-RESULT read ' 900 || { tail -30 $LAB_TMP/xenpvusbd.log; reason "no read result"; return 1; }
+  guest_wait pvg 'GUEST-RESULT read ' 900 || { pv_log 30; reason "no read result"; return 1; }
   guest_log pvg | grep -E 'GUEST-RESULT|GUEST-USB'
   local sum mbps
   sum=$(guest_result pvg read sha256); mbps=$(guest_result pvg read mbps)
@@ -100,7 +88,7 @@ pv_ratio() {
   reason "guest $g MB/s / dom0 $2 MB/s = $1"
 }
 
-if stage install -t 120 pv_install; then
+if stage install -t 120 pv_ensure; then
   WHEN=before stage native-read -t 200 pv_native_read
   if stage guest-create -t 240 pv_guest && stage hc-create -t 120 pv_hc_create && stage attach -t 240 pv_attach; then
     stage guest-read -t 960 pv_read
@@ -111,6 +99,5 @@ if stage install -t 120 pv_install; then
   guest_destroy pvg > /dev/null
   WHEN=after stage native-read-after -t 200 pv_native_read
   stage ratio pv_ratio
-  echo "--- xenpvusbd log"; tail -40 $LAB_TMP/xenpvusbd.log
-  kill $(cat $LAB_TMP/xenpvusbd.pid) 2>/dev/null
+  pv_log 40
 fi
