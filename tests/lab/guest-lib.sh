@@ -272,7 +272,8 @@ pv_ensure() {
   [ "$(readlink /proc/$pid/exe)" = $PV_LIBDIR/xenpvusbd ] || { reason "MainPID $pid is not $PV_LIBDIR/xenpvusbd"; return 1; }
   # journald may take a moment to store the line the daemon wrote before READY=1
   wait_for 20 pv_journal_has "serving backend/vusb" || { pv_log; reason "no 'serving backend/vusb' line in the journal of pid $pid"; return 1; }
-  reason "systemd: $st; journal: serving backend/vusb"
+  ! command -v dotnet > /dev/null || { reason "dom0 has a dotnet ($(command -v dotnet)): the NativeAOT binaries must run without"; return 1; }
+  reason "systemd: $st; journal: serving backend/vusb; no .NET in dom0"
 }
 
 # pv_stop: `systemctl stop`, which must be clean: the unit inactive with Result=success, systemd's
