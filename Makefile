@@ -2,7 +2,7 @@
 #   make run     the daemon on the built-in simulated Xen host, with a guest using an emulated stick and keyboard
 #   make test    every test; ends with "N passed, N failed"
 #   make bench   URB throughput and latency through the real backend code on the simulated host
-#   make publish NativeAOT single binaries of xenpvusbd and xenpvusb (no .NET needed on the dom0)
+#   make publish NativeAOT single binaries of xenpvusbd and xenpvusb (no .NET needed on the dom0), the shim, the unit
 #   make check   formatting (dotnet format, clang-format) and the shim's exported ABI
 #   make lab     real Xen under QEMU (see tests/lab/README.md)
 
@@ -63,7 +63,8 @@ publish: deps
 	$(DOTNET) publish src/XenPvUsb.Cli -c Release -r linux-x64 -o $(OUT)/publish -nologo -v:q
 	$(MAKE) -C native
 	cp native/build/libxenpvusb-shim.so.1 $(OUT)/publish/
-	@ls -la $(OUT)/publish/xenpvusbd $(OUT)/publish/xenpvusb $(OUT)/publish/libxenpvusb-shim.so.1
+	cp packaging/systemd/xenpvusbd.service $(OUT)/publish/
+	@ls -la $(OUT)/publish/xenpvusbd $(OUT)/publish/xenpvusb $(OUT)/publish/libxenpvusb-shim.so.1 $(OUT)/publish/xenpvusbd.service
 
 check: build
 	$(DOTNET) format XenPvUsb.sln --verify-no-changes -v:q
@@ -75,7 +76,7 @@ clean:
 	$(MAKE) -C native clean
 	$(DOTNET) clean XenPvUsb.sln -v:q >/dev/null
 
-# The lab carries the NativeAOT binaries and the shim to dom0 in its payload.
+# The lab carries the NativeAOT binaries, the shim and the systemd unit to dom0 in its payload.
 lab: publish
 lab: export LAB_PAYLOAD_EXTRA := $(abspath $(OUT)/publish)
 

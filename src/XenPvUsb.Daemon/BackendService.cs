@@ -6,15 +6,25 @@ using XenPvUsb.Xen;
 namespace XenPvUsb.Daemon;
 
 /// <summary>
-/// Owns the event loop and the backend registry for the daemon's lifetime. A fault of the event loop
-/// is fatal: logged, the host stopped, and the process exits non-zero so systemd restarts it.
+/// Owns the event loop and the backend registry for the daemon's lifetime.
 /// </summary>
-internal sealed class BackendService : BackgroundService
+/// <remarks>
+/// Started means serving: the host raises ApplicationStarted (and the systemd lifetime sends READY=1 for
+/// <c>Type=notify</c>) only after every hosted service's <see cref="StartAsync"/> has returned, so the registry
+/// watches backend/vusb before <c>systemctl start</c> returns. A failure to start (no xenstore, no gntdev, ...)
+/// fails the host's start, so systemd never sees READY=1. Later, the event loop faulting or the xenstore
+/// connection dying is fatal: logged, the host stopped, and the process exits non-zero so systemd restarts it.
+/// </remarks>
+internal sealed class BackendService : IHostedService
 {
     private readonly Func<EventLoop, Task<BackendHost>> _hostFactory;
     private readonly IHostApplicationLifetime _lifetime;
     private readonly ILogger _logger;
     private readonly int _busyPollMicroseconds;
+    private EventLoop? _loop;
+    private BackendRegistry? _registry;
+    private Task _watchdog = Task.CompletedTask;
+    private volatile bool _stopping;
 
     public BackendService(Func<EventLoop, Task<BackendHost>> hostFactory, IHostApplicationLifetime lifetime, ILogger<BackendService> logger,
         DaemonOptions options)
@@ -25,39 +35,67 @@ internal sealed class BackendService : BackgroundService
         _logger = logger;
     }
 
-    public TaskCompletionSource<BackendRegistry> Ready { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
-
-    protected override async Task ExecuteAsync(CancellationToken stoppingToken)
+    public async Task StartAsync(CancellationToken cancellationToken)
     {
+        var loop = new EventLoop(_logger, _busyPollMicroseconds);
+        BackendHost host;
+        BackendRegistry? registry = null;
         try
         {
-            await ServeAsync(stoppingToken).ConfigureAwait(false);
+            host = await _hostFactory(loop).WaitAsync(cancellationToken).ConfigureAwait(false);
+            registry = new BackendRegistry(host);
+            await registry.StartAsync(cancellationToken).ConfigureAwait(false);
         }
-        catch (Exception e) when (e is not OperationCanceledException)
+        catch (Exception e)
         {
-            // Cannot serve at all (no xenstore, no gntdev, ...): say why and exit non-zero for systemd.
-            _logger.ServiceFailed(e);
-            Environment.ExitCode = 1;
-            _lifetime.StopApplication();
+            if (e is not OperationCanceledException)
+            {
+                _logger.ServiceFailed(e);
+            }
+            if (registry is not null)
+            {
+                await registry.DisposeAsync().ConfigureAwait(false);
+            }
+            loop.Dispose();
+            throw new ServiceStartException(e);
         }
+        _loop = loop;
+        _registry = registry;
+        _watchdog = WatchAsync(loop, host);
     }
 
-    private async Task ServeAsync(CancellationToken stoppingToken)
+    public async Task StopAsync(CancellationToken cancellationToken)
     {
-        using var loop = new EventLoop(_logger, _busyPollMicroseconds);
-        BackendHost host = await _hostFactory(loop).ConfigureAwait(false);
-        var registry = new BackendRegistry(host);
-        await using (registry.ConfigureAwait(false))
+        _stopping = true;
+        if (_registry is not null)
         {
-            await registry.StartAsync(stoppingToken).ConfigureAwait(false);
-            Ready.TrySetResult(registry);
-            Task stopped = Task.Delay(Timeout.Infinite, stoppingToken);
-            Task finished = await Task.WhenAny(stopped, loop.Completion).ConfigureAwait(false);
-            if (finished == loop.Completion)
-            {
-                Environment.ExitCode = 70;
-                _lifetime.StopApplication();
-            }
+            await _registry.DisposeAsync().ConfigureAwait(false);
         }
+        _loop?.Dispose();
+        await _watchdog.ConfigureAwait(false);
+        _logger.ServiceStopped();
+    }
+
+    private async Task WatchAsync(EventLoop loop, BackendHost host)
+    {
+        Task finished = await Task.WhenAny(loop.Completion, host.Store.Completion).ConfigureAwait(false);
+        if (_stopping)
+        {
+            return;
+        }
+        if (finished == host.Store.Completion)
+        {
+            _logger.XenStoreLost(finished.Exception?.InnerException);
+        }
+        Environment.ExitCode = 70;
+        _lifetime.StopApplication();
+    }
+}
+
+/// <summary>The backend could not start serving; the cause is logged already.</summary>
+internal sealed class ServiceStartException : Exception
+{
+    public ServiceStartException(Exception inner) : base($"xenpvusbd cannot serve this host: {inner.Message}", inner)
+    {
     }
 }

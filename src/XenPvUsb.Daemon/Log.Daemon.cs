@@ -6,4 +6,10 @@ internal static partial class Log
 {
     [LoggerMessage(EventId = 1, Level = LogLevel.Critical, Message = "xenpvusbd cannot serve this host")]
     public static partial void ServiceFailed(this ILogger logger, Exception exception);
+
+    [LoggerMessage(EventId = 2, Level = LogLevel.Critical, Message = "the xenstore connection died; stopping so that the service manager restarts xenpvusbd")]
+    public static partial void XenStoreLost(this ILogger logger, Exception? exception);
+
+    [LoggerMessage(EventId = 3, Level = LogLevel.Information, Message = "stopped: every controller and device released")]
+    public static partial void ServiceStopped(this ILogger logger);
 }

@@ -1,3 +1,4 @@
+using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
@@ -47,7 +48,7 @@ internal static class Program
     private static async Task<int> RunOnDom0Async(DaemonOptions options)
     {
         XenPvUsb.Interop.Libraries.UseShimBesideExecutable();
-        HostApplicationBuilder builder = Microsoft.Extensions.Hosting.Host.CreateApplicationBuilder();
+        HostApplicationBuilder builder = CreateHostBuilder();
         builder.Services.AddSystemd();
         builder.Logging.SetMinimumLevel(options.Verbose ? LogLevel.Debug : LogLevel.Information);
         var owned = new List<IAsyncDisposable>();
@@ -70,9 +71,10 @@ internal static class Program
             using IHost app = builder.Build();
             await app.RunAsync().ConfigureAwait(false);
         }
-        catch (Exception e) when (e is GrantException or DllNotFoundException or XenStoreConnectionClosedException or IOException)
+        catch (ServiceStartException e)
         {
-            Console.Error.WriteLine($"xenpvusbd: cannot serve this dom0: {e.Message}");
+            // The cause is in the log already; a failed start never sent READY=1.
+            Console.Error.WriteLine($"xenpvusbd: cannot serve this dom0: {e.InnerException?.Message}");
             return 1;
         }
         finally
@@ -89,10 +91,26 @@ internal static class Program
         return Environment.ExitCode;
     }
 
+    /// <summary>
+    /// The generic host's defaults, but no watching of the content root for configuration changes: under
+    /// systemd the working directory is "/", and the reload watcher would put an inotify watch on every
+    /// directory below it (40 s of start-up in the lab's dom0, and work on every file change after that).
+    /// </summary>
+    private static HostApplicationBuilder CreateHostBuilder()
+    {
+        var settings = new HostApplicationBuilderSettings
+        {
+            ContentRootPath = AppContext.BaseDirectory,
+            Configuration = new ConfigurationManager(),
+        };
+        settings.Configuration["hostBuilder:reloadConfigOnChange"] = "false";
+        return Microsoft.Extensions.Hosting.Host.CreateApplicationBuilder(settings);
+    }
+
     private static async Task<int> RunSimulatedAsync(DaemonOptions options)
     {
         string runDir = options.RunDirectory ?? Path.Combine(Path.GetTempPath(), "xenpvusb-sim");
-        HostApplicationBuilder builder = Microsoft.Extensions.Hosting.Host.CreateApplicationBuilder();
+        HostApplicationBuilder builder = CreateHostBuilder();
         builder.Services.AddSystemd();
         builder.Logging.SetMinimumLevel(options.Verbose ? LogLevel.Debug : LogLevel.Information);
         using ILoggerFactory bootLogging = LoggerFactory.Create(b => b.AddSimpleConsole());
@@ -113,8 +131,16 @@ internal static class Program
         });
         builder.Services.AddSingleton(options);
         builder.Services.AddHostedService<BackendService>();
-        using IHost app = builder.Build();
-        await app.RunAsync().ConfigureAwait(false);
+        try
+        {
+            using IHost app = builder.Build();
+            await app.RunAsync().ConfigureAwait(false);
+        }
+        catch (ServiceStartException e)
+        {
+            Console.Error.WriteLine($"xenpvusbd: cannot serve the simulated host: {e.InnerException?.Message}");
+            return 1;
+        }
         if (store is not null)
         {
             await store.DisposeAsync().ConfigureAwait(false);

@@ -214,3 +214,89 @@ lab_crash_scan() {
   dmesg 2>/dev/null | grep -E "$re" | sed 's/^/DOM0-DMESG /'
   xl dmesg 2>/dev/null | grep -E "$re" | sed 's/^/XEN-DMESG /'
 }
+
+# --- xenpvusbd, the systemd service -----------------------------------------------------------------
+# Installed the way a package would: the NativeAOT binaries and the shim from the payload (make publish)
+# in /usr/lib/xenpvusb (the daemon loads the shim from beside itself), the CLI linked into
+# /usr/local/bin, the unit from packaging/systemd (carried in the payload by make publish). No .NET.
+PV_LIBDIR=/usr/lib/xenpvusb
+PV_UNIT=/lib/systemd/system/xenpvusbd.service
+
+# has_all "K=V K=V ..." K=V...: every one of the given words is in the first list.
+has_all() { local l=" $1 " w; shift; for w; do case $l in *" $w "*) ;; *) return 1;; esac; done; }
+
+# pv_show PROPS: `systemctl show -p PROPS xenpvusbd` as "A=x B=y" on one line.
+pv_show() { local l out=; while IFS= read -r l; do out="$out${out:+ }$l"; done < <(systemctl show -p "$1" xenpvusbd); echo "$out"; }
+# pv_prop NAME: one property's value.
+pv_prop() { systemctl show -p "$1" --value xenpvusbd; }
+# pv_pid: the service's MainPID (0 if not running).
+pv_pid() { pv_prop MainPID; }
+
+# pv_log [N]: the last N (default 40) lines of the daemon's journal (for failure output).
+pv_log() { echo "--- journalctl -u xenpvusbd (last ${1:-40})"; journalctl -u xenpvusbd -o short-monotonic --no-pager -n "${1:-40}" 2>&1; }
+
+# pv_journal [T0]: the messages of the running instance (MainPID), all or since T0 (lab_now microseconds).
+pv_journal() { journalctl -u xenpvusbd _PID="$(pv_pid)" ${1:+--since "@$(($1 / 1000000))"} -o cat --no-pager 2>/dev/null; }
+# pv_journal_has REGEX [T0]: pv_journal has a line matching REGEX.
+pv_journal_has() { pv_journal "$2" | grep -qE "$1"; }
+
+# pv_install: put the binaries and the unit in place (once per boot) and reload systemd.
+pv_install() {
+  [ -x /payload/xenpvusbd ] && [ -x /payload/xenpvusb ] && [ -f /payload/libxenpvusb-shim.so.1 ] \
+    || { reason "no xenpvusbd/xenpvusb/shim in the payload (make lab publishes them)"; return 1; }
+  [ -f /payload/xenpvusbd.service ] || { reason "no xenpvusbd.service in the payload (make publish copies packaging/systemd)"; return 1; }
+  # LAB_XENPVUSBD_ARGS (from the host's environment): the daemon's options, through the unit's EnvironmentFile
+  [ -n "${LAB_XENPVUSBD_ARGS:-}" ] && echo "XENPVUSBD_OPTS=\"$LAB_XENPVUSBD_ARGS\"" > /etc/default/xenpvusbd
+  [ -f $PV_UNIT ] && cmp -s /payload/xenpvusbd.service $PV_UNIT && [ -x $PV_LIBDIR/xenpvusbd ] && return 0
+  mkdir -p $PV_LIBDIR
+  install -m 0755 /payload/xenpvusbd /payload/xenpvusb $PV_LIBDIR/ \
+    && install -m 0644 /payload/libxenpvusb-shim.so.1 $PV_LIBDIR/ \
+    && install -m 0644 /payload/xenpvusbd.service $PV_UNIT || { reason "install failed"; return 1; }
+  ln -sf $PV_LIBDIR/xenpvusb /usr/local/bin/xenpvusb
+  systemctl daemon-reload || { reason "systemctl daemon-reload failed"; return 1; }
+}
+
+# pv_ensure: install if needed and start the service unless it runs. `systemctl start` of a Type=notify
+# unit returns only after the daemon's READY=1, which it sends once it watches backend/vusb. Checks the
+# unit's state and the journal's readiness line; sets the stage reason. Figure xenpvusbd-start-s.
+pv_ensure() {
+  local t0 st pid
+  pv_install || return 1
+  if [ "$(pv_prop ActiveState)" != active ]; then
+    t0=$(lab_now)
+    systemctl start xenpvusbd || { pv_log; reason "systemctl start xenpvusbd failed: $(pv_show ActiveState,SubState,Result)"; return 1; }
+    figure xenpvusbd-start-s "$(lab_elapsed "$t0")" s
+  fi
+  st=$(pv_show ActiveState,SubState,Type,MainPID)
+  pid=$(pv_pid)
+  has_all "$st" ActiveState=active SubState=running Type=notify || { pv_log; reason "unit not active/running as Type=notify: $st"; return 1; }
+  [ "${pid:-0}" -gt 0 ] || { reason "no MainPID: $st"; return 1; }
+  [ "$(readlink /proc/$pid/exe)" = $PV_LIBDIR/xenpvusbd ] || { reason "MainPID $pid is not $PV_LIBDIR/xenpvusbd"; return 1; }
+  # journald may take a moment to store the line the daemon wrote before READY=1
+  wait_for 20 pv_journal_has "serving backend/vusb" || { pv_log; reason "no 'serving backend/vusb' line in the journal of pid $pid"; return 1; }
+  ! command -v dotnet > /dev/null || { reason "dom0 has a dotnet ($(command -v dotnet)): the NativeAOT binaries must run without"; return 1; }
+  reason "systemd: $st; journal: serving backend/vusb; no .NET in dom0"
+}
+
+# pv_stop: `systemctl stop`, which must be clean: the unit inactive with Result=success, systemd's
+# "Deactivated successfully" (exit status 0), the daemon's "stopped" line and no error in the journal.
+# Figure xenpvusbd-stop-s.
+pv_stop() {
+  local t0 dt pid st log errs
+  pid=$(pv_pid)
+  [ "${pid:-0}" -gt 0 ] || { reason "xenpvusbd is not running"; return 1; }
+  t0=$(lab_now)
+  systemctl stop xenpvusbd || { pv_log; reason "systemctl stop failed"; return 1; }
+  dt=$(lab_elapsed "$t0")
+  figure xenpvusbd-stop-s "$dt" s
+  # (ExecMainStatus is no use here: systemd unloads the inactive unit and forgets it.)
+  st=$(pv_show ActiveState,Result)
+  has_all "$st" ActiveState=inactive Result=success || { pv_log; reason "not a clean stop: $st"; return 1; }
+  log=$(journalctl -u xenpvusbd --since "@$((t0 / 1000000))" -o cat --no-pager 2>&1)
+  # systemd says "Deactivated successfully" only if the main process exited with status 0 by itself
+  echo "$log" | grep -q "Deactivated successfully" || { pv_log; reason "systemd did not report a successful exit"; return 1; }
+  echo "$log" | grep -q "stopped: every controller and device released" || { pv_log; reason "no 'stopped' line from pid $pid"; return 1; }
+  errs=$(journalctl -u xenpvusbd _PID="$pid" -p err --since "@$((t0 / 1000000))" -o cat --no-pager 2>&1 | grep -v '^-- ')
+  [ -z "$errs" ] || { echo "$errs"; reason "errors while stopping: $(echo "$errs" | head -n1)"; return 1; }
+  reason "pid $pid stopped in $dt s: $st, journal: stopped: every controller and device released; Deactivated successfully"
+}

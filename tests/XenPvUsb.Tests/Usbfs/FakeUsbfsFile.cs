@@ -191,7 +191,10 @@ internal sealed unsafe class FakeUsbfsFile : IUsbfsFile
 
     public int DisconnectDriver(int interfaceNumber) => Record($"disconnect {interfaceNumber}", 0);
 
-    public int ConnectDriver(int interfaceNumber) => Record($"connect {interfaceNumber}", 0);
+    /// <summary>What USBDEVFS_CONNECT returns: the kernel gives device_attach()'s 1 when a driver was bound.</summary>
+    public int ConnectResult { get; set; } = 1;
+
+    public int ConnectDriver(int interfaceNumber) => Record($"connect {interfaceNumber}", ConnectResult);
 
     public int SetConfiguration(int configurationValue)
     {

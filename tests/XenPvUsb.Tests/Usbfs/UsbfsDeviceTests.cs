@@ -326,6 +326,27 @@ public sealed unsafe class UsbfsDeviceTests
         Assert.That(_file.Calls.Count(c => c == "close"), Is.EqualTo(1), "idempotent");
     }
 
+    [TestCase(1, 1, false, TestName = "Dispose_ConnectBindsADriver_CountsItHandedBack")]
+    [TestCase(0, 0, false, TestName = "Dispose_ConnectFindsNoDriver_IsNotAFailure")]
+    [TestCase(-EBUSY, 0, false, TestName = "Dispose_ConnectFindsADriverBound_IsNotAFailure")]
+    [TestCase(-ENODEV, 0, true, TestName = "Dispose_ConnectFails_WarnsWithErrno")]
+    public void Dispose_ReportsWhatUsbdevfsConnectDid(int connectResult, int handedBack, bool warns)
+    {
+        var log = new ListLogger();
+        var info = XenPvUsb.Host.UsbSysfs.Read(_sysfs.Root, BusId)!;
+        var device = new UsbfsDevice(_file, _loop, _sysfs.Root, info, "/dev/bus/usb/001/005", log);
+        _file.ConnectResult = connectResult;
+
+        device.Dispose();
+
+        Assert.That(log.Messages, Does.Contain($"Information usb {BusId}: released ({handedBack} interfaces handed back to kernel drivers)"));
+        Assert.That(log.Messages.Any(m => m.StartsWith("Warning ", StringComparison.Ordinal)), Is.EqualTo(warns));
+        if (warns)
+        {
+            Assert.That(log.Messages, Does.Contain($"Warning usb {BusId}: could not hand interface 0 back to its kernel driver: errno {ENODEV}"));
+        }
+    }
+
     [Test]
     public void Dispose_OnTheLoopThread_RunsInline()
     {
@@ -467,6 +488,23 @@ public sealed unsafe class UsbfsDeviceTests
                 Thread.Sleep(1);
             }
             return false;
+        }
+    }
+
+    private sealed class ListLogger : Microsoft.Extensions.Logging.ILogger
+    {
+        public List<string> Messages { get; } = [];
+
+        public IDisposable? BeginScope<TState>(TState state) where TState : notnull => null;
+
+        public bool IsEnabled(Microsoft.Extensions.Logging.LogLevel logLevel) => true;
+
+        public void Log<TState>(Microsoft.Extensions.Logging.LogLevel logLevel, Microsoft.Extensions.Logging.EventId eventId, TState state, Exception? exception, Func<TState, Exception?, string> formatter)
+        {
+            lock (Messages)
+            {
+                Messages.Add($"{logLevel} {formatter(state, exception)}");
+            }
         }
     }
 }

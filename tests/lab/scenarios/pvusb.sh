@@ -1,20 +1,8 @@
 # Scenario "pvusb": XenPvUsb serves the real xen-hcd. xenpvusbd (NativeAOT, from the payload) runs in
-# dom0; the CLI creates a controller and attaches the EHCI stick and the keyboard; the guest enumerates
-# both, reads the whole stick (checksum), writes and reads back a region (then restores it); detach
-# gives the stick back to dom0; the lab prints the guest's MB/s against dom0's on the same stick.
-
-PV_BIN=/usr/local/lib/xenpvusb
-
-pv_install() {
-  [ -x /payload/xenpvusbd ] || { reason "no xenpvusbd in the payload (make lab publishes it)"; return 1; }
-  mkdir -p $PV_BIN
-  cp /payload/xenpvusbd /payload/xenpvusb /payload/libxenpvusb-shim.so.1 $PV_BIN/ || { reason "copy failed"; return 1; }
-  ln -sf $PV_BIN/xenpvusb /usr/local/bin/xenpvusb
-  $PV_BIN/xenpvusbd ${LAB_XENPVUSBD_ARGS:-} > $LAB_TMP/xenpvusbd.log 2>&1 &
-  echo $! > $LAB_TMP/xenpvusbd.pid
-  wait_for 60 grep -q "serving backend/vusb" $LAB_TMP/xenpvusbd.log || { cat $LAB_TMP/xenpvusbd.log; reason "daemon did not start"; return 1; }
-  reason "xenpvusbd pid $(cat $LAB_TMP/xenpvusbd.pid) serving backend/vusb"
-}
+# dom0 as the systemd service (pv_ensure, guest-lib.sh; it keeps running for the next scenarios); the
+# CLI creates a controller and attaches the EHCI stick and the keyboard; the guest enumerates both,
+# reads the whole stick (checksum), writes and reads back a region (then restores it); detach gives
+# the stick back to dom0; the lab prints the guest's MB/s against dom0's on the same stick.
 
 pv_native_read() {
   local dev r
@@ -54,9 +42,9 @@ G
 }
 
 pv_hc_create() {
-  xenpvusb usb-hc-create pvg 2 8 || { tail -20 $LAB_TMP/xenpvusbd.log; reason "usb-hc-create failed"; return 1; }
+  xenpvusb usb-hc-create pvg 2 8 || { pv_log 20; reason "usb-hc-create failed"; return 1; }
   wait_for 60 sh -c "xenstore-read /local/domain/0/backend/vusb/\$(xl domid pvg)/0/state | grep -q 4" \
-    || { tail -20 $LAB_TMP/xenpvusbd.log; reason "backend did not reach Connected with the guest's xen-hcd"; return 1; }
+    || { pv_log 20; reason "backend did not reach Connected with the guest's xen-hcd"; return 1; }
   reason "controller 0 connected to xen-hcd"
 }
 
@@ -72,13 +60,13 @@ pv_attach() {
   [ -n "$kbd" ] && xenpvusb usb-attach pvg 0 2 $kbd
   xenpvusb usb-list pvg | tee $LAB_TMP/pv-list
   grep -q "Port 1: .* ${d##*/} .*ID [0-9a-f]*:[0-9a-f]*" $LAB_TMP/pv-list || { reason "usb-list does not show ${d##*/} on port 1"; return 1; }
-  guest_wait pvg 'GUEST-RESULT disk ' 180 || { tail -30 $LAB_TMP/xenpvusbd.log; reason "guest saw no USB disk within 180 s"; return 1; }
-  guest_log pvg | grep -q 'GUEST-RESULT disk none' && { tail -30 $LAB_TMP/xenpvusbd.log; reason "guest saw no USB disk"; return 1; }
+  guest_wait pvg 'GUEST-RESULT disk ' 180 || { pv_log 30; reason "guest saw no USB disk within 180 s"; return 1; }
+  guest_log pvg | grep -q 'GUEST-RESULT disk none' && { pv_log 30; reason "guest saw no USB disk"; return 1; }
   reason "stick ${d##*/} -> port 1${kbd:+, keyboard $kbd -> port 2}; guest $(guest_log pvg | grep 'GUEST-RESULT disk ' | tail -n1 | cut -d' ' -f3-)"
 }
 
 pv_read() {
-  guest_wait pvg 'GUEST-RESULT read ' 900 || { tail -30 $LAB_TMP/xenpvusbd.log; reason "no read result"; return 1; }
+  guest_wait pvg 'GUEST-RESULT read ' 900 || { pv_log 30; reason "no read result"; return 1; }
   guest_log pvg | grep -E 'GUEST-RESULT|GUEST-USB'
   local sum mbps
   sum=$(guest_result pvg read sha256); mbps=$(guest_result pvg read mbps)
@@ -121,7 +109,7 @@ pv_more_ctrls() {
   xenpvusb usb-hc-create --no-merge pvg 2 8 || { reason "usb-hc-create --no-merge failed"; return 1; }
   for c in 1 2; do
     wait_for 60 sh -c "xenstore-read /local/domain/0/backend/vusb/\$(xl domid pvg)/$c/state | grep -q 4" \
-      || { tail -20 $LAB_TMP/xenpvusbd.log; reason "controller $c did not connect"; return 1; }
+      || { pv_log 20; reason "controller $c did not connect"; return 1; }
   done
   reason "controllers 1 (grant map) and 2 (no merging) connected"
 }
@@ -131,8 +119,8 @@ pv_round() {
   local r=$1 ctrl=$2 mode=$3 d sum mbps
   d=$(usb_dev_by_serial $LAB_STICK_EHCI_SERIAL) || { reason "EHCI stick not found"; return 1; }
   xenpvusb usb-attach pvg $ctrl 1 ${d##*/} || { reason "usb-attach to controller $ctrl failed"; return 1; }
-  guest_wait pvg "GUEST-RESULT back r=$r " 180 || { tail -30 $LAB_TMP/xenpvusbd.log; reason "the guest did not see the stick again"; return 1; }
-  guest_wait pvg "GUEST-RESULT read$r " 900 || { tail -30 $LAB_TMP/xenpvusbd.log; reason "no read result"; return 1; }
+  guest_wait pvg "GUEST-RESULT back r=$r " 180 || { pv_log 30; reason "the guest did not see the stick again"; return 1; }
+  guest_wait pvg "GUEST-RESULT read$r " 900 || { pv_log 30; reason "no read result"; return 1; }
   sum=$(guest_result pvg read$r sha256); mbps=$(guest_result pvg read$r mbps)
   [ -n "$mbps" ] || { reason "read failed"; return 1; }
   echo "$mbps" >> $LAB_TMP/pv-guest-$mode-mbps
@@ -147,8 +135,8 @@ pv_round() {
 # The daemon's per-controller counters (logged when a controller disconnects): where each URB's time went.
 pv_stats() {
   local line mode
-  wait_for 10 grep -qE 'served [0-9]+ URBs' $LAB_TMP/xenpvusbd.log
-  grep -E 'served [0-9]+ URBs' $LAB_TMP/xenpvusbd.log > $LAB_TMP/pv-stats || { reason "no statistics logged"; return 77; }
+  wait_for 10 pv_journal_has 'served [0-9]+ URBs'
+  journalctl -u xenpvusbd -o cat --no-pager | grep -E 'served [0-9]+ URBs' > $LAB_TMP/pv-stats || { reason "no statistics logged"; return 77; }
   cat $LAB_TMP/pv-stats
   while read -r line; do
     mode=$(echo "$line" | sed -n 's/.*vusb [0-9]*\/\([0-9]*\): served.*/ctrl\1/p')
@@ -183,7 +171,7 @@ pv_ratio() {
   reason "guest $g MB/s / dom0 $2 MB/s = $1"
 }
 
-if stage install -t 120 pv_install; then
+if stage install -t 120 pv_ensure; then
   WHEN=before stage native-read -t 200 pv_native_read
   if stage guest-create -t 240 pv_guest && stage hc-create -t 120 pv_hc_create && stage attach -t 240 pv_attach; then
     stage guest-read -t 960 pv_read
@@ -202,6 +190,5 @@ if stage install -t 120 pv_install; then
   stage ratio-copy pv_ratio_of copy
   stage ratio-nomerge pv_ratio_of nomerge
   stage ratio-map pv_ratio_of map
-  echo "--- xenpvusbd log"; tail -40 $LAB_TMP/xenpvusbd.log
-  kill $(cat $LAB_TMP/xenpvusbd.pid) 2>/dev/null
+  pv_log 40
 fi

@@ -1,18 +1,7 @@
 # Scenario "xl": a controller made by `xl usbctrl-attach type=pv` is served by xenpvusbd (libxl waits
 # ~10 s for the backend to leave state 1), a device attached to it with our CLI is read by the guest,
-# and `xl destroy` completes without "unable to remove device".
-
-PV_BIN=/usr/local/lib/xenpvusb
-
-xl_install() {
-  [ -x /payload/xenpvusbd ] || { reason "no xenpvusbd in the payload"; return 1; }
-  mkdir -p $PV_BIN && cp /payload/xenpvusbd /payload/xenpvusb /payload/libxenpvusb-shim.so.1 $PV_BIN/
-  ln -sf $PV_BIN/xenpvusb /usr/local/bin/xenpvusb
-  $PV_BIN/xenpvusbd > $LAB_TMP/xl-xenpvusbd.log 2>&1 &
-  echo $! > $LAB_TMP/xl-xenpvusbd.pid
-  wait_for 60 grep -q "serving backend/vusb" $LAB_TMP/xl-xenpvusbd.log || { reason "daemon did not start"; return 1; }
-  reason "xenpvusbd serving backend/vusb"
-}
+# and `xl destroy` completes without "unable to remove device". xenpvusbd is the systemd service
+# (pv_ensure, guest-lib.sh: started here unless an earlier scenario left it running).
 
 xl_guest() {
   cat > $LAB_TMP/xl-guest.sh <<'G'
@@ -25,7 +14,7 @@ G
 
 xl_ctrl() {
   local t0=$SECONDS
-  xl usbctrl-attach xlg type=pv version=2 ports=8 || { tail -20 $LAB_TMP/xl-xenpvusbd.log; reason "xl usbctrl-attach failed"; return 1; }
+  xl usbctrl-attach xlg type=pv version=2 ports=8 || { pv_log 20; reason "xl usbctrl-attach failed"; return 1; }
   xl usb-list xlg
   reason "xl usbctrl-attach type=pv took $((SECONDS - t0)) s"
 }
@@ -51,12 +40,12 @@ xl_destroy() {
   reason "xl destroy took $((SECONDS - t0)) s, stick back in dom0"
 }
 
-if stage install -t 120 xl_install; then
+if stage install -t 120 pv_ensure; then
   if stage guest-create -t 240 xl_guest && stage usbctrl-attach -t 120 xl_ctrl; then
     stage attach-read -t 960 xl_attach
     stage destroy -t 120 xl_destroy
   else
     guest_destroy xlg > /dev/null
   fi
-  kill $(cat $LAB_TMP/xl-xenpvusbd.pid) 2>/dev/null
+  pv_log 20
 fi

@@ -29,7 +29,10 @@ internal unsafe interface IUsbfsFile : IDisposable
     /// <summary>USBDEVFS_IOCTL(USBDEVFS_DISCONNECT): unbind the interface's kernel driver.</summary>
     int DisconnectDriver(int interfaceNumber);
 
-    /// <summary>USBDEVFS_IOCTL(USBDEVFS_CONNECT): let the kernel bind a driver to the interface again.</summary>
+    /// <summary>
+    /// USBDEVFS_IOCTL(USBDEVFS_CONNECT): let the kernel bind a driver to the interface again. Returns 1 if a
+    /// driver was bound, 0 if none matched (device_attach's result), or -errno.
+    /// </summary>
     int ConnectDriver(int interfaceNumber);
 
     int SetConfiguration(int configurationValue);

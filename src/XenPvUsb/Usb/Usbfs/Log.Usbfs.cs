@@ -42,4 +42,10 @@ internal static partial class Log
 
     [LoggerMessage(EventId = 313, Level = LogLevel.Error, Message = "uevent socket receive failed: errno {Errno}; USB hotplug stopped")]
     public static partial void HotplugReceiveFailed(this ILogger logger, int errno);
+
+    [LoggerMessage(EventId = 314, Level = LogLevel.Information, Message = "usb {BusId}: plugged in (uevent {Action})")]
+    public static partial void HotplugArrived(this ILogger logger, string busId, string action);
+
+    [LoggerMessage(EventId = 315, Level = LogLevel.Information, Message = "usb {BusId}: gone (uevent {Action})")]
+    public static partial void HotplugLeft(this ILogger logger, string busId, string action);
 }

@@ -477,12 +477,13 @@ internal sealed unsafe class UsbfsDevice : IUsbHostDevice, IEventHandler
                 continue;
             }
             _hadDriver[n] = false;
+            // USBDEVFS_CONNECT returns device_attach()'s result: 1 = a driver was bound, 0 = none wanted the interface.
             int rc = _file.ConnectDriver(n);
-            if (rc == 0)
+            if (rc > 0)
             {
                 reconnected++;
             }
-            else if (rc != -EBUSY)
+            else if (rc < 0 && rc != -EBUSY)
             {
                 // EBUSY: a driver is bound already. ENOENT/EINVAL: that interface is not in the current configuration.
                 _logger.UsbfsReconnectFailed(BusId, n, -rc);

@@ -122,6 +122,7 @@ public sealed class UsbfsHost : IUsbHost, IDisposable
                 if (!_present.TryGetValue(uevent.BusId, out bool present) || !present)
                 {
                     _present[uevent.BusId] = true;
+                    _logger.HotplugArrived(uevent.BusId, uevent.Action);
                     Hotplug?.Invoke(new UsbHotplugEvent(uevent.BusId, Added: true));
                 }
                 break;
@@ -139,6 +140,7 @@ public sealed class UsbfsHost : IUsbHost, IDisposable
                 }
                 if (announce)
                 {
+                    _logger.HotplugLeft(uevent.BusId, uevent.Action);
                     Hotplug?.Invoke(new UsbHotplugEvent(uevent.BusId, Added: false));
                 }
                 break;
