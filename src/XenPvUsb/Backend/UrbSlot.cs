@@ -67,15 +67,7 @@ internal sealed class UrbSlot
     /// <summary>Makes this slot the lead of a merged transfer (owned by the controller's pool, not the slot).</summary>
     public void LeadGroup(UsbTransfer merged, int length)
     {
-        merged.Owner = _owner;
-        merged.Tag = Index;
-        merged.Status = 0;
-        merged.ActualLength = 0;
-        merged.ErrorCount = 0;
-        merged.StartFrame = 0;
-        merged.NumberOfPackets = 0;
-        Transfer = merged;
-        Cancelled = false;
+        Take(merged);
         Group ??= new List<UrbSlot>(Usbif.Usbif.USB_URB_RING_SIZE);
         Group.Clear();
         Group.Add(this);
@@ -104,6 +96,13 @@ internal sealed class UrbSlot
         {
             t = _large ??= new UsbTransfer(LargeCapacity);
         }
+        Take(t);
+        return t;
+    }
+
+    /// <summary>Makes <paramref name="t"/> this slot's transfer, its results cleared and its completion routed back here.</summary>
+    private void Take(UsbTransfer t)
+    {
         t.Owner = _owner;
         t.Tag = Index;
         t.Status = 0;
@@ -113,7 +112,6 @@ internal sealed class UrbSlot
         t.NumberOfPackets = 0;
         Transfer = t;
         Cancelled = false;
-        return t;
     }
 
     /// <summary>Frees the slot for the next request. Only once the device is done with the transfer: this unmaps the guest's pages.</summary>
