@@ -284,6 +284,7 @@ internal sealed partial class VusbController
         }
         int members = 1;
         int last = firstLength;
+        _mergeLengths[0] = firstLength;
         for (int j = index + 1; j < count && members < _freeSlots.Count; j++)
         {
             ref usbif_urb_request next = ref _batch[j];
@@ -293,9 +294,9 @@ internal sealed partial class VusbController
             {
                 break;
             }
+            _mergeLengths[members++] = length;
             total += length;
             last = length;
-            members++;
         }
         return members;
     }
@@ -312,7 +313,10 @@ internal sealed partial class VusbController
         return false;
     }
 
-    /// <summary>Submits batch requests [index, index + members) as one bulk IN transfer of <paramref name="total"/> bytes.</summary>
+    /// <summary>
+    /// Submits batch requests [index, index + members) as one bulk IN transfer of <paramref name="total"/>
+    /// bytes; their data lengths are the ones <see cref="MergeableRun"/> left in _mergeLengths.
+    /// </summary>
     private void SubmitMerged(int index, int members, UsbifPipe pipe, VusbPort p, int total)
     {
         if (!_mergedTransfers.TryPop(out UsbTransfer? t))
@@ -324,18 +328,16 @@ internal sealed partial class VusbController
         lead.Request = _batch[index];
         lead.Pipe = pipe;
         lead.Port = p.Number;
-        int firstLength = ValidateSegments(ref lead.Request, pipe, out int length) == USBIF_STATUS_OK ? length : 0;
-        lead.LeadGroup(t, firstLength);
-        int offset = firstLength;
+        lead.LeadGroup(t, _mergeLengths[0]);
+        int offset = _mergeLengths[0];
         for (int k = 1; k < members; k++)
         {
             UrbSlot m = _freeSlots.Pop();
             m.Request = _batch[index + k];
             m.Pipe = pipe;
             m.Port = p.Number;
-            ValidateSegments(ref m.Request, pipe, out length);
-            lead.AddToGroup(m, offset, length);
-            offset += length;
+            lead.AddToGroup(m, offset, _mergeLengths[k]);
+            offset += _mergeLengths[k];
         }
         t.Type = UsbTransferType.Bulk;
         t.Endpoint = pipe.EndpointAddress;
@@ -395,6 +397,8 @@ internal sealed partial class VusbController
             Finish(m, status, got);
         }
         _mergedTransfers.Push(t);
+        // As for a single transfer: the copies back to the guest (and the answers) count as grant work.
+        _stats.GrantTicks += Stopwatch.GetTimestamp() - now;
     }
 
     /// <summary>

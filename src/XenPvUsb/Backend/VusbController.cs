@@ -31,6 +31,7 @@ internal sealed partial class VusbController : IEventHandler, IBusyPollable, IUs
     private const int MergeAlignment = 1024;
 
     private readonly usbif_urb_request[] _batch = new usbif_urb_request[Usbif.Usbif.USB_URB_RING_SIZE];
+    private readonly int[] _mergeLengths = new int[Usbif.Usbif.USB_URB_RING_SIZE];
     private readonly Stack<UsbTransfer> _mergedTransfers = new(MaxMergedInFlight);
     private int _mergedTransfersMade;
     private readonly UrbSlot[] _groupScratch = new UrbSlot[Usbif.Usbif.USB_URB_RING_SIZE];
