@@ -22,6 +22,8 @@ internal sealed class NullUsbHost : IUsbHost
 
     private sealed class NullDevice : IUsbHostDevice
     {
+        private static readonly Task<int> s_ok = Task.FromResult(0);
+
         public NullDevice(string busId)
         {
             BusId = busId;
@@ -37,13 +39,15 @@ internal sealed class NullUsbHost : IUsbHost
         {
         }
 
-        public int SetConfiguration(int configurationValue) => 0;
+        public Task Released => Task.CompletedTask;
 
-        public int SetInterface(int interfaceNumber, int alternateSetting) => 0;
+        public Task<int> SetConfigurationAsync(int configurationValue) => s_ok;
 
-        public int ClearHalt(byte endpoint) => 0;
+        public Task<int> SetInterfaceAsync(int interfaceNumber, int alternateSetting) => s_ok;
 
-        public int Reset() => 0;
+        public Task<int> ClearHaltAsync(byte endpoint) => s_ok;
+
+        public Task<int> ResetAsync() => s_ok;
 
         public void Dispose()
         {

@@ -304,6 +304,19 @@ public abstract class EmulatedUsbDevice : IUsbHostDevice
         return 0;
     }
 
+    // The emulated operations are in-memory and quick, so they run on the caller's thread; a device
+    // that takes its time is a wrapper (SlowUsbDevice) around one.
+    public Task<int> SetConfigurationAsync(int configurationValue) => Task.FromResult(SetConfiguration(configurationValue));
+
+    public Task<int> SetInterfaceAsync(int interfaceNumber, int alternateSetting) => Task.FromResult(SetInterface(interfaceNumber, alternateSetting));
+
+    public Task<int> ClearHaltAsync(byte endpoint) => Task.FromResult(ClearHalt(endpoint));
+
+    public Task<int> ResetAsync() => Task.FromResult(Reset());
+
+    /// <summary>The claim is released within <see cref="Dispose"/>, so this is always complete.</summary>
+    public Task Released => Task.CompletedTask;
+
     /// <summary>Releases the claim (as closing the usbfs fd): pending transfers are killed with -ENOENT. The device stays usable.</summary>
     public void Dispose()
     {

@@ -61,8 +61,24 @@ internal sealed class UrbSlot
 
     public int GroupLength { get; private set; }
 
-    /// <summary>True while the request waits for its answer (owning a transfer or riding in one).</summary>
-    public bool InFlight => Transfer is not null || Lead is not null;
+    /// <summary>True while the request waits for its answer (owning a transfer, riding in one, or waiting for a device operation).</summary>
+    public bool InFlight => Transfer is not null || Lead is not null || OperationPending;
+
+    /// <summary>The request is a device operation (SET_CONFIGURATION, ...) running off the loop thread.</summary>
+    public bool OperationPending { get; private set; }
+
+    /// <summary>The controller's connection the request came in on: an answer is only given on that connection.</summary>
+    public int Epoch { get; set; }
+
+    /// <summary>Counts the slot's uses, so that a late result of a device operation finds out whether it still belongs here.</summary>
+    public int Generation { get; private set; }
+
+    /// <summary>Makes the slot wait for a device operation instead of a transfer.</summary>
+    public void BeginOperation()
+    {
+        OperationPending = true;
+        Cancelled = false;
+    }
 
     /// <summary>Makes this slot the lead of a merged transfer (owned by the controller's pool, not the slot).</summary>
     public void LeadGroup(UsbTransfer merged, int length)
@@ -125,6 +141,8 @@ internal sealed class UrbSlot
         }
         Transfer = null;
         Lead = null;
+        OperationPending = false;
+        Generation++;
         Group?.Clear();
         GroupOffset = 0;
         GroupLength = 0;

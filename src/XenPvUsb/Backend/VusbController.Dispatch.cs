@@ -96,9 +96,8 @@ internal sealed partial class VusbController
         }
         if (pipe.Type == UsbTransferType.Control)
         {
-            if (TryHandleControlLocally(ref req, p, out status))
+            if (TryHandleControlLocally(ref req, pipe, p))
             {
-                Respond(req.id, status, 0);
                 return 1;
             }
         }
@@ -171,8 +170,12 @@ internal sealed partial class VusbController
         return USBIF_STATUS_OK;
     }
 
-    /// <summary>SET_ADDRESS is answered here; SET_CONFIGURATION, SET_INTERFACE and CLEAR_FEATURE(ENDPOINT_HALT) go to the device's own operations.</summary>
-    private bool TryHandleControlLocally(ref usbif_urb_request req, VusbPort p, out int status)
+    /// <summary>
+    /// SET_ADDRESS is answered here; SET_CONFIGURATION, SET_INTERFACE and CLEAR_FEATURE(ENDPOINT_HALT) go to
+    /// the device's own operations, which run off the loop thread: the request holds a slot until its
+    /// result comes back. Returns false for a request that goes to the device as a control transfer.
+    /// </summary>
+    private bool TryHandleControlLocally(ref usbif_urb_request req, UsbifPipe pipe, VusbPort p)
     {
         ulong setup = req.u_ctrl;
         byte bmRequestType = (byte)setup;
@@ -185,25 +188,66 @@ internal sealed partial class VusbController
             case (0x00, ReqSetAddress):
                 if (wValue == 0 || wValue > 127)
                 {
-                    status = USBIF_STATUS_INVAL;
+                    Respond(req.id, USBIF_STATUS_INVAL, 0);
                     return true;
                 }
                 p.Address = wValue;
-                status = USBIF_STATUS_OK;
+                Respond(req.id, USBIF_STATUS_OK, 0);
                 return true;
             case (0x00, ReqSetConfiguration):
-                status = UsbifStatus.FromLinuxStatus(device.SetConfiguration(wValue & 0xff));
+                StartOperation(ref req, pipe, p, device.SetConfigurationAsync(wValue & 0xff));
                 return true;
             case (0x01, ReqSetInterface):
-                status = UsbifStatus.FromLinuxStatus(device.SetInterface(wIndex & 0xff, wValue & 0xff));
+                StartOperation(ref req, pipe, p, device.SetInterfaceAsync(wIndex & 0xff, wValue & 0xff));
                 return true;
             case (0x02, ReqClearFeature) when wValue == 0:
-                status = UsbifStatus.FromLinuxStatus(device.ClearHalt((byte)wIndex));
+                StartOperation(ref req, pipe, p, device.ClearHaltAsync((byte)wIndex));
                 return true;
             default:
-                status = 0;
                 return false;
         }
+    }
+
+    private void StartOperation(ref usbif_urb_request req, UsbifPipe pipe, VusbPort p, Task<int> operation)
+    {
+        if (!_freeSlots.TryPop(out UrbSlot? slot))
+        {
+            Reject(req.id, USBIF_STATUS_SHUTDOWN, "no free request slot", p.Number);
+            return;
+        }
+        slot.Request = req;
+        slot.Pipe = pipe;
+        slot.Port = p.Number;
+        slot.Epoch = _epoch;
+        slot.BeginOperation();
+        if (operation.IsCompleted)
+        {
+            FinishOperation(slot, slot.Generation, operation);
+            return;
+        }
+        int generation = slot.Generation;
+        operation.ContinueWith(t => _loop.Post(() =>
+        {
+            FinishOperation(slot, generation, t);
+            if (_dispatchDepth == 0)
+            {
+                PushResponses();
+            }
+        }), CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
+    }
+
+    private void FinishOperation(UrbSlot slot, int generation, Task<int> operation)
+    {
+        if (slot.Generation != generation || !slot.OperationPending)
+        {
+            return; // the controller let go of the slot meanwhile
+        }
+        int status = operation.IsCompletedSuccessfully ? UsbifStatus.FromLinuxStatus(operation.Result) : USBIF_STATUS_IOERROR;
+        if (slot.Cancelled && status == USBIF_STATUS_OK)
+        {
+            status = USBIF_STATUS_SHUTDOWN;
+        }
+        Finish(slot, status, 0);
     }
 
     private unsafe void Submit(ref usbif_urb_request req, UsbifPipe pipe, VusbPort p, int segmentBytes)
@@ -217,6 +261,7 @@ internal sealed partial class VusbController
         slot.Request = req;
         slot.Pipe = pipe;
         slot.Port = p.Number;
+        slot.Epoch = _epoch;
 
         bool control = pipe.Type == UsbTransferType.Control;
         int dataLength = control ? (int)(req.u_ctrl >> 48) : segmentBytes;
@@ -328,6 +373,7 @@ internal sealed partial class VusbController
         lead.Request = _batch[index];
         lead.Pipe = pipe;
         lead.Port = p.Number;
+        lead.Epoch = _epoch;
         lead.LeadGroup(t, _mergeLengths[0]);
         int offset = _mergeLengths[0];
         for (int k = 1; k < members; k++)
@@ -336,6 +382,7 @@ internal sealed partial class VusbController
             m.Request = _batch[index + k];
             m.Pipe = pipe;
             m.Port = p.Number;
+            m.Epoch = _epoch;
             lead.AddToGroup(m, offset, _mergeLengths[k]);
             offset += _mergeLengths[k];
         }
@@ -478,6 +525,12 @@ internal sealed partial class VusbController
             return;
         }
         target.Cancelled = true;
+        if (target.OperationPending)
+        {
+            // A device operation cannot be called back; it is answered when it returns.
+            Respond(id, USBIF_STATUS_OK, 0);
+            return;
+        }
         // A request merged with others is unlinked by cancelling their common transfer; those whose
         // data already arrived still succeed, the rest are answered SHUTDOWN.
         _ports[port].Device?.Cancel((target.Lead ?? target).Transfer!);
@@ -505,10 +558,18 @@ internal sealed partial class VusbController
     {
         foreach (UrbSlot s in _slots)
         {
-            if (s.Transfer is { } t && (port == 0 || s.Port == port))
+            if (port != 0 && s.Port != port)
+            {
+                continue;
+            }
+            if (s.Transfer is { } t)
             {
                 s.Cancelled = true;
                 _ports[s.Port].Device?.Cancel(t);
+            }
+            else if (s.OperationPending)
+            {
+                s.Cancelled = true;
             }
         }
     }
@@ -588,9 +649,10 @@ internal sealed partial class VusbController
     private void Finish(UrbSlot slot, int status, int actual)
     {
         ushort id = slot.Request.id;
+        bool current = slot.Epoch == _epoch;
         slot.Release();
         _freeSlots.Push(slot);
-        if (_evtchn is not null && !_ringError)
+        if (current && _evtchn is not null && !_ringError)
         {
             Respond(id, status, actual);
         }

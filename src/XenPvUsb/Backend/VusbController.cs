@@ -45,6 +45,7 @@ internal sealed partial class VusbController : IEventHandler, IBusyPollable, IUs
     private bool _ringError;
     private int _dispatchDepth;
     private int _foreignDrainScheduled;
+    private int _epoch;
     private UrbStatistics _stats;
 
     public VusbController(DomId frontend, int devId, int numPorts, int usbVersion, IGrantTable grants, EventLoop loop, ILogger logger,
@@ -131,6 +132,7 @@ internal sealed partial class VusbController : IEventHandler, IBusyPollable, IUs
         _urbRing = new BackRing<usbif_urb_request, usbif_urb_response>(urb.Address);
         _connRing = new BackRing<usbif_conn_request, usbif_conn_response>(conn.Address);
         _ringError = false;
+        _epoch++;
         _evtchn = evtchn;
         _evtchnRegistration = _loop.Register(evtchn.Fd, this);
         _logger.ControllerConnected(Frontend.Value, DevId, urbRingRef.Value, connRingRef.Value, evtchn.LocalPort.Value);

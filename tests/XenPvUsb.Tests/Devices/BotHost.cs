@@ -58,7 +58,7 @@ internal sealed class BotHost
         UsbTransfer csw = In(13);
         if (csw.Status == UrbStatus.Epipe)
         {
-            Assert.That(_device.ClearHalt(MassStorageDevice.BulkInEndpoint), Is.Zero);
+            Assert.That(_device.ClearHaltAsync(MassStorageDevice.BulkInEndpoint).Result, Is.Zero);
             csw = In(13);
         }
 

@@ -118,7 +118,7 @@ public sealed class EmulatedUsbHostTests
         Assert.That(pending.Status, Is.EqualTo(UrbStatus.Enodev));
         Assert.That(pending.Tag, Is.EqualTo(1));
         Assert.That(UsbTestIo.Data(handle, recorder, UsbTransferType.Interrupt, 0x81, 8).Status, Is.EqualTo(UrbStatus.Enodev));
-        Assert.That(handle.SetConfiguration(1), Is.EqualTo(UrbStatus.Enodev));
+        Assert.That(handle.SetConfigurationAsync(1).Result, Is.EqualTo(UrbStatus.Enodev));
         Assert.That(_host.Find("1-1"), Is.Null);
         Assert.That(_events[^1], Is.EqualTo(new UsbHotplugEvent("1-1", false)));
         Assert.That(_host.Unplug("1-1"), Is.False);

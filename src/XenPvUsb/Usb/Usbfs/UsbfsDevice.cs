@@ -171,6 +171,17 @@ internal sealed unsafe class UsbfsDevice : IUsbHostDevice, IEventHandler
         _file.DiscardUrb(entry.Urb);
     }
 
+    // Interim: the operations still run on the caller's (loop) thread; they move to a worker next.
+    public Task<int> SetConfigurationAsync(int configurationValue) => Task.FromResult(SetConfiguration(configurationValue));
+
+    public Task<int> SetInterfaceAsync(int interfaceNumber, int alternateSetting) => Task.FromResult(SetInterface(interfaceNumber, alternateSetting));
+
+    public Task<int> ClearHaltAsync(byte endpoint) => Task.FromResult(ClearHalt(endpoint));
+
+    public Task<int> ResetAsync() => Task.FromResult(Reset());
+
+    public Task Released => Task.CompletedTask;
+
     public int SetConfiguration(int configurationValue)
     {
         if (_gone || _closed)
