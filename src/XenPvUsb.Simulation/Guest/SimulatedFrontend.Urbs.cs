@@ -159,6 +159,40 @@ public sealed partial class SimulatedFrontend
         }
     }
 
+    /// <summary>The urb ring's req_prod as this frontend last published it.</summary>
+    public uint RequestProducer
+    {
+        get
+        {
+            lock (_ringLock)
+            {
+                return _urbRing.ReqProdPvt;
+            }
+        }
+    }
+
+    /// <summary>The conn ring's req_prod as this frontend last published it (512 + events answered).</summary>
+    public uint ConnRequestProducer
+    {
+        get
+        {
+            lock (_ringLock)
+            {
+                return _connRing.ReqProdPvt;
+            }
+        }
+    }
+
+    /// <summary>Writes a raw conn ring req_prod (hostile-frontend tests) and kicks the backend.</summary>
+    public void CorruptConnRequestProducer(uint value)
+    {
+        lock (_ringLock)
+        {
+            _connRing.ForceRequestProd(value);
+            _port!.Notify();
+        }
+    }
+
     /// <summary>Grants one guest page to the backend and returns the ref (hostile tests build raw segments with it).</summary>
     public (nint Page, XenPvUsb.Xen.GrantRef Ref) GrantPage(bool readOnly)
     {

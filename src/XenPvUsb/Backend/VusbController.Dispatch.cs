@@ -32,7 +32,12 @@ internal sealed partial class VusbController
             int count = 0;
             while (_urbRing.ReqCons != prod)
             {
-                _batch[count++] = _urbRing.CopyNextRequest();
+                if (count == _batch.Length || !_urbRing.TryCopyNextRequest(out _batch[count]))
+                {
+                    LatchRingError("urb ring", prod);
+                    return;
+                }
+                count++;
             }
             if (count > 0)
             {
@@ -60,14 +65,15 @@ internal sealed partial class VusbController
     private int HandleRequest(int index, int count)
     {
         ref usbif_urb_request req = ref _batch[index];
-        var pipe = new UsbifPipe(req.pipe);
+        UrbRequestVerdict verdict = UrbRequestValidator.Validate(in req, NumPorts);
+        UsbifPipe pipe = verdict.Pipe;
         int port = pipe.Port;
-        if (port < 1 || port > NumPorts)
+        if (!verdict.IsValid)
         {
-            Reject(req.id, USBIF_STATUS_INVAL, "port out of range", port);
+            Reject(req.id, verdict.Status, verdict.Reason!, port);
             return 1;
         }
-        if (pipe.IsUnlink)
+        if (verdict.IsUnlink)
         {
             HandleUnlink(req.id, port, req.u_unlink_unlink_id);
             return 1;
@@ -77,12 +83,7 @@ internal sealed partial class VusbController
             Reject(req.id, USBIF_STATUS_INVAL, "id already in flight", port);
             return 1;
         }
-        int status = ValidateSegments(ref req, pipe, out int dataLength);
-        if (status != USBIF_STATUS_OK)
-        {
-            Reject(req.id, status, "bad segments", port);
-            return 1;
-        }
+        int dataLength = verdict.DataLength;
         VusbPort p = _ports[port];
         if (p.Device is null)
         {
@@ -118,56 +119,6 @@ internal sealed partial class VusbController
         }
         Submit(ref req, pipe, p, dataLength);
         return 1;
-    }
-
-    /// <summary>
-    /// Checks the request's segments: count, page bounds, and that they add up to buffer_length.
-    /// Grant refs themselves are checked by the grant copy (an ungranted ref fails there).
-    /// </summary>
-    private static int ValidateSegments(ref usbif_urb_request req, UsbifPipe pipe, out int dataLength)
-    {
-        dataLength = 0;
-        int nsegs = req.nr_buffer_segs;
-        int total = nsegs;
-        if (pipe.Type == UsbTransferType.Isochronous)
-        {
-            total += req.u_isoc_nr_frame_desc_segs;
-        }
-        if (nsegs > USBIF_MAX_SEGMENTS_PER_REQUEST || total > USBIF_MAX_SEGMENTS_PER_REQUEST)
-        {
-            return USBIF_STATUS_INVAL;
-        }
-        int sum = 0;
-        for (int i = 0; i < total; i++)
-        {
-            usbif_request_segment seg = req.seg[i];
-            if (seg.length == 0 || seg.offset + seg.length > PageSize)
-            {
-                return USBIF_STATUS_INVAL;
-            }
-            if (i < nsegs)
-            {
-                sum += seg.length;
-            }
-        }
-        // buffer_length is a u16: Linux xen-hcd sends a 64 KiB buffer (16 full pages) as 0. The
-        // segments are the truth; buffer_length must agree with them modulo 2^16.
-        if ((sum & 0xFFFF) != req.buffer_length)
-        {
-            return USBIF_STATUS_INVAL;
-        }
-        dataLength = sum;
-        if (pipe.Type == UsbTransferType.Control)
-        {
-            // The data stage is wLength bytes of the buffer; a guest that claims more than it gave is refused
-            // (QEMU's backend trusted wLength here).
-            int wLength = (int)(req.u_ctrl >> 48);
-            if (wLength > sum)
-            {
-                return USBIF_STATUS_INVAL;
-            }
-        }
-        return USBIF_STATUS_OK;
     }
 
     /// <summary>
@@ -333,8 +284,13 @@ internal sealed partial class VusbController
         for (int j = index + 1; j < count && members < _freeSlots.Count; j++)
         {
             ref usbif_urb_request next = ref _batch[j];
-            if (next.pipe != first.pipe || next.transfer_flags != first.transfer_flags || last % MergeAlignment != 0
-                || ValidateSegments(ref next, pipe, out int length) != USBIF_STATUS_OK || length == 0 || total + length > MaxMergedBytes
+            if (next.pipe != first.pipe || next.transfer_flags != first.transfer_flags || last % MergeAlignment != 0)
+            {
+                break;
+            }
+            UrbRequestVerdict verdict = UrbRequestValidator.Validate(in next, NumPorts);
+            int length = verdict.DataLength;
+            if (!verdict.IsValid || length == 0 || total + length > MaxMergedBytes
                 || FindInFlight(next.id) is not null || IdInBatch(next.id, index, j))
             {
                 break;

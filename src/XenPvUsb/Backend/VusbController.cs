@@ -308,7 +308,11 @@ internal sealed partial class VusbController : IEventHandler, IBusyPollable, IUs
         }
         while (_pendingConnEvents.Count > 0 && _connRing.ReqCons != prod)
         {
-            usbif_conn_request req = _connRing.CopyNextRequest();
+            if (!_connRing.TryCopyNextRequest(out usbif_conn_request req))
+            {
+                LatchRingError("conn ring", prod);
+                return;
+            }
             usbif_conn_response rsp = _pendingConnEvents.Dequeue();
             rsp.id = req.id;
             _connRing.PutResponse(rsp);

@@ -13,13 +13,25 @@ public unsafe struct BackRing<TRequest, TResponse>
     private readonly int _entrySize;
 
     public BackRing(nint page, int pageSize = 4096)
+        : this(page, 0, 0, pageSize)
+    {
+    }
+
+    /// <summary>Attaches to a ring that is already running, at the given private indexes (a daemon re-adopting a connected frontend).</summary>
+    public BackRing(nint page, uint reqCons, uint rspProdPvt, int pageSize = 4096)
     {
         _page = (byte*)page;
         _entrySize = Math.Max(sizeof(TRequest), sizeof(TResponse));
         Size = (uint)RingIndex.RingSize(pageSize, _entrySize);
-        ReqCons = 0;
-        RspProdPvt = 0;
+        ReqCons = reqCons;
+        RspProdPvt = rspProdPvt;
     }
+
+    /// <summary>The shared rsp_prod as the frontend sees it (what was published).</summary>
+    public readonly uint SharedResponseProd => Volatile.Read(ref *(uint*)(_page + RingIndex.RspProdOffset));
+
+    /// <summary>The shared req_prod, unchecked.</summary>
+    public readonly uint SharedRequestProd => Volatile.Read(ref *(uint*)(_page + RingIndex.ReqProdOffset));
 
     public readonly uint Size { get; }
 
@@ -31,19 +43,31 @@ public unsafe struct BackRing<TRequest, TResponse>
 
     /// <summary>
     /// Snapshots the frontend's req_prod (then the read barrier) and checks it. Returns false when the
-    /// frontend claims more requests than the ring can hold: that is ring-level nonsense.
+    /// index is ring-level nonsense: more requests than the ring can hold (RING_REQUEST_PROD_OVERFLOW),
+    /// or a producer that went back behind what was already consumed, or sideways by any other amount
+    /// (then req_prod - req_cons, taken modulo 2^32, exceeds the free slots).
     /// </summary>
     public readonly bool TryReadRequestProd(out uint reqProd)
     {
         reqProd = Volatile.Read(ref *(uint*)(_page + RingIndex.ReqProdOffset));
-        return !RingIndex.RequestProdOverflow(reqProd, RspProdPvt, Size);
+        return RingIndex.IsValidRequestProd(reqProd, ReqCons, RspProdPvt, Size);
     }
 
-    /// <summary>RING_COPY_REQUEST at req_cons, then advances req_cons.</summary>
-    public TRequest CopyNextRequest()
+    /// <summary>
+    /// RING_COPY_REQUEST at req_cons, then advances req_cons; refused (false) when consuming it would
+    /// overrun the responses not yet produced (RING_REQUEST_CONS_OVERFLOW), so a bad index can never
+    /// make the caller copy more than a ring's worth.
+    /// </summary>
+    public bool TryCopyNextRequest(out TRequest request)
     {
+        if (RingIndex.RequestConsOverflow(ReqCons, RspProdPvt, Size))
+        {
+            request = default;
+            return false;
+        }
         byte* slot = SharedRingPage.Slot(_page, ReqCons++, Size, _entrySize);
-        return SharedRingPage.Read<TRequest>(slot);
+        request = SharedRingPage.Read<TRequest>(slot);
+        return true;
     }
 
     public void PutResponse(in TResponse response)

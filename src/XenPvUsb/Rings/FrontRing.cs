@@ -8,17 +8,22 @@ public unsafe struct FrontRing<TRequest, TResponse>
     private readonly byte* _page;
     private readonly int _entrySize;
 
-    /// <summary>XEN_FRONT_RING_INIT: initialises the shared header and attaches.</summary>
-    public FrontRing(nint page, int pageSize = 4096)
+    /// <summary>
+    /// XEN_FRONT_RING_INIT: initialises the shared header and attaches. A non-zero
+    /// <paramref name="startIndex"/> starts both producers there (tests of index wrap-around).
+    /// </summary>
+    public FrontRing(nint page, int pageSize = 4096, uint startIndex = 0)
     {
         _page = (byte*)page;
         _entrySize = Math.Max(sizeof(TRequest), sizeof(TResponse));
         Size = (uint)RingIndex.RingSize(pageSize, _entrySize);
         new Span<byte>(_page, RingIndex.HeaderSize).Clear();
-        *(uint*)(_page + RingIndex.ReqEventOffset) = 1;
-        *(uint*)(_page + RingIndex.RspEventOffset) = 1;
-        ReqProdPvt = 0;
-        RspCons = 0;
+        *(uint*)(_page + RingIndex.ReqProdOffset) = startIndex;
+        *(uint*)(_page + RingIndex.RspProdOffset) = startIndex;
+        *(uint*)(_page + RingIndex.ReqEventOffset) = startIndex + 1;
+        *(uint*)(_page + RingIndex.RspEventOffset) = startIndex + 1;
+        ReqProdPvt = startIndex;
+        RspCons = startIndex;
     }
 
     public readonly uint Size { get; }

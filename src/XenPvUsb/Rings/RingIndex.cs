@@ -29,6 +29,17 @@ public static class RingIndex
     /// <summary>RING_REQUEST_PROD_OVERFLOW: a frontend cannot have produced more requests than there are free slots.</summary>
     public static bool RequestProdOverflow(uint prod, uint rspProdPvt, uint size) => prod - rspProdPvt > size;
 
+    /// <summary>RING_REQUEST_CONS_OVERFLOW: consuming at <paramref name="cons"/> would leave no slot for its response.</summary>
+    public static bool RequestConsOverflow(uint cons, uint rspProdPvt, uint size) => cons - rspProdPvt >= size;
+
+    /// <summary>
+    /// A req_prod the backend can accept: it neither overflows the ring nor stands behind req_cons.
+    /// The requests it announces, req_prod - req_cons (mod 2^32), fit in the slots not holding a
+    /// request still waiting for its response.
+    /// </summary>
+    public static bool IsValidRequestProd(uint prod, uint reqCons, uint rspProdPvt, uint size) =>
+        !RequestProdOverflow(prod, rspProdPvt, size) && prod - reqCons <= size - (reqCons - rspProdPvt);
+
     /// <summary>RING_RESPONSE_PROD_OVERFLOW, for the frontend side.</summary>
     public static bool ResponseProdOverflow(uint prod, uint rspCons, uint size) => prod - rspCons > size;
 

@@ -217,4 +217,52 @@ public sealed class HostileFrontendTests
         Assert.That(await _world.Loop.InvokeAsync(() => c.IsConnected), Is.False);
         Assert.That(_world.Registry.Count, Is.EqualTo(2), "the daemon still serves both controllers' xenstore nodes");
     }
+
+    private async Task AssertControllerStoppedAsync()
+    {
+        string state = $"/local/domain/0/backend/vusb/{_hostile.Id.Value}/{_hostile.DevId}/state";
+        await _world.WaitForStateAsync(state, "5");
+        VusbController c = _world.Registry.Find(_hostile.Id, _hostile.DevId)!.Controller!;
+        Assert.That(await _world.Loop.InvokeAsync(() => c.IsConnected), Is.False);
+        Assert.That(_world.Registry.Count, Is.EqualTo(2), "the daemon still serves both controllers' xenstore nodes");
+        Assert.That(_world.Loop.Completion.IsCompleted, Is.False, "the event loop goes on");
+    }
+
+    private async Task<Task<UrbResult>> KeyboardReadInFlightAsync()
+    {
+        var kbd = new HidKeyboardDevice();
+        string busId = _world.Plug(kbd);
+        await _world.Toolstack.AttachAsync(_hostile.Id, _hostile.DevId, 2, busId);
+        await _hostile.Frontend.WaitForPortAsync(2, true, TimeSpan.FromSeconds(5));
+        GuestUsbDevice k = await GuestUsbDevice.EnumerateAsync(_hostile.Frontend, 2, 3);
+        Task<UrbResult> pending = k.InterruptAsync(0x81, new byte[8]);
+        await Task.Delay(20);
+        Assert.That(_hostile.Frontend.InFlightRequestIds(), Has.Count.EqualTo(1));
+        return pending;
+    }
+
+    [TestCase(-1, TestName = "ReqProdOneBehindReqCons_WithAnUrbInFlight_StopsOnlyThatController")]
+    [TestCase(-16, TestName = "ReqProdSixteenBehind_WithAnUrbInFlight_StopsOnlyThatController")]
+    [TestCase(int.MinValue, TestName = "ReqProdHalfTheIndexSpaceAway_WithAnUrbInFlight_StopsOnlyThatController")]
+    [TestCase(16, TestName = "ReqProdOneMoreThanTheFreeSlots_WithAnUrbInFlight_StopsOnlyThatController")]
+    public async Task ReqProdGame_WithAnUrbInFlight(int delta)
+    {
+        Task<UrbResult> pending = await KeyboardReadInFlightAsync();
+        _hostile.Frontend.CorruptRequestProducer(unchecked(_hostile.Frontend.RequestProducer + (uint)delta));
+        await AssertControllerStoppedAsync();
+        GC.KeepAlive(pending);
+    }
+
+    [TestCase(1, TestName = "ConnReqProdBeyondTheDummies_StopsOnlyThatController")]
+    [TestCase(-513, TestName = "ConnReqProdOneBehindWhatWasConsumed_StopsOnlyThatController")]
+    [TestCase(-600, TestName = "ConnReqProdBackwards_StopsOnlyThatController")]
+    public async Task ConnReqProdGame(int delta)
+    {
+        // The conn ring's req_prod is legitimately 512 + the events answered; the backend looks at it
+        // when it has an event to send.
+        _hostile.Frontend.CorruptConnRequestProducer(unchecked(_hostile.Frontend.ConnRequestProducer + (uint)delta));
+        string busId = _world.Plug(new HidKeyboardDevice());
+        await _world.Toolstack.AttachAsync(_hostile.Id, _hostile.DevId, 3, busId);
+        await AssertControllerStoppedAsync();
+    }
 }
