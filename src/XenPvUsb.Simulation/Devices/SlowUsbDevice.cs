@@ -98,6 +98,8 @@ public sealed class SlowUsbDevice : IUsbHostDevice
 
     public Task<int> ResetAsync() => Slowly(() => _inner.ResetAsync());
 
+    public void Close() => Dispose();
+
     public void Dispose()
     {
         UsbTransfer[] hung;

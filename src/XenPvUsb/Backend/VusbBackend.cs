@@ -109,6 +109,14 @@ internal sealed class VusbBackend : IAsyncDisposable
                 c.Failed = OnControllerFailed;
                 return c;
             }).ConfigureAwait(false);
+            string? backendState = await xs.ReadAsync($"{BackendPath}/state").ConfigureAwait(false);
+            string? frontendState = await xs.ReadAsync($"{FrontendPath}/state").ConfigureAwait(false);
+            if (backendState == "4" && frontendState == "4" && await TryAdoptLockedAsync().ConfigureAwait(false))
+            {
+                _frontendWatch = await xs.WatchAsync($"{FrontendPath}/state").ConfigureAwait(false);
+                _frontendWatchLoop = FrontendWatchLoopAsync(_frontendWatch);
+                return true;
+            }
             await WriteStateAsync(XenbusState.InitWait).ConfigureAwait(false);
             _logger.BackendInitialised(Frontend.Value, DevId, numPorts, usbVer, grantMode);
             await SyncPortsLockedAsync().ConfigureAwait(false);
@@ -182,6 +190,10 @@ internal sealed class VusbBackend : IAsyncDisposable
             {
                 return;
             }
+            if (host.StateDirectory is { } dir && File.Exists(ControllerJournal.PathFor(dir, frontend.Value, devId)))
+            {
+                File.Delete(ControllerJournal.PathFor(dir, frontend.Value, devId));
+            }
             await xs.TransactAsync(async tx =>
             {
                 await xs.RemoveAsync($"{root}/{devId}", tx).ConfigureAwait(false);
@@ -196,7 +208,7 @@ internal sealed class VusbBackend : IAsyncDisposable
             }).ConfigureAwait(false);
             logger.ControllerNodesRemoved(frontend.Value, devId);
         }
-        catch (XenStoreException e)
+        catch (Exception e) when (e is XenStoreException or IOException or UnauthorizedAccessException)
         {
             logger.BackendFailed(frontend.Value, devId, e);
         }
@@ -245,6 +257,12 @@ internal sealed class VusbBackend : IAsyncDisposable
             }
         }
         await _cts.CancelAsync().ConfigureAwait(false);
+        await StopWatchingAsync().ConfigureAwait(false);
+        // _cts is cancelled, not disposed: late callers (hotplug, @releaseDomain) may still ask for its token.
+    }
+
+    private async Task StopWatchingAsync()
+    {
         if (_frontendWatch is not null)
         {
             try
@@ -259,7 +277,6 @@ internal sealed class VusbBackend : IAsyncDisposable
         {
             await _frontendWatchLoop.ConfigureAwait(false);
         }
-        // _cts is cancelled, not disposed: late callers (hotplug, @releaseDomain) may still ask for its token.
     }
 
     private async Task FrontendWatchLoopAsync(XenStoreWatch watch)
@@ -400,12 +417,13 @@ internal sealed class VusbBackend : IAsyncDisposable
             return;
         }
         VusbController c = _controller!;
+        ControllerJournal? journal = CreateJournal(urbRef, connRef, port);
         try
         {
             IEventChannel channel = _host.EventChannels.BindInterdomain(Frontend, new EvtchnPort(port));
             try
             {
-                await _host.Loop.InvokeAsync(() => c.Connect(new GrantRef(urbRef), new GrantRef(connRef), channel)).ConfigureAwait(false);
+                await _host.Loop.InvokeAsync(() => c.Connect(new GrantRef(urbRef), new GrantRef(connRef), channel, journal)).ConfigureAwait(false);
             }
             catch
             {
@@ -415,11 +433,160 @@ internal sealed class VusbBackend : IAsyncDisposable
         }
         catch (Exception e) when (e is GrantException or EventChannelException)
         {
+            journal?.Delete();
             _logger.ConnectFailed(Frontend.Value, DevId, e.Message);
             await WriteStateAsync(XenbusState.Closing).ConfigureAwait(false);
             return;
         }
         await WriteStateAsync(XenbusState.Connected).ConfigureAwait(false);
+    }
+
+    private ControllerJournal? CreateJournal(uint urbRef, uint connRef, uint port)
+    {
+        if (_host.StateDirectory is not { } dir)
+        {
+            return null;
+        }
+        try
+        {
+            return ControllerJournal.Create(dir, Frontend.Value, DevId, urbRef, connRef, port);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            _logger.JournalUnavailable(Frontend.Value, DevId, dir, e.Message);
+            return null;
+        }
+    }
+
+    /// <summary>
+    /// Backend and frontend are both Connected: a predecessor daemon served this controller. Take it over
+    /// from its journal if the journal belongs to the connection the frontend advertises; the guest
+    /// notices at most errors on the requests that were in flight. Returns false if it cannot be
+    /// re-adopted (no or another connection's journal, or the snapshot does not fit the rings).
+    /// </summary>
+    private async Task<bool> TryAdoptLockedAsync()
+    {
+        XenStoreConnection xs = _host.Store;
+        string? urb = await xs.ReadAsync($"{FrontendPath}/urb-ring-ref").ConfigureAwait(false);
+        string? conn = await xs.ReadAsync($"{FrontendPath}/conn-ring-ref").ConfigureAwait(false);
+        string? evtchn = await xs.ReadAsync($"{FrontendPath}/event-channel").ConfigureAwait(false);
+        if (_host.StateDirectory is not { } dir
+            || !uint.TryParse(urb, NumberStyles.None, CultureInfo.InvariantCulture, out uint urbRef)
+            || !uint.TryParse(conn, NumberStyles.None, CultureInfo.InvariantCulture, out uint connRef)
+            || !uint.TryParse(evtchn, NumberStyles.None, CultureInfo.InvariantCulture, out uint port))
+        {
+            _logger.AdoptionImpossible(Frontend.Value, DevId, "no recovery journal or frontend ring nodes");
+            return false;
+        }
+        ControllerJournal? journal;
+        ControllerSnapshot snapshot;
+        try
+        {
+            journal = ControllerJournal.TryOpen(dir, Frontend.Value, DevId, urbRef, connRef, port, out snapshot);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            _logger.AdoptionImpossible(Frontend.Value, DevId, e.Message);
+            return false;
+        }
+        if (journal is null)
+        {
+            _logger.AdoptionImpossible(Frontend.Value, DevId, "no recovery journal for this connection");
+            return false;
+        }
+        VusbController c = _controller!;
+        try
+        {
+            IEventChannel channel = _host.EventChannels.BindInterdomain(Frontend, new EvtchnPort(port));
+            try
+            {
+                await _host.Loop.InvokeAsync(() => c.Adopt(new GrantRef(urbRef), new GrantRef(connRef), channel, journal, in snapshot)).ConfigureAwait(false);
+            }
+            catch
+            {
+                channel.Dispose();
+                throw;
+            }
+        }
+        catch (Exception e) when (e is GrantException or EventChannelException or InvalidDataException)
+        {
+            journal.Dispose();
+            _logger.AdoptionImpossible(Frontend.Value, DevId, e.Message);
+            return false;
+        }
+        _state = XenbusState.Connected;
+        await SyncPortsLockedAsync().ConfigureAwait(false);
+        await _host.Loop.InvokeAsync(c.ResumeAdopted).ConfigureAwait(false);
+        return true;
+    }
+
+    /// <summary>
+    /// The daemon stops and a successor will take over (systemctl restart, upgrade): nothing is said to
+    /// the guest and nothing is given back to dom0. Requests in flight get <paramref name="grace"/> to
+    /// finish, the rest are answered IOERROR; the rings are let go with the journal kept; devices are
+    /// closed with their ports still claimed.
+    /// </summary>
+    public async Task SuspendAsync(TimeSpan grace)
+    {
+        using (await _lock.LockAsync().ConfigureAwait(false))
+        {
+            if (_disposed)
+            {
+                return;
+            }
+            _disposed = true;
+            if (_controller is not { } c)
+            {
+                return;
+            }
+            bool connected = await _host.Loop.InvokeAsync(() =>
+            {
+                c.Suspend();
+                return c.IsConnected;
+            }).ConfigureAwait(false);
+            if (connected)
+            {
+                long deadline = Environment.TickCount64 + (long)grace.TotalMilliseconds;
+                while (await _host.Loop.InvokeAsync(() => c.InFlight).ConfigureAwait(false) > 0 && Environment.TickCount64 < deadline)
+                {
+                    await Task.Delay(5).ConfigureAwait(false);
+                }
+                await _host.Loop.InvokeAsync(() => c.AnswerAllInFlight(Usbif.Usbif.USBIF_STATUS_IOERROR)).ConfigureAwait(false);
+            }
+            await _host.Loop.InvokeAsync(() =>
+            {
+                c.Release();
+                for (int port = 1; port <= c.NumPorts; port++)
+                {
+                    c.TakeDevice(port)?.Close();
+                }
+            }).ConfigureAwait(false);
+        }
+        await _cts.CancelAsync().ConfigureAwait(false);
+        await StopWatchingAsync().ConfigureAwait(false);
+    }
+
+    /// <summary>Tests: what the kernel does to a daemon's connections when its process dies (no answers, journal as it stands).</summary>
+    internal async Task CrashAsync()
+    {
+        using (await _lock.LockAsync().ConfigureAwait(false))
+        {
+            _disposed = true;
+            if (_controller is { } c)
+            {
+                await _host.Loop.InvokeAsync(() =>
+                {
+                    c.Suspend();
+                    c.Release(crash: true);
+                    for (int port = 1; port <= c.NumPorts; port++)
+                    {
+                        c.TakeDevice(port)?.Close();
+                    }
+                }).ConfigureAwait(false);
+            }
+        }
+        await _cts.CancelAsync().ConfigureAwait(false);
+        await StopWatchingAsync().ConfigureAwait(false);
     }
 
     private async Task DisconnectLockedAsync(bool releaseDevices)

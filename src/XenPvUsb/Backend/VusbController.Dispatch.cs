@@ -43,6 +43,8 @@ internal sealed partial class VusbController
             {
                 _stats.Batches++;
                 _stats.Requests += count;
+                // Consumed, not yet answered or in a slot: a successor must count them as in flight.
+                SaveSnapshot(count);
             }
             for (int i = 0; i < count;)
             {

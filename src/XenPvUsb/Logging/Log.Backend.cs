@@ -16,6 +16,9 @@ internal static partial class Log
     [LoggerMessage(EventId = 201, Level = LogLevel.Information, Message = "vusb {DomId}/{DevId}: connected (urb-ring-ref {UrbRef}, conn-ring-ref {ConnRef}, local port {Port})")]
     public static partial void ControllerConnected(this ILogger logger, int domId, int devId, uint urbRef, uint connRef, uint port);
 
+    [LoggerMessage(EventId = 208, Level = LogLevel.Information, Message = "vusb {DomId}/{DevId}: re-adopted from the recovery journal: {InFlight} requests in flight at the predecessor's end answered IOERROR, {Waiting} waiting in the ring")]
+    public static partial void ControllerAdopted(this ILogger logger, int domId, int devId, int inFlight, uint waiting);
+
     [LoggerMessage(EventId = 202, Level = LogLevel.Information, Message = "vusb {DomId}/{DevId}: disconnected")]
     public static partial void ControllerDisconnected(this ILogger logger, int domId, int devId);
 
@@ -86,6 +89,12 @@ internal static partial class Log
 
     [LoggerMessage(EventId = 236, Level = LogLevel.Information, Message = "vusb {DomId}/{DevId}: the guest domain does not exist; removing its stale controller, serving nothing")]
     public static partial void StaleController(this ILogger logger, int domId, int devId);
+
+    [LoggerMessage(EventId = 237, Level = LogLevel.Warning, Message = "vusb {DomId}/{DevId}: no recovery journal in {Directory} ({Reason}); a restarted daemon will not be able to take this controller over")]
+    public static partial void JournalUnavailable(this ILogger logger, int domId, int devId, string directory, string reason);
+
+    [LoggerMessage(EventId = 238, Level = LogLevel.Warning, Message = "vusb {DomId}/{DevId}: connected, but cannot be re-adopted ({Reason}); serving it afresh")]
+    public static partial void AdoptionImpossible(this ILogger logger, int domId, int devId, string reason);
 
     [LoggerMessage(EventId = 231, Level = LogLevel.Warning, Message = "vusb {DomId}/{DevId}: backend node grant-mode = '{Value}' is not copy or map; using {Default}")]
     public static partial void GrantModeInvalid(this ILogger logger, int domId, int devId, string value, XenPvUsb.Backend.GrantMode @default);

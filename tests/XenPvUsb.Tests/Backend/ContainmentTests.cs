@@ -115,6 +115,8 @@ public sealed class ContainmentTests
 
         public Task<int> ResetAsync() => _inner.ResetAsync();
 
+        public void Close() => _inner.Close();
+
         public void Dispose() => _inner.Dispose();
     }
 }

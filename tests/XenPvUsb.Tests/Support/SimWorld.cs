@@ -55,9 +55,41 @@ internal sealed class SimWorld : IAsyncDisposable
         var loop = new EventLoop();
         XenStoreConnection dom0 = await XenStoreConnection.ConnectAsync(host.Dom0SocketPath);
         var usb = new DecoratingUsbHost(host.Usb);
-        var registry = new BackendRegistry(host.CreateBackendHost(dom0, loop, usb: usb));
-        await registry.StartAsync();
-        return new SimWorld(dir, host, loop, dom0, usb, registry);
+        var world = new SimWorld(dir, host, loop, dom0, usb, null!);
+        world.Registry = world.NewRegistry();
+        await world.Registry.StartAsync();
+        return world;
+    }
+
+    /// <summary>Where the backend keeps its recovery journals (the daemon's /run/xenpvusb).</summary>
+    public string StateDirectory => Path.Combine(Directory, "state");
+
+    private BackendRegistry NewRegistry()
+    {
+        BackendHost host = Host.CreateBackendHost(Dom0, Loop, usb: Usb);
+        host.StateDirectory = StateDirectory;
+        return new BackendRegistry(host);
+    }
+
+    /// <summary>The daemon's process dies (SIGKILL) and systemd starts a new one, after <paramref name="whileDown"/>.</summary>
+    public async Task CrashAndRestartAsync(Func<Task>? whileDown = null)
+    {
+        await Registry.CrashAsync();
+        if (whileDown is not null)
+        {
+            await whileDown();
+        }
+        Registry = NewRegistry();
+        await Registry.StartAsync();
+    }
+
+    /// <summary>Plugs a stick made from a fresh image and returns its bus id and the image's bytes.</summary>
+    public (string BusId, byte[] Content) PlugStickWithContent(long bytes = 1024 * 1024, int seed = 1)
+    {
+        string image = Path.Combine(Directory, $"stick-{_nextBus}.img");
+        StickImage.Create(image, bytes, seed);
+        byte[] content = File.ReadAllBytes(image);
+        return (Plug(new MassStorageDevice(image, readOnly: false)), content);
     }
 
     /// <summary>Stops the backend (as a daemon stopping) and starts a fresh one on the same host and loop.</summary>
@@ -68,7 +100,7 @@ internal sealed class SimWorld : IAsyncDisposable
         {
             await whileStopped();
         }
-        Registry = new BackendRegistry(Host.CreateBackendHost(Dom0, Loop, usb: Usb));
+        Registry = NewRegistry();
         await Registry.StartAsync();
     }
 

@@ -45,6 +45,7 @@ internal sealed unsafe class UsbfsDevice : IUsbHostDevice, IEventHandler
     private bool _gone;
     private bool _closed;
     private int _disposeStarted;
+    private bool _reconnectOnTeardown = true;
 
     /// <summary>Claims every interface and registers with the loop. Throws <see cref="UsbDeviceException"/> if an interface cannot be claimed.</summary>
     public UsbfsDevice(IUsbfsFile file, EventLoop loop, string sysfsRoot, UsbDeviceInfo info, string path, ILogger logger)
@@ -182,6 +183,13 @@ internal sealed unsafe class UsbfsDevice : IUsbHostDevice, IEventHandler
 
     public Task Released => Task.CompletedTask;
 
+    /// <summary>Interim: the teardown without handing the interfaces back to their drivers (port claims come next).</summary>
+    public void Close()
+    {
+        _reconnectOnTeardown = false;
+        Dispose();
+    }
+
     public int SetConfiguration(int configurationValue)
     {
         if (_gone || _closed)
@@ -293,7 +301,7 @@ internal sealed unsafe class UsbfsDevice : IUsbHostDevice, IEventHandler
         // Whatever the kernel did not hand back is dead with the fd: closing kills it and nothing is reaped after.
         CompleteAllPending(_gone ? -ENODEV : -ENOENT);
         Unregister();
-        int reconnected = _gone ? 0 : ReleaseAndReconnect();
+        int reconnected = _gone ? 0 : _reconnectOnTeardown ? ReleaseAndReconnect() : ReleaseOnly();
         _closed = true;
         _file.Dispose();
         foreach (UrbEntry entry in _entries)
@@ -474,6 +482,12 @@ internal sealed unsafe class UsbfsDevice : IUsbHostDevice, IEventHandler
                 _file.ReleaseInterface(n);
             }
         }
+    }
+
+    private int ReleaseOnly()
+    {
+        ReleaseAll();
+        return 0;
     }
 
     /// <summary>Releases every claim and asks the kernel to bind drivers where there were some. Returns how many were handed back.</summary>
