@@ -1,3 +1,4 @@
+using System.Globalization;
 using System.Runtime.InteropServices;
 using System.Text;
 using XenPvUsb.Interop.Linux;
@@ -46,6 +47,28 @@ public sealed unsafe class SystemdNotifier : IDisposable
             return null;
         }
         return new SystemdNotifier(path);
+    }
+
+    /// <summary>
+    /// sd_watchdog_enabled(3): the WatchdogSec= interval systemd expects WATCHDOG=1 within ($WATCHDOG_USEC, for
+    /// this process if $WATCHDOG_PID says so), or null when the watchdog is off. Send every half of it or more often.
+    /// </summary>
+    public static TimeSpan? WatchdogInterval() => ParseWatchdog(
+        Environment.GetEnvironmentVariable("WATCHDOG_USEC"),
+        Environment.GetEnvironmentVariable("WATCHDOG_PID"),
+        Environment.ProcessId);
+
+    internal static TimeSpan? ParseWatchdog(string? usec, string? pid, int processId)
+    {
+        if (!ulong.TryParse(usec, NumberStyles.None, CultureInfo.InvariantCulture, out ulong microseconds) || microseconds == 0)
+        {
+            return null;
+        }
+        if (!string.IsNullOrEmpty(pid) && (!int.TryParse(pid, NumberStyles.None, CultureInfo.InvariantCulture, out int forPid) || forPid != processId))
+        {
+            return null;
+        }
+        return TimeSpan.FromMicroseconds(Math.Min(microseconds, (ulong)TimeSpan.MaxValue.TotalMicroseconds));
     }
 
     /// <summary>Sends newline-separated VAR=VALUE assignments ("READY=1", "WATCHDOG=1", ...). Returns 0 or -errno.</summary>

@@ -177,6 +177,15 @@ public sealed unsafe class SystemdNotifierTests
         Assert.That(SystemdNotifier.IsValidFdName("xenpvusb-port-12-1.2.3"), Is.True);
     }
 
+    [TestCase("30000000", null, 42, 30.0)]
+    [TestCase("30000000", "42", 42, 30.0)]
+    [TestCase("30000000", "43", 42, null)]
+    [TestCase("0", null, 42, null)]
+    [TestCase(null, null, 42, null)]
+    [TestCase("soon", null, 42, null)]
+    public void WatchdogInterval_FromWatchdogUsecForThisProcess(string? usec, string? pid, int self, double? seconds) =>
+        Assert.That(SystemdNotifier.ParseWatchdog(usec, pid, self)?.TotalSeconds, Is.EqualTo(seconds));
+
     [Test]
     public void FromEnvironment_UsesNotifySocket()
     {

@@ -472,10 +472,13 @@ public sealed class UsbfsHostTests
     }
 
     [Test]
-    public void RealUeventSocket_OpensAndCloses()
+    public void RealUeventSocket_OpensAndCloses_AndSaysWhichReceiveBufferItGot()
     {
-        using var host = new UsbfsHost(_loop, _sysfs.Root);
+        var log = new ListLogger();
+        using var host = new UsbfsHost(_loop, _sysfs.Root, logger: log);
         Assume.That(host.HotplugEnabled, Is.True, "netlink uevent sockets are not available here");
         Assert.That(host.Enumerate(), Has.Count.EqualTo(6));
+        Assert.That(log.Snapshot().Count(m => m.StartsWith("Information uevent socket: receive buffer ", StringComparison.Ordinal)
+            && (m.Contains("(SO_RCVBUFFORCE)", StringComparison.Ordinal) || m.Contains("SO_RCVBUFFORCE refused", StringComparison.Ordinal))), Is.EqualTo(1));
     }
 }

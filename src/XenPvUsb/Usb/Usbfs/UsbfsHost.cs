@@ -50,6 +50,7 @@ public sealed class UsbfsHost : IUsbHost, IDisposable
     private long _ueventCount;
     private bool _resyncRunning;
     private bool _resyncAgain;
+    private volatile bool _disposed;
 
     /// <param name="loop">The daemon's event loop: usbfs and uevent fds are watched there.</param>
     /// <param name="sysfsRoot">Root of sysfs (tests point it at a fake tree).</param>
@@ -183,6 +184,7 @@ public sealed class UsbfsHost : IUsbHost, IDisposable
     /// <summary>Stops hotplug and closes the claims no open device holds (see <see cref="PortClaims.Dispose"/>). Open devices are not affected.</summary>
     public void Dispose()
     {
+        _disposed = true;
         _uevents?.Dispose();
         _claims.Dispose();
     }
@@ -253,7 +255,13 @@ public sealed class UsbfsHost : IUsbHost, IDisposable
         _resyncRunning = true;
         long since = _ueventCount;
         Task.Run(ScanBound).ContinueWith(
-            scan => _loop.Post(() => FinishResync(scan, since)),
+            scan =>
+            {
+                if (!_disposed)
+                {
+                    _loop.Post(() => FinishResync(scan, since));
+                }
+            },
             CancellationToken.None,
             TaskContinuationOptions.ExecuteSynchronously,
             TaskScheduler.Default);

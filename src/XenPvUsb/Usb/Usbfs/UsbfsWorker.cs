@@ -51,7 +51,7 @@ internal sealed class UsbfsWorker
         _slowThreshold = slowThreshold > TimeSpan.Zero ? slowThreshold : DefaultSlowThreshold;
         _slowTimer = new Timer(static s => ((UsbfsWorker)s!).OnSlowTimer(), this, Timeout.Infinite, Timeout.Infinite);
         // Small stacks: these threads only make ioctls.
-        _thread = new Thread(Run, maxStackSize: 256 * 1024) { IsBackground = true, Name = $"usbfs {busId}" };
+        _thread = new Thread(Run, maxStackSize: 512 * 1024) { IsBackground = true, Name = $"usbfs {busId}" };
         _thread.Start();
     }
 
