@@ -227,6 +227,15 @@ public sealed class BackendRegistry : IAsyncDisposable
             {
                 return;
             }
+            if (!await _host.Store.IsDomainIntroducedAsync(new DomId(dom)).ConfigureAwait(false))
+            {
+                // A leftover of a dead domain (destroyed while the daemon was down, or whose nodes nobody
+                // removed): never served, its devices never claimed.
+                _logger.StaleController(dom, dev);
+                bool domainGone = await _host.Store.ReadAsync($"/local/domain/{dom}").ConfigureAwait(false) is null;
+                await VusbBackend.RemoveNodesAsync(_host, _logger, new DomId(dom), dev, includeLibxl: domainGone).ConfigureAwait(false);
+                return;
+            }
             backend = new VusbBackend(_host, this, new DomId(dom), dev);
             if (await backend.InitialiseAsync().ConfigureAwait(false))
             {
@@ -291,6 +300,7 @@ public sealed class BackendRegistry : IAsyncDisposable
                         if (!await _host.Store.IsDomainIntroducedAsync(b.Frontend).ConfigureAwait(false))
                         {
                             await b.OnDomainGoneAsync().ConfigureAwait(false);
+                            await RemoveAsync(b).ConfigureAwait(false);
                         }
                     }
                     catch (Exception e) when (e is OperationCanceledException or ObjectDisposedException)

@@ -29,6 +29,17 @@ internal sealed class VusbBackend : IAsyncDisposable
     private Task? _frontendWatchLoop;
     private XenbusState _state = XenbusState.Unknown;
     private bool _disposed;
+    // The toolstack asked for removal: Closing is written and the controller serves in closing mode
+    // until the frontend reaches Closed (or RemovalGrace passes), then everything is released.
+    private bool _removing;
+    // The domain died: nothing is attached or served again; the registry drops this backend.
+    private bool _dead;
+
+    /// <summary>How long a removal waits for the frontend to close before releasing anyway (libxl waits 10 s for Closed).</summary>
+    internal static TimeSpan RemovalGrace { get; set; } = TimeSpan.FromSeconds(5);
+
+    /// <summary>How long a released device may take to be handed back before the release is logged as slow.</summary>
+    private static readonly TimeSpan s_releaseWarning = TimeSpan.FromSeconds(2);
 
     public VusbBackend(BackendHost host, BackendRegistry registry, DomId frontend, int devId)
     {
@@ -95,6 +106,7 @@ internal sealed class VusbBackend : IAsyncDisposable
             {
                 var c = new VusbController(Frontend, DevId, numPorts, usbVer, _host.Grants, _host.Loop, _logger, grantMode, mergeBulkIn);
                 c.RingErrorLatched = OnRingError;
+                c.Failed = OnControllerFailed;
                 return c;
             }).ConfigureAwait(false);
             await WriteStateAsync(XenbusState.InitWait).ConfigureAwait(false);
@@ -111,7 +123,7 @@ internal sealed class VusbBackend : IAsyncDisposable
     {
         using (await _lock.LockAsync(_cts.Token).ConfigureAwait(false))
         {
-            if (_controller is null || _disposed)
+            if (_controller is null || _disposed || _dead)
             {
                 return;
             }
@@ -123,31 +135,70 @@ internal sealed class VusbBackend : IAsyncDisposable
             {
                 if (_state != XenbusState.Closed)
                 {
-                    await DisconnectLockedAsync(releaseDevices: true).ConfigureAwait(false);
-                    await WriteStateAsync(XenbusState.Closed).ConfigureAwait(false);
+                    await BeginRemovalLockedAsync().ConfigureAwait(false);
                 }
                 return;
             }
-            await SyncPortsLockedAsync().ConfigureAwait(false);
+            if (!_removing)
+            {
+                await SyncPortsLockedAsync().ConfigureAwait(false);
+            }
         }
     }
 
-    /// <summary>The frontend's domain died (@releaseDomain): release everything.</summary>
+    /// <summary>
+    /// The frontend's domain died (@releaseDomain): release everything at once (nobody is left to
+    /// answer), hand the devices back to dom0, and remove the controller's nodes unless libxl made it
+    /// (libxl removes its own). Final: the backend never attaches or serves again.
+    /// </summary>
     public async Task OnDomainGoneAsync()
     {
         using (await _lock.LockAsync(_cts.Token).ConfigureAwait(false))
         {
-            await DisconnectLockedAsync(releaseDevices: true).ConfigureAwait(false);
-            if (_state != XenbusState.Closed)
+            if (_dead)
             {
-                try
-                {
-                    await WriteStateAsync(XenbusState.Closed).ConfigureAwait(false);
-                }
-                catch (XenStoreException)
-                {
-                }
+                return;
             }
+            _dead = true;
+            _logger.DomainGone(Frontend.Value, DevId);
+            await DisconnectLockedAsync(releaseDevices: true).ConfigureAwait(false);
+            await RemoveNodesAsync(_host, _logger, Frontend, DevId, includeLibxl: false).ConfigureAwait(false);
+        }
+    }
+
+    /// <summary>
+    /// Removes the nodes of a controller whose domain is gone, as libxl removes its own devices'
+    /// (the backend directory, the frontend directory, and the per-domain directory once empty).
+    /// Controllers with a libxl record (/libxl/&lt;domid&gt;/device/vusb/&lt;devid&gt;) are libxl's to remove,
+    /// unless <paramref name="includeLibxl"/> (a leftover of a domain long gone, found at start-up).
+    /// </summary>
+    internal static async Task RemoveNodesAsync(BackendHost host, ILogger logger, DomId frontend, int devId, bool includeLibxl)
+    {
+        XenStoreConnection xs = host.Store;
+        string root = $"/local/domain/{host.Self.Value}/backend/vusb/{frontend.Value}";
+        try
+        {
+            if (!includeLibxl && await xs.ReadAsync($"/libxl/{frontend.Value}/device/vusb/{devId}").ConfigureAwait(false) is not null)
+            {
+                return;
+            }
+            await xs.TransactAsync(async tx =>
+            {
+                await xs.RemoveAsync($"{root}/{devId}", tx).ConfigureAwait(false);
+                if (await xs.ReadAsync($"/local/domain/{frontend.Value}/device/vusb/{devId}", tx).ConfigureAwait(false) is not null)
+                {
+                    await xs.RemoveAsync($"/local/domain/{frontend.Value}/device/vusb/{devId}", tx).ConfigureAwait(false);
+                }
+                if ((await xs.DirectoryAsync(root, tx).ConfigureAwait(false)).Count == 0 && await xs.ReadAsync(root, tx).ConfigureAwait(false) is not null)
+                {
+                    await xs.RemoveAsync(root, tx).ConfigureAwait(false);
+                }
+            }).ConfigureAwait(false);
+            logger.ControllerNodesRemoved(frontend.Value, devId);
+        }
+        catch (XenStoreException e)
+        {
+            logger.BackendFailed(frontend.Value, devId, e);
         }
     }
 
@@ -156,7 +207,7 @@ internal sealed class VusbBackend : IAsyncDisposable
     {
         using (await _lock.LockAsync(_cts.Token).ConfigureAwait(false))
         {
-            if (_controller is null || _disposed)
+            if (_controller is null || _disposed || _dead || _removing)
             {
                 return;
             }
@@ -230,6 +281,11 @@ internal sealed class VusbBackend : IAsyncDisposable
         {
             _logger.BackendWatchFailed(Frontend.Value, DevId, e);
         }
+        catch (Exception e) when (e is not ObjectDisposedException)
+        {
+            // Contained: this controller stops following its frontend; the daemon goes on.
+            _logger.BackendFailed(Frontend.Value, DevId, e);
+        }
     }
 
     private async Task OnFrontendChangedAsync()
@@ -244,15 +300,19 @@ internal sealed class VusbBackend : IAsyncDisposable
             XenbusState fe = int.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out int v) && v <= 8 ? (XenbusState)v : XenbusState.Unknown;
             switch (fe)
             {
-                case XenbusState.Initialising when _state == XenbusState.Closed:
+                case XenbusState.Closed or XenbusState.Unknown when _removing:
+                    await FinishRemovalLockedAsync().ConfigureAwait(false);
+                    break;
+                case XenbusState.Initialising when _state == XenbusState.Closed && !_removing && !_dead:
                     // The frontend reinitialises after a close: serve it afresh.
                     await WriteStateAsync(XenbusState.InitWait).ConfigureAwait(false);
                     break;
                 case XenbusState.Initialised or XenbusState.Connected when _state == XenbusState.InitWait:
                     await ConnectLockedAsync().ConfigureAwait(false);
                     break;
-                case XenbusState.Closing when _state != XenbusState.Closed:
-                    await DisconnectLockedAsync(releaseDevices: false).ConfigureAwait(false);
+                case XenbusState.Closing when _state is not XenbusState.Closed and not XenbusState.Closing:
+                    // The frontend is going away: keep answering (its teardown unlinks and waits) until it is Closed.
+                    await _host.Loop.InvokeAsync(_controller.BeginClose).ConfigureAwait(false);
                     await WriteStateAsync(XenbusState.Closing).ConfigureAwait(false);
                     break;
                 case XenbusState.Closed or XenbusState.Unknown when _state is not XenbusState.Closed and not XenbusState.InitWait:
@@ -260,6 +320,68 @@ internal sealed class VusbBackend : IAsyncDisposable
                     await WriteStateAsync(XenbusState.Closed).ConfigureAwait(false);
                     break;
             }
+        }
+    }
+
+    /// <summary>
+    /// The toolstack removes the controller. A connected frontend first gets Closing with the controller in
+    /// closing mode, so that xen-hcd's usb_remove_hcd, which unlinks every URB and waits for each answer,
+    /// can finish; on its Closed (or after <see cref="RemovalGrace"/>) everything is released and Closed written.
+    /// </summary>
+    private async Task BeginRemovalLockedAsync()
+    {
+        if (_removing)
+        {
+            return;
+        }
+        _removing = true;
+        VusbController c = _controller!;
+        string? text = FrontendPath is null ? null : await _host.Store.ReadAsync($"{FrontendPath}/state").ConfigureAwait(false);
+        bool frontendUp = text is "3" or "4" or "5";
+        if (!frontendUp || !await _host.Loop.InvokeAsync(() => c.IsConnected).ConfigureAwait(false))
+        {
+            await FinishRemovalLockedAsync().ConfigureAwait(false);
+            return;
+        }
+        await _host.Loop.InvokeAsync(c.BeginClose).ConfigureAwait(false);
+        await WriteStateAsync(XenbusState.Closing).ConfigureAwait(false);
+        _ = RemovalDeadlineAsync();
+    }
+
+    private async Task RemovalDeadlineAsync()
+    {
+        try
+        {
+            await Task.Delay(RemovalGrace, _cts.Token).ConfigureAwait(false);
+            using (await _lock.LockAsync(_cts.Token).ConfigureAwait(false))
+            {
+                if (_removing && _state != XenbusState.Closed && !_disposed)
+                {
+                    _logger.RemovalForced(Frontend.Value, DevId, RemovalGrace.TotalSeconds);
+                    // A device that never gave its URBs back: answer them anyway, the frontend waits for each.
+                    VusbController c = _controller!;
+                    await _host.Loop.InvokeAsync(() =>
+                    {
+                        if (c.IsConnected)
+                        {
+                            c.AnswerAllInFlight();
+                        }
+                    }).ConfigureAwait(false);
+                    await FinishRemovalLockedAsync().ConfigureAwait(false);
+                }
+            }
+        }
+        catch (Exception e) when (e is OperationCanceledException or ObjectDisposedException or XenStoreException or XenStoreConnectionClosedException)
+        {
+        }
+    }
+
+    private async Task FinishRemovalLockedAsync()
+    {
+        await DisconnectLockedAsync(releaseDevices: true).ConfigureAwait(false);
+        if (_state != XenbusState.Closed)
+        {
+            await WriteStateAsync(XenbusState.Closed).ConfigureAwait(false);
         }
     }
 
@@ -356,6 +478,10 @@ internal sealed class VusbBackend : IAsyncDisposable
 
     private async Task AttachLockedAsync(int port, string busId)
     {
+        if (_dead || _removing)
+        {
+            return;
+        }
         VusbController c = _controller!;
         if (await _host.Loop.InvokeAsync(() => c.DeviceAt(port) is not null).ConfigureAwait(false))
         {
@@ -389,8 +515,17 @@ internal sealed class VusbBackend : IAsyncDisposable
         string? busId = _assigned[port];
         if (device is not null)
         {
-            device.Dispose();
-            _logger.DeviceDetached(Frontend.Value, DevId, port, busId ?? device.BusId);
+            // Dispose ends the device's transfers at once; the hand-back to dom0 (drivers bound again)
+            // runs off the loop and is awaited here, bounded only by the device itself.
+            await _host.Loop.InvokeAsync(device.Dispose).ConfigureAwait(false);
+            long start = System.Diagnostics.Stopwatch.GetTimestamp();
+            if (await Task.WhenAny(device.Released, Task.Delay(s_releaseWarning)).ConfigureAwait(false) != device.Released)
+            {
+                _logger.DeviceReleaseSlow(Frontend.Value, DevId, port, device.BusId, s_releaseWarning.TotalSeconds);
+                await device.Released.ConfigureAwait(false);
+            }
+            double handback = System.Diagnostics.Stopwatch.GetElapsedTime(start).TotalMilliseconds;
+            _logger.DeviceDetached(Frontend.Value, DevId, port, busId ?? device.BusId, handback);
         }
         if (!keepAssignment && busId is not null)
         {
@@ -402,21 +537,37 @@ internal sealed class VusbBackend : IAsyncDisposable
     private void OnRingError(VusbController controller)
     {
         // Stop this controller only: Closing makes xen-hcd remove its HCD; a frontend that comes back gets a fresh ring.
-        _ = Task.Run(async () =>
+        _ = CloseAfterAsync(serveWhileClosing: false);
+    }
+
+    private void OnControllerFailed(VusbController controller)
+    {
+        // Our own failure: the controller answers what was in flight and serves in closing mode; tell the
+        // frontend to close, and release the rings once it is Closed.
+        _ = CloseAfterAsync(serveWhileClosing: true);
+    }
+
+    private async Task CloseAfterAsync(bool serveWhileClosing)
+    {
+        try
         {
-            try
+            using (await _lock.LockAsync(_cts.Token).ConfigureAwait(false))
             {
-                using (await _lock.LockAsync(_cts.Token).ConfigureAwait(false))
+                if (_state is XenbusState.Closing or XenbusState.Closed || _dead)
+                {
+                    return;
+                }
+                if (!serveWhileClosing)
                 {
                     await DisconnectLockedAsync(releaseDevices: false).ConfigureAwait(false);
-                    await WriteStateAsync(XenbusState.Closing).ConfigureAwait(false);
                 }
+                await WriteStateAsync(XenbusState.Closing).ConfigureAwait(false);
             }
-            catch (Exception e) when (e is OperationCanceledException or ObjectDisposedException or XenStoreException or XenStoreConnectionClosedException)
-            {
-                // The controller is being torn down anyway.
-            }
-        });
+        }
+        catch (Exception e) when (e is OperationCanceledException or ObjectDisposedException or XenStoreException or XenStoreConnectionClosedException)
+        {
+            // The controller is being torn down anyway.
+        }
     }
 
     private async Task WriteStateAsync(XenbusState state)

@@ -12,7 +12,7 @@ namespace XenPvUsb.Backend;
 /// URBs in flight. Everything here runs on the event loop thread (completions from other threads
 /// are queued back to it), so it takes no locks. Cf. QEMU hw/usb/xen-usb.c.
 /// </summary>
-internal sealed partial class VusbController : IEventHandler, IBusyPollable, IUsbTransferOwner, IDisposable
+internal sealed partial class VusbController : IEventHandler, IBusyPollable, IFaultContained, IUsbTransferOwner, IDisposable
 {
     private readonly IGrantTable _grants;
     private readonly EventLoop _loop;
@@ -21,7 +21,7 @@ internal sealed partial class VusbController : IEventHandler, IBusyPollable, IUs
     private readonly UrbSlot[] _slots;
     private readonly Stack<UrbSlot> _freeSlots;
     private readonly Queue<usbif_conn_response> _pendingConnEvents = new();
-    private readonly System.Collections.Concurrent.ConcurrentQueue<UrbSlot> _foreignCompletions = new();
+    private readonly System.Collections.Concurrent.ConcurrentQueue<UsbTransfer> _foreignCompletions = new();
     private readonly Action _drainForeignCompletions;
     private readonly GrantCopySegment[] _copySegments = new GrantCopySegment[Usbif.Usbif.USBIF_MAX_SEGMENTS_PER_REQUEST];
 
@@ -29,6 +29,13 @@ internal sealed partial class VusbController : IEventHandler, IBusyPollable, IUs
     private const int MaxMergedBytes = 256 * 1024;
     private const int MaxMergedInFlight = 4;
     private const int MergeAlignment = 1024;
+
+    /// <summary>
+    /// Requests served in one pass before the controller yields the loop to everyone else (and asks to
+    /// be polled again): a guest that floods its ring, with requests refused at once or not, cannot
+    /// keep the thread. Two rings' worth.
+    /// </summary>
+    public const int RequestsPerPass = 2 * Usbif.Usbif.USB_URB_RING_SIZE;
 
     private readonly usbif_urb_request[] _batch = new usbif_urb_request[Usbif.Usbif.USB_URB_RING_SIZE];
     private readonly int[] _mergeLengths = new int[Usbif.Usbif.USB_URB_RING_SIZE];
@@ -46,6 +53,9 @@ internal sealed partial class VusbController : IEventHandler, IBusyPollable, IUs
     private int _dispatchDepth;
     private int _foreignDrainScheduled;
     private int _epoch;
+    private bool _closing;
+    private bool _failed;
+    private int _passBudget;
     private UrbStatistics _stats;
 
     public VusbController(DomId frontend, int devId, int numPorts, int usbVersion, IGrantTable grants, EventLoop loop, ILogger logger,
@@ -103,6 +113,19 @@ internal sealed partial class VusbController : IEventHandler, IBusyPollable, IUs
     /// <summary>Raised (on the loop thread) once when the ring error latches.</summary>
     public Action<VusbController>? RingErrorLatched { get; set; }
 
+    /// <summary>
+    /// Raised (on the loop thread) once when the controller's own work threw: it answers what was in
+    /// flight and serves on in closing mode; the owner should close the connection.
+    /// </summary>
+    public Action<VusbController>? Failed { get; set; }
+
+    /// <summary>
+    /// Closing mode (toolstack removal, a failure): URBs in flight are cancelled and answered, new
+    /// submits are answered SHUTDOWN without reaching a device, unlinks as usual, so that the
+    /// frontend's teardown (xen-hcd's usb_remove_hcd unlinks and waits for every URB) can finish.
+    /// </summary>
+    public bool IsClosing => _closing;
+
     /// <summary>URBs submitted to devices and not yet answered.</summary>
     public int InFlight => _slots.Length - _freeSlots.Count;
 
@@ -132,6 +155,8 @@ internal sealed partial class VusbController : IEventHandler, IBusyPollable, IUs
         _urbRing = new BackRing<usbif_urb_request, usbif_urb_response>(urb.Address);
         _connRing = new BackRing<usbif_conn_request, usbif_conn_response>(conn.Address);
         _ringError = false;
+        _closing = false;
+        _failed = false;
         _epoch++;
         _evtchn = evtchn;
         _evtchnRegistration = _loop.Register(evtchn.Fd, this);
@@ -145,8 +170,68 @@ internal sealed partial class VusbController : IEventHandler, IBusyPollable, IUs
                 QueueConnEvent(p, _ports[p].WireSpeed);
             }
         }
-        FlushConnEvents();
-        ProcessRings();
+        Contained(static c =>
+        {
+            c.FlushConnEvents();
+            c.ProcessRings();
+        });
+    }
+
+    /// <summary>Enters closing mode (see <see cref="IsClosing"/>). Loop thread.</summary>
+    public void BeginClose()
+    {
+        AssertLoopThread();
+        if (_evtchn is null || _closing)
+        {
+            return;
+        }
+        _closing = true;
+        _pendingConnEvents.Clear();
+        Contained(static c =>
+        {
+            c.CancelInFlight(port: 0);
+            c.PushResponses();
+        });
+    }
+
+    public void OnFault(Exception exception) => Fail(exception);
+
+    /// <summary>
+    /// This controller's own work threw (our bug, not the guest's): answer what is in flight and serve on
+    /// in closing mode so the guest's driver can shut down cleanly; a second failure stops it dead.
+    /// </summary>
+    private void Fail(Exception exception)
+    {
+        if (_failed || _evtchn is null)
+        {
+            _ringError = true;
+            _loop.RemoveHot(this);
+            _logger.HandlerFailed(nameof(VusbController), exception);
+            return;
+        }
+        _failed = true;
+        _logger.ControllerFailed(Frontend.Value, DevId, exception);
+        // The loop stopped waiting on the event channel when the handler threw: wait on it again.
+        _loop.Unregister(_evtchnRegistration, _evtchn.Fd);
+        _evtchnRegistration = _loop.Register(_evtchn.Fd, this);
+        _closing = true;
+        _pendingConnEvents.Clear();
+        // Our state may be off after the exception: answer everything now rather than trust the completions.
+        Contained(static c => c.AnswerAllInFlight());
+        Failed?.Invoke(this);
+    }
+
+    /// <summary>Runs controller work whose exceptions are this controller's failure, not the caller's.</summary>
+    private void Contained(Action<VusbController> work)
+    {
+        try
+        {
+            work(this);
+        }
+        catch (Exception e)
+        {
+            Fail(e);
+        }
     }
 
     /// <summary>
@@ -195,11 +280,14 @@ internal sealed partial class VusbController : IEventHandler, IBusyPollable, IUs
         p.Device = device;
         p.WireSpeed = wireSpeed;
         p.Address = 0;
-        if (IsConnected)
+        if (IsConnected && !_closing)
         {
             QueueConnEvent(port, wireSpeed);
-            FlushConnEvents();
-            PushResponses();
+            Contained(static c =>
+            {
+                c.FlushConnEvents();
+                c.PushResponses();
+            });
         }
     }
 
@@ -219,13 +307,16 @@ internal sealed partial class VusbController : IEventHandler, IBusyPollable, IUs
         p.Device = null;
         p.Address = 0;
         p.WireSpeed = Usbif.Usbif.USBIF_SPEED_NONE;
-        CancelInFlight(port);
-        if (IsConnected)
+        Contained(c => c.CancelInFlight(port));
+        if (IsConnected && !_closing)
         {
             QueueConnEvent(port, Usbif.Usbif.USBIF_SPEED_NONE);
-            FlushConnEvents();
-            PushResponses();
         }
+        Contained(static c =>
+        {
+            c.FlushConnEvents();
+            c.PushResponses();
+        });
         return device;
     }
 
@@ -261,6 +352,7 @@ internal sealed partial class VusbController : IEventHandler, IBusyPollable, IUs
             return false;
         }
         uint before = _urbRing.ReqCons;
+        _passBudget = RequestsPerPass;
         _dispatchDepth++;
         try
         {

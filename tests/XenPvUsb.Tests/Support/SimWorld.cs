@@ -16,15 +16,19 @@ internal sealed class SimWorld : IAsyncDisposable
 {
     private int _nextBus = 1;
 
-    private SimWorld(string dir, SimulatedXenHost host, EventLoop loop, XenStoreConnection dom0, BackendRegistry registry)
+    private SimWorld(string dir, SimulatedXenHost host, EventLoop loop, XenStoreConnection dom0, DecoratingUsbHost usb, BackendRegistry registry)
     {
         Directory = dir;
         Host = host;
         Loop = loop;
         Dom0 = dom0;
+        Usb = usb;
         Registry = registry;
         Toolstack = new VusbToolstack(dom0, host.SysfsRoot);
     }
+
+    /// <summary>The USB host the backend sees: the emulated one, with wrappers (slow, faulty devices) where set.</summary>
+    public DecoratingUsbHost Usb { get; }
 
     public string Directory { get; }
 
@@ -34,7 +38,7 @@ internal sealed class SimWorld : IAsyncDisposable
 
     public XenStoreConnection Dom0 { get; }
 
-    public BackendRegistry Registry { get; }
+    public BackendRegistry Registry { get; private set; }
 
     public VusbToolstack Toolstack { get; }
 
@@ -50,9 +54,22 @@ internal sealed class SimWorld : IAsyncDisposable
         SimulatedXenHost host = await SimulatedXenHost.StartAsync(dir);
         var loop = new EventLoop();
         XenStoreConnection dom0 = await XenStoreConnection.ConnectAsync(host.Dom0SocketPath);
-        var registry = new BackendRegistry(host.CreateBackendHost(dom0, loop));
+        var usb = new DecoratingUsbHost(host.Usb);
+        var registry = new BackendRegistry(host.CreateBackendHost(dom0, loop, usb: usb));
         await registry.StartAsync();
-        return new SimWorld(dir, host, loop, dom0, registry);
+        return new SimWorld(dir, host, loop, dom0, usb, registry);
+    }
+
+    /// <summary>Stops the backend (as a daemon stopping) and starts a fresh one on the same host and loop.</summary>
+    public async Task RestartRegistryAsync(Func<Task>? whileStopped = null)
+    {
+        await Registry.DisposeAsync();
+        if (whileStopped is not null)
+        {
+            await whileStopped();
+        }
+        Registry = new BackendRegistry(Host.CreateBackendHost(Dom0, Loop, usb: Usb));
+        await Registry.StartAsync();
     }
 
     /// <summary>Plugs a device at a fresh bus id and returns the id.</summary>
