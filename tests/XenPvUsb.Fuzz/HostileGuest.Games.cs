@@ -89,6 +89,11 @@ public sealed partial class HostileGuest
             _stats.Count("ring-games:req_prod move skipped (ring not quiet)");
             return;
         }
+        if (inFlight > 0)
+        {
+            // The keyboard must be configured and its reports drained for interrupt INs to wait there.
+            await ResyncAsync().ConfigureAwait(false);
+        }
         for (int i = 0; i < inFlight; i++)
         {
             var req = new usbif_urb_request
@@ -287,7 +292,7 @@ public sealed partial class HostileGuest
     private async Task ConnectWithNodesAsync(StoreGameOp g)
     {
         (GrantRef oldUrb, GrantRef oldConn) = _frontend.RingRefs;
-        await _frontend.DisposeAsync().ConfigureAwait(false);
+        await RetireFrontendAsync().ConfigureAwait(false);
         if (!await ReachInitWaitAsync().ConfigureAwait(false))
         {
             return;
@@ -333,6 +338,26 @@ public sealed partial class HostileGuest
         }
     }
 
+    /// <summary>
+    /// Disposes the frontend and waits until its teardown (which the backend's Closing may have started
+    /// on its own) has written Closed: a late Closed would otherwise land after the Initialising of the
+    /// next connection.
+    /// </summary>
+    private async Task RetireFrontendAsync()
+    {
+        SimulatedFrontend old = _frontend;
+        old.RawResponseSink = null;
+        await old.DisposeAsync().ConfigureAwait(false);
+        try
+        {
+            await old.ShutdownCompleted.WaitAsync(SimulatedFrontend.RemovalTimeout + TimeSpan.FromSeconds(2)).ConfigureAwait(false);
+        }
+        catch (TimeoutException)
+        {
+            Finding("the old frontend's teardown did not finish");
+        }
+    }
+
     /// <summary>Frontend Closed until the backend is Closed (or InitWait), then Initialising until it is InitWait.</summary>
     private async Task<bool> ReachInitWaitAsync()
     {
@@ -375,7 +400,7 @@ public sealed partial class HostileGuest
         _stats.Count($"recoveries:{why}");
         if (!frontendAlreadyGone)
         {
-            await _frontend.DisposeAsync().ConfigureAwait(false);
+            await RetireFrontendAsync().ConfigureAwait(false);
         }
         lock (_inFlight)
         {

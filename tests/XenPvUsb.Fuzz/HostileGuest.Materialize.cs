@@ -117,7 +117,7 @@ public sealed partial class HostileGuest
                 maxLength = Math.Min(maxLength, (int)(req.u_ctrl >> 48));
             }
         }
-        return new InFlight(req.id, req.pipe, maxLength, verdict.Reason, selfHarm, verdict.IsUnlink, origin, selfHarm);
+        return new InFlight(req.id, req.pipe, maxLength, verdict.Reason, selfHarm, verdict.IsUnlink, origin, selfHarm, req.u_ctrl);
     }
 
     /// <summary>A control request of the guest's own (not fuzzed), sent raw and waited for. Returns its status, or null if unanswered.</summary>

@@ -294,6 +294,15 @@ public sealed partial class HostileGuest
             {
                 Finding($"unlink {rsp.id} answered status {rsp.status}");
             }
+            if (rsp.status == USBIF_STATUS_OK && e.Verdict is null && !e.IsUnlink && (e.Pipe & 0xC0000000) == 0x80000000 && (e.Union & 0xffff) == 0x0500)
+            {
+                // SET_ADDRESS done: the device on that port now answers at the new address.
+                int port = (int)(e.Pipe & USBIF_PIPE_PORT_MASK);
+                if (port <= NumPorts)
+                {
+                    _address[port] = (int)((e.Union >> 16) & 0x7f);
+                }
+            }
             if (rsp.actual_length < 0 || rsp.actual_length > e.MaxLength)
             {
                 Finding($"request {rsp.id} ({e.Origin}) answered actual_length {rsp.actual_length}, its data stage is {e.MaxLength} bytes");
@@ -509,4 +518,5 @@ public sealed partial class HostileGuest
 /// <param name="Verdict">The validator's refusal reason, or null if it accepted the request.</param>
 /// <param name="Ambiguous">The slot may have been rewritten: its response is checked only for its id and status.</param>
 /// <param name="SelfHarm">The guest may have corrupted its own ring with it: its response is not checked at all.</param>
-internal readonly record struct InFlight(ushort Id, uint Pipe, int MaxLength, string? Verdict, bool Ambiguous, bool IsUnlink, string Origin, bool SelfHarm = false);
+/// <param name="Union">The union as sent (a SET_ADDRESS answered OK moves the model's address).</param>
+internal readonly record struct InFlight(ushort Id, uint Pipe, int MaxLength, string? Verdict, bool Ambiguous, bool IsUnlink, string Origin, bool SelfHarm = false, ulong Union = 0);
