@@ -28,6 +28,12 @@ public sealed partial class HostileGuest
             case RingGameKind.ReqProdFlicker:
                 {
                     (uint pvt, _) = _frontend.UrbRingIndexes;
+                    if (unchecked((uint)g.Delta) is >= 1 and <= USB_URB_RING_SIZE)
+                    {
+                        // A forward flicker the backend may take as real: it consumes stale slots the guest
+                        // then fills again behind its back. The guest's own ring is then inconsistent.
+                        _selfHarm = true;
+                    }
                     _frontend.WriteUrbRingHeader(SimulatedFrontend.UrbReqProdOffset, unchecked(pvt + (uint)g.Delta));
                     _frontend.WriteUrbRingHeader(SimulatedFrontend.UrbReqProdOffset, pvt);
                     _frontend.Kick();
