@@ -22,6 +22,11 @@ internal sealed partial class VusbController
     {
         while (true)
         {
+            // Requests of the last batch still waiting for device memory go first, in ring order.
+            if (_batchNext < _batchCount && !HandleBatch())
+            {
+                return;
+            }
             if (!_urbRing.TryReadRequestProd(out uint prod))
             {
                 LatchRingError("urb ring", prod);
@@ -43,13 +48,11 @@ internal sealed partial class VusbController
             {
                 _stats.Batches++;
                 _stats.Requests += count;
+                _batchNext = 0;
+                _batchCount = count;
                 // Consumed, not yet answered or in a slot: a successor must count them as in flight.
-                SaveSnapshot(count);
-            }
-            for (int i = 0; i < count;)
-            {
-                i += HandleRequest(i, count);
-                if (_ringError || _evtchn is null)
+                SaveSnapshot();
+                if (!HandleBatch())
                 {
                     return;
                 }
@@ -68,6 +71,30 @@ internal sealed partial class VusbController
                 return;
             }
         }
+    }
+
+    /// <summary>
+    /// Serves the batch from <c>_batchNext</c>. Returns false if it stopped before the end: the ring broke,
+    /// the connection went, or the next request waits for this controller's usbfs memory budget (it is
+    /// served, in order, when transfers in flight complete).
+    /// </summary>
+    private bool HandleBatch()
+    {
+        while (_batchNext < _batchCount)
+        {
+            int taken = HandleRequest(_batchNext, _batchCount);
+            if (taken == 0)
+            {
+                _stats.Deferred++;
+                return false;
+            }
+            _batchNext += taken;
+            if (_ringError || _evtchn is null)
+            {
+                return false;
+            }
+        }
+        return true;
     }
 
     /// <summary>Serves the request at <paramref name="index"/> of the batch; returns how many requests it took (more than one when merged).</summary>
@@ -127,9 +154,18 @@ internal sealed partial class VusbController
             int members = MergeableRun(index, count, pipe, dataLength, out int total);
             if (members > 1)
             {
+                if (!FitsBudget(total))
+                {
+                    return 0;
+                }
                 SubmitMerged(index, members, pipe, p, total);
                 return members;
             }
+        }
+        int deviceBytes = pipe.Type == UsbTransferType.Control ? UsbTransfer.SetupSize + (int)(req.u_ctrl >> 48) : dataLength;
+        if (!FitsBudget(deviceBytes))
+        {
+            return 0;
         }
         Submit(ref req, pipe, p, dataLength);
         return 1;
@@ -232,6 +268,7 @@ internal sealed partial class VusbController
         int dataLength = control ? (int)(req.u_ctrl >> 48) : segmentBytes;
         int setupLength = control ? UsbTransfer.SetupSize : 0;
         UsbTransfer t = slot.Rent(setupLength + dataLength);
+        _buffersHeld = true;
         t.Type = pipe.Type;
         t.Length = setupLength + dataLength;
         bool isIn;
@@ -269,7 +306,45 @@ internal sealed partial class VusbController
         }
         slot.SubmittedAt = Stopwatch.GetTimestamp();
         _stats.GrantTicks += slot.SubmittedAt - start;
+        ChargeDevice(slot, t.Length);
         p.Device!.Submit(t);
+    }
+
+    /// <summary>
+    /// What usbfs charges against usbfs_memory_mb for a transfer (devio.c: the buffer plus its struct
+    /// async and struct urb, a few hundred bytes): the memory this controller may have in the kernel at once
+    /// is capped by <see cref="UsbfsBudget"/>, so that one guest cannot exhaust what every usbfs user in
+    /// dom0 shares. One transfer is always allowed when none is in flight, whatever its size.
+    /// </summary>
+    private bool FitsBudget(int transferBytes)
+    {
+        long cost = transferBytes + UsbfsOverheadPerUrb;
+        return _deviceBytes == 0 || _deviceBytes + cost <= UsbfsBudget;
+    }
+
+    private void ChargeDevice(UrbSlot slot, int transferBytes)
+    {
+        slot.DeviceCost = transferBytes + UsbfsOverheadPerUrb;
+        _deviceBytes += slot.DeviceCost;
+        if (_deviceBytes > _stats.PeakDeviceBytes)
+        {
+            _stats.PeakDeviceBytes = _deviceBytes;
+        }
+    }
+
+    private void CreditDevice(UrbSlot slot)
+    {
+        if (slot.DeviceCost == 0)
+        {
+            return;
+        }
+        _deviceBytes -= slot.DeviceCost;
+        slot.DeviceCost = 0;
+        if (_batchNext < _batchCount && _evtchn is not null)
+        {
+            // Requests wait for memory: serve them once this completion's work is done.
+            _loop.RequestPoll(this);
+        }
     }
 
     /// <summary>
@@ -305,6 +380,7 @@ internal sealed partial class VusbController
             UrbRequestVerdict verdict = UrbRequestValidator.Validate(in next, NumPorts);
             int length = verdict.DataLength;
             if (!verdict.IsValid || length == 0 || total + length > MaxMergedBytes
+                || _deviceBytes + total + length + UsbfsOverheadPerUrb > UsbfsBudget
                 || FindInFlight(next.id) is not null || IdInBatch(next.id, index, j))
             {
                 break;
@@ -337,6 +413,7 @@ internal sealed partial class VusbController
         if (!_mergedTransfers.TryPop(out UsbTransfer? t))
         {
             t = new UsbTransfer(MaxMergedBytes);
+            _buffersHeld = true;
             _mergedTransfersMade++;
         }
         UrbSlot lead = _freeSlots.Pop();
@@ -363,6 +440,7 @@ internal sealed partial class VusbController
         _stats.Merged += members;
         _stats.MergedTransfers++;
         lead.SubmittedAt = Stopwatch.GetTimestamp();
+        ChargeDevice(lead, total);
         p.Device!.Submit(t);
     }
 
@@ -596,6 +674,7 @@ internal sealed partial class VusbController
         {
             return; // a transfer the slot let go of (answered already, abandoned): nothing to answer
         }
+        CreditDevice(slot);
         if (slot.IsGroupLead)
         {
             CompleteMerged(slot, Stopwatch.GetTimestamp());
@@ -636,6 +715,16 @@ internal sealed partial class VusbController
     public void AnswerAllInFlight(int status = USBIF_STATUS_SHUTDOWN)
     {
         AssertLoopThread();
+        // Consumed requests that waited for device memory are in flight for the guest too (unless the one
+        // being handled when something threw already has its slot: it is answered with the slots).
+        while (_batchNext < _batchCount)
+        {
+            ushort id = _batch[_batchNext++].id;
+            if (FindInFlight(id) is null)
+            {
+                Respond(id, status, 0);
+            }
+        }
         foreach (UrbSlot s in _slots)
         {
             if (!s.InFlight)
@@ -648,6 +737,7 @@ internal sealed partial class VusbController
                 _mergedTransfersMade--; // that pooled buffer is the device's now; make another when needed
             }
             int port = s.Port;
+            CreditDevice(s);
             s.AbandonTransfers();
             Finish(s, status, 0);
             // After the answer: a device that completes the cancel at once finds a slot that let go of it.

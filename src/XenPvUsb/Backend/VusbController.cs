@@ -37,6 +37,15 @@ internal sealed partial class VusbController : IEventHandler, IBusyPollable, IFa
     /// </summary>
     public const int RequestsPerPass = 2 * Usbif.Usbif.USB_URB_RING_SIZE;
 
+    /// <summary>usbfs's own memory per URB beyond its buffer (struct async + struct urb), as charged against usbfs_memory_mb.</summary>
+    public const int UsbfsOverheadPerUrb = 512;
+
+    /// <summary>Default cap on the usbfs memory one controller may have in flight: 1/16 of usbfs_memory_mb's default 16 MiB.</summary>
+    public const long DefaultUsbfsBudget = 1024 * 1024;
+
+    /// <summary>How long a controller must see no request before it gives its transfer buffers back.</summary>
+    public static TimeSpan IdleRelease { get; set; } = TimeSpan.FromSeconds(30);
+
     private readonly usbif_urb_request[] _batch = new usbif_urb_request[Usbif.Usbif.USB_URB_RING_SIZE];
     private readonly int[] _mergeLengths = new int[Usbif.Usbif.USB_URB_RING_SIZE];
     private readonly Stack<UsbTransfer> _mergedTransfers = new(MaxMergedInFlight);
@@ -58,6 +67,13 @@ internal sealed partial class VusbController : IEventHandler, IBusyPollable, IFa
     private bool _suspended;
     private ControllerJournal? _journal;
     private int _passBudget;
+    private int _batchNext;
+    private int _batchCount;
+    private long _deviceBytes;
+    private long _lastRequest;
+    private bool _buffersHeld;
+    private Timer? _idleTimer;
+    private readonly Action _idleCheck;
     private UrbStatistics _stats;
 
     public VusbController(DomId frontend, int devId, int numPorts, int usbVersion, IGrantTable grants, EventLoop loop, ILogger logger,
@@ -88,6 +104,74 @@ internal sealed partial class VusbController : IEventHandler, IBusyPollable, IFa
             _freeSlots.Push(_slots[i]);
         }
         _drainForeignCompletions = DrainForeignCompletions;
+        _idleCheck = () => Contained(static c => c.ReleaseBuffersIfIdle());
+    }
+
+    /// <summary>Cap on the usbfs memory (buffers plus per-URB overhead) this controller has at devices at once.</summary>
+    public long UsbfsBudget { get; init; } = DefaultUsbfsBudget;
+
+    /// <summary>usbfs memory at devices now (loop thread).</summary>
+    public long DeviceBytesInFlight => _deviceBytes;
+
+    /// <summary>Transfer buffers the controller keeps for its next requests (loop thread): what an idle controller gives back.</summary>
+    public long BufferBytesHeld
+    {
+        get
+        {
+            long n = 0;
+            foreach (UrbSlot slot in _slots)
+            {
+                n += (slot.SmallTransfer?.Buffer.Length ?? 0) + (slot.LargeTransfer?.Buffer.Length ?? 0);
+            }
+            foreach (UsbTransfer t in _mergedTransfers)
+            {
+                n += t.Buffer.Length;
+            }
+            return n;
+        }
+    }
+
+    /// <summary>
+    /// Loop thread: after <see cref="IdleRelease"/> without a request and with nothing in flight, the transfer
+    /// buffers (up to 16 × (4 + 64) KiB pinned, plus 4 × 256 KiB for merged reads) go back, and the
+    /// devices forget what they kept for them; the next request allocates afresh.
+    /// </summary>
+    internal void ReleaseBuffersIfIdle(bool force = false)
+    {
+        if (!_buffersHeld || InFlight != 0 || _batchNext < _batchCount)
+        {
+            return;
+        }
+        if (!force && System.Diagnostics.Stopwatch.GetElapsedTime(_lastRequest) < IdleRelease)
+        {
+            return;
+        }
+        foreach (UrbSlot slot in _slots)
+        {
+            Forget(slot.SmallTransfer);
+            Forget(slot.LargeTransfer);
+            slot.AbandonTransfers();
+        }
+        while (_mergedTransfers.TryPop(out UsbTransfer? t))
+        {
+            Forget(t);
+            _mergedTransfersMade--;
+        }
+        _buffersHeld = false;
+        _stats.BufferReleases++;
+        _logger.BuffersReleased(Frontend.Value, DevId);
+    }
+
+    private void Forget(UsbTransfer? transfer)
+    {
+        if (transfer is null)
+        {
+            return;
+        }
+        for (int p = 1; p <= NumPorts; p++)
+        {
+            _ports[p].Device?.Forget(transfer);
+        }
     }
 
     public DomId Frontend { get; }
@@ -151,7 +235,7 @@ internal sealed partial class VusbController : IEventHandler, IBusyPollable, IFa
         }
         Bind(evtchn, journal);
         _logger.ControllerConnected(Frontend.Value, DevId, urbRingRef.Value, connRingRef.Value, evtchn.LocalPort.Value);
-        SaveSnapshot(0);
+        SaveSnapshot();
 
         // Devices assigned before the frontend connected are announced now (QEMU does the same).
         for (int p = 1; p <= NumPorts; p++)
@@ -208,7 +292,7 @@ internal sealed partial class VusbController : IEventHandler, IBusyPollable, IFa
             Respond(snapshot.InFlight[i], Usbif.Usbif.USBIF_STATUS_IOERROR, 0);
         }
         _logger.ControllerAdopted(Frontend.Value, DevId, snapshot.InFlightCount, urbRing.SharedRequestProd - snapshot.UrbReqCons);
-        SaveSnapshot(0);
+        SaveSnapshot();
         // Requests wait until the devices are back on their ports (ResumeAdopted).
         _suspended = true;
         Contained(static c =>
@@ -281,14 +365,25 @@ internal sealed partial class VusbController : IEventHandler, IBusyPollable, IFa
         _journal = journal;
         _evtchn = evtchn;
         _evtchnRegistration = _loop.Register(evtchn.Fd, this);
+        _batchNext = _batchCount = 0;
+        TimeSpan tick = IdleRelease / 3 > TimeSpan.Zero ? IdleRelease / 3 : TimeSpan.FromSeconds(1);
+        _idleTimer = new Timer(static s => ((VusbController)s!).PostIdleCheck(), this, tick, tick);
+    }
+
+    private void PostIdleCheck() => _loop.Post(_idleCheck);
+
+    private void StopIdleTimer()
+    {
+        _idleTimer?.Dispose();
+        _idleTimer = null;
+        _batchNext = _batchCount = 0;
     }
 
     /// <summary>
-    /// Records the recovery snapshot (see <see cref="ControllerSnapshot"/>). <paramref name="consumedUnhandled"/>
-    /// is how many requests at the end of the batch are consumed but not yet in a slot or answered: they
-    /// count as in flight.
+    /// Records the recovery snapshot (see <see cref="ControllerSnapshot"/>). The batch's requests not yet
+    /// handled (consumed, not in a slot, not answered) count as in flight.
     /// </summary>
-    private unsafe void SaveSnapshot(int consumedUnhandled)
+    private unsafe void SaveSnapshot()
     {
         if (_journal is null)
         {
@@ -307,7 +402,7 @@ internal sealed partial class VusbController : IEventHandler, IBusyPollable, IFa
                 snap.InFlight[n++] = slot.Request.id;
             }
         }
-        for (int i = 0; i < consumedUnhandled && n < ControllerSnapshot.MaxInFlight; i++)
+        for (int i = _batchNext; i < _batchCount && n < ControllerSnapshot.MaxInFlight; i++)
         {
             snap.InFlight[n++] = _batch[i].id;
         }
@@ -350,6 +445,7 @@ internal sealed partial class VusbController : IEventHandler, IBusyPollable, IFa
         }
         _loop.Unregister(_evtchnRegistration, _evtchn.Fd);
         _loop.RemoveHot(this);
+        StopIdleTimer();
         IEventChannel evtchn = _evtchn;
         _evtchn = null;
         evtchn.Dispose();
@@ -379,6 +475,10 @@ internal sealed partial class VusbController : IEventHandler, IBusyPollable, IFa
             c.CancelInFlight(port: 0);
             c.PushResponses();
         });
+        if (_batchNext < _batchCount)
+        {
+            _loop.RequestPoll(this); // requests that waited for memory are answered SHUTDOWN now
+        }
     }
 
     public void OnFault(Exception exception) => Fail(exception);
@@ -434,6 +534,7 @@ internal sealed partial class VusbController : IEventHandler, IBusyPollable, IFa
         }
         _loop.Unregister(_evtchnRegistration, _evtchn.Fd);
         _loop.RemoveHot(this);
+        StopIdleTimer();
         IEventChannel evtchn = _evtchn;
         _evtchn = null;
         CancelInFlight(port: 0);
@@ -553,6 +654,10 @@ internal sealed partial class VusbController : IEventHandler, IBusyPollable, IFa
         }
         uint before = _urbRing.ReqCons;
         _passBudget = RequestsPerPass;
+        if (_urbRing.HasUnconsumedRequests())
+        {
+            _lastRequest = System.Diagnostics.Stopwatch.GetTimestamp();
+        }
         _dispatchDepth++;
         try
         {
@@ -574,7 +679,7 @@ internal sealed partial class VusbController : IEventHandler, IBusyPollable, IFa
             return;
         }
         // The snapshot first: a successor that finds the push undone finishes it from the snapshot.
-        SaveSnapshot(0);
+        SaveSnapshot();
         bool notify = _urbRing.IsAttached && _urbRing.PushResponsesAndCheckNotify();
         notify |= _connRing.IsAttached && _connRing.PushResponsesAndCheckNotify();
         if (notify)
