@@ -311,43 +311,6 @@ internal sealed partial class VusbController
     }
 
     /// <summary>
-    /// What usbfs charges against usbfs_memory_mb for a transfer (devio.c: the buffer plus its struct
-    /// async and struct urb, a few hundred bytes): the memory this controller may have in the kernel at once
-    /// is capped by <see cref="UsbfsBudget"/>, so that one guest cannot exhaust what every usbfs user in
-    /// dom0 shares. One transfer is always allowed when none is in flight, whatever its size.
-    /// </summary>
-    private bool FitsBudget(int transferBytes)
-    {
-        long cost = transferBytes + UsbfsOverheadPerUrb;
-        return _deviceBytes == 0 || _deviceBytes + cost <= UsbfsBudget;
-    }
-
-    private void ChargeDevice(UrbSlot slot, int transferBytes)
-    {
-        slot.DeviceCost = transferBytes + UsbfsOverheadPerUrb;
-        _deviceBytes += slot.DeviceCost;
-        if (_deviceBytes > _stats.PeakDeviceBytes)
-        {
-            _stats.PeakDeviceBytes = _deviceBytes;
-        }
-    }
-
-    private void CreditDevice(UrbSlot slot)
-    {
-        if (slot.DeviceCost == 0)
-        {
-            return;
-        }
-        _deviceBytes -= slot.DeviceCost;
-        slot.DeviceCost = 0;
-        if (_batchNext < _batchCount && _evtchn is not null)
-        {
-            // Requests wait for memory: serve them once this completion's work is done.
-            _loop.RequestPoll(this);
-        }
-    }
-
-    /// <summary>
     /// How many requests, starting at <paramref name="index"/>, can share one transfer to the device.
     /// Linux drivers queue a scatter-gather read as many URBs at once (usb_sg_init, used by
     /// usb-storage), and xen-hcd, having no scatter-gather, puts one request on the ring per segment,
