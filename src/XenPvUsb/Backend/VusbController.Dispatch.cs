@@ -209,17 +209,28 @@ internal sealed partial class VusbController
         }
     }
 
-    private void StartOperation(ref usbif_urb_request req, UsbifPipe pipe, VusbPort p, Task<int> operation)
+    /// <summary>A free slot holding a copy of <paramref name="req"/> for this connection, or null (refused) when none is free.</summary>
+    private UrbSlot? TakeSlot(ref usbif_urb_request req, UsbifPipe pipe, VusbPort p)
     {
         if (!_freeSlots.TryPop(out UrbSlot? slot))
         {
+            // Cannot happen while the ring arithmetic holds (one slot per ring entry); refuse rather than grow.
             Reject(req.id, USBIF_STATUS_SHUTDOWN, "no free request slot", p.Number);
-            return;
+            return null;
         }
         slot.Request = req;
         slot.Pipe = pipe;
         slot.Port = p.Number;
         slot.Epoch = _epoch;
+        return slot;
+    }
+
+    private void StartOperation(ref usbif_urb_request req, UsbifPipe pipe, VusbPort p, Task<int> operation)
+    {
+        if (TakeSlot(ref req, pipe, p) is not { } slot)
+        {
+            return;
+        }
         slot.BeginOperation();
         if (operation.IsCompleted)
         {
@@ -253,16 +264,10 @@ internal sealed partial class VusbController
 
     private unsafe void Submit(ref usbif_urb_request req, UsbifPipe pipe, VusbPort p, int segmentBytes)
     {
-        if (!_freeSlots.TryPop(out UrbSlot? slot))
+        if (TakeSlot(ref req, pipe, p) is not { } slot)
         {
-            // Cannot happen while the ring arithmetic holds (one slot per ring entry); refuse rather than grow.
-            Reject(req.id, USBIF_STATUS_SHUTDOWN, "no free request slot", p.Number);
             return;
         }
-        slot.Request = req;
-        slot.Pipe = pipe;
-        slot.Port = p.Number;
-        slot.Epoch = _epoch;
 
         bool control = pipe.Type == UsbTransferType.Control;
         int dataLength = control ? (int)(req.u_ctrl >> 48) : segmentBytes;

@@ -157,19 +157,7 @@ internal sealed partial class VusbController
         {
             Contained(static c => c.PushResponses());
         }
-        _loop.Unregister(_evtchnRegistration, _evtchn.Fd);
-        _loop.RemoveHot(this);
-        StopIdleTimer();
-        IEventChannel evtchn = _evtchn;
-        _evtchn = null;
-        evtchn.Dispose();
-        _urbMapping?.Dispose();
-        _connMapping?.Dispose();
-        _urbMapping = null;
-        _connMapping = null;
-        _urbRing = default;
-        _connRing = default;
-        _pendingConnEvents.Clear();
+        Unbind(cancelInFlight: false);
         _journal?.Dispose();
         _journal = null;
     }

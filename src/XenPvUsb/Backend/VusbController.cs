@@ -292,21 +292,7 @@ internal sealed partial class VusbController : IEventHandler, IBusyPollable, IFa
         {
             return;
         }
-        _loop.Unregister(_evtchnRegistration, _evtchn.Fd);
-        _loop.RemoveHot(this);
-        StopIdleTimer();
-        IEventChannel evtchn = _evtchn;
-        _evtchn = null;
-        CancelInFlight(port: 0);
-        DrainForeignCompletionsNow();
-        evtchn.Dispose();
-        _urbMapping?.Dispose();
-        _connMapping?.Dispose();
-        _urbMapping = null;
-        _connMapping = null;
-        _urbRing = default;
-        _connRing = default;
-        _pendingConnEvents.Clear();
+        Unbind(cancelInFlight: true);
         _journal?.Delete();
         _journal = null;
         _logger.ControllerDisconnected(Frontend.Value, DevId);
@@ -316,6 +302,33 @@ internal sealed partial class VusbController : IEventHandler, IBusyPollable, IFa
                 _stats.MeanDeviceMicroseconds, _stats.MeanGrantMicroseconds, _stats.MeanBatch,
                 _stats.Merged, _stats.MergedTransfers);
         }
+    }
+
+    /// <summary>
+    /// Stops serving the connection: the event channel unbound, the rings unmapped. With
+    /// <paramref name="cancelInFlight"/> the URBs in flight are cancelled (and dropped unanswered: the ring
+    /// is going away); without, they stay with their devices for the caller to deal with.
+    /// </summary>
+    private void Unbind(bool cancelInFlight)
+    {
+        _loop.Unregister(_evtchnRegistration, _evtchn!.Fd);
+        _loop.RemoveHot(this);
+        StopIdleTimer();
+        IEventChannel evtchn = _evtchn;
+        _evtchn = null;
+        if (cancelInFlight)
+        {
+            CancelInFlight(port: 0);
+            DrainForeignCompletionsNow();
+        }
+        evtchn.Dispose();
+        _urbMapping?.Dispose();
+        _connMapping?.Dispose();
+        _urbMapping = null;
+        _connMapping = null;
+        _urbRing = default;
+        _connRing = default;
+        _pendingConnEvents.Clear();
     }
 
     /// <summary>Puts a claimed device on a port and tells the guest (if connected).</summary>
