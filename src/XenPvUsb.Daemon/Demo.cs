@@ -56,7 +56,7 @@ internal static class Demo
         (string image, _, HidKeyboardDevice keyboard) = Devices.PlugDemoDevices(sim, Path.Combine(runDir, "stick.img"), options.Image);
         string expected = await Sha256Async(image).ConfigureAwait(false);
         Say($"emulated stick at {Devices.StickBusId} backed by {image} ({new FileInfo(image).Length / (1024 * 1024)} MiB, sha256 {expected[..16]}...)");
-        Say($"emulated keyboard at {Devices.KeyboardBusId}, a hub at {Devices.HubBusId}");
+        Say($"emulated keyboard at {Devices.KeyboardBusId}, a hub at {Devices.HubBusId}, a USB 3 (SuperSpeed) stick at {Devices.SuperSpeedStickBusId}");
 
         Step("Starting the backend (the daemon's BackendRegistry, as xenpvusbd runs it)");
         using var loop = new EventLoop(logging.CreateLogger("XenPvUsb"));
@@ -110,6 +110,22 @@ internal static class Demo
             return 1;
         }
         Say("checksums match");
+
+        Step("A USB 3 stick: usbif has no SuperSpeed, so the guest sees it at high speed, with high-speed descriptors");
+        await CliAsync(cli, env, "usb-attach", GuestName, "0", "3", Devices.SuperSpeedStickBusId).ConfigureAwait(false);
+        await fe.WaitForPortAsync(3, connected: true, TimeSpan.FromSeconds(10)).ConfigureAwait(false);
+        GuestUsbDevice ssDev = await GuestUsbDevice.EnumerateAsync(fe, 3, address: 4).ConfigureAwait(false);
+        Say($"guest: port 3: ID {ssDev.VendorId:x4}:{ssDev.ProductId:x4} {ssDev.Product}, {ssDev.SpeedName} speed, bcdUSB {ssDev.BcdUsb:x4}, ep0 {ssDev.MaxPacketSize0} bytes, bulk {string.Join("/", ssDev.Endpoints.Select(e => e.MaxPacketSize))} bytes; descriptor warnings: {(ssDev.DescriptorWarnings.Count == 0 ? "none" : string.Join("; ", ssDev.DescriptorWarnings))}");
+        var ssStorage = new GuestMassStorage(ssDev);
+        await ssStorage.ReadCapacityAsync().ConfigureAwait(false);
+        (string ssActual, double ssSeconds) = await ReadAllAsync(ssStorage).ConfigureAwait(false);
+        string ssExpected = await Sha256Async(Devices.SuperSpeedImagePath(Path.Combine(runDir, "stick.img"))).ConfigureAwait(false);
+        Say($"guest: read the USB 3 stick whole ({ssStorage.BlockCount * ssStorage.BlockSize / (1024 * 1024)} MiB in {ssSeconds:0.00} s), sha256 {(ssActual == ssExpected ? "matches" : "DIFFERS")}");
+        if (ssActual != ssExpected || ssDev.DescriptorWarnings.Count != 0)
+        {
+            Console.Error.WriteLine("demo FAILED: the USB 3 stick was not served as a clean high-speed device");
+            return 1;
+        }
 
         Step("Detaching the stick and removing the controller");
         await CliAsync(cli, env, "usb-detach", GuestName, "0", "1").ConfigureAwait(false);

@@ -9,9 +9,14 @@ internal static class Devices
     public const string StickBusId = "1-1";
     public const string KeyboardBusId = "1-2";
     public const string HubBusId = "1-3";
+    public const string SuperSpeedStickBusId = "1-4";
+    public const long SuperSpeedStickBytes = 16L * 1024 * 1024;
     public const long DefaultStickBytes = 64L * 1024 * 1024;
 
-    /// <summary>Plugs the stick (a generated image unless one is given), the keyboard and a hub. Returns the stick's image path.</summary>
+    /// <summary>
+    /// Plugs the stick (a generated image unless one is given), the keyboard, a hub, and a USB 3 stick (its
+    /// image next to the generated one). Returns the stick's image path.
+    /// </summary>
     public static (string Image, MassStorageDevice Stick, HidKeyboardDevice Keyboard) PlugDemoDevices(SimulatedXenHost sim, string generatedImage, string? image)
     {
         string path = image ?? generatedImage;
@@ -24,6 +29,11 @@ internal static class Devices
         sim.Usb.Plug(StickBusId, stick);
         sim.Usb.Plug(KeyboardBusId, keyboard);
         sim.Usb.Plug(HubBusId, new EmulatedHub());
+        string superSpeedImage = SuperSpeedImagePath(generatedImage);
+        StickImage.Create(superSpeedImage, SuperSpeedStickBytes, seed: 3);
+        sim.Usb.Plug(SuperSpeedStickBusId, new MassStorageDevice(superSpeedImage, readOnly: false, XenPvUsb.Usb.UsbSpeed.Super));
         return (path, stick, keyboard);
     }
+
+    public static string SuperSpeedImagePath(string generatedImage) => Path.Combine(Path.GetDirectoryName(generatedImage)!, "stick-usb3.img");
 }

@@ -35,6 +35,8 @@ internal sealed class NullUsbHost : IUsbHost
 
         public UsbSpeed Speed => UsbSpeed.High;
 
+        public ReadOnlyMemory<byte> Descriptors => ReadOnlyMemory<byte>.Empty;
+
         public void Submit(UsbTransfer transfer) => transfer.Complete(0, transfer.Type == UsbTransferType.Control ? transfer.Length - UsbTransfer.SetupSize : transfer.Length);
 
         public void Cancel(UsbTransfer transfer)

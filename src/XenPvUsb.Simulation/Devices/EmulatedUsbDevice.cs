@@ -43,7 +43,7 @@ public abstract class EmulatedUsbDevice : IUsbHostDevice
     private bool _claimed;
     private byte _address;
 
-    /// <param name="speed">Speed the device runs at (Low, Full or High).</param>
+    /// <param name="speed">Speed the device runs at (Low, Full, High or Super).</param>
     /// <param name="deviceDescriptor">The 18-byte device descriptor.</param>
     /// <param name="configuration">The configuration blob (exactly wTotalLength bytes) for <paramref name="speed"/>.</param>
     /// <param name="strings">String descriptors 1..n as text (null for a gap); string 0 is the language table.</param>
@@ -61,9 +61,9 @@ public abstract class EmulatedUsbDevice : IUsbHostDevice
         ArgumentNullException.ThrowIfNull(deviceDescriptor);
         ArgumentNullException.ThrowIfNull(configuration);
         ArgumentNullException.ThrowIfNull(strings);
-        if (speed is not (UsbSpeed.Low or UsbSpeed.Full or UsbSpeed.High))
+        if (speed is not (UsbSpeed.Low or UsbSpeed.Full or UsbSpeed.High or UsbSpeed.Super))
         {
-            throw new ArgumentOutOfRangeException(nameof(speed), speed, "Emulated devices run at low, full or high speed.");
+            throw new ArgumentOutOfRangeException(nameof(speed), speed, "Emulated devices run at low, full, high or super speed.");
         }
 
         if (deviceDescriptor.Length != 18 || deviceDescriptor[0] != 18 || deviceDescriptor[1] != UsbDescriptors.DeviceType)
@@ -80,6 +80,7 @@ public abstract class EmulatedUsbDevice : IUsbHostDevice
         Speed = speed;
         _deviceDescriptor = deviceDescriptor;
         _configuration = configuration;
+        Descriptors = (byte[])[.. deviceDescriptor, .. configuration];
         _strings = new byte[strings.Count + 1][];
         _strings[0] = UsbDescriptors.LanguageTable(UsbDescriptors.LangIdEnglishUs);
         for (int i = 0; i < strings.Count; i++)
@@ -103,6 +104,9 @@ public abstract class EmulatedUsbDevice : IUsbHostDevice
     public string BusId { get; internal set; } = "";
 
     public UsbSpeed Speed { get; }
+
+    /// <summary>The device descriptor and the configuration's set, as the host's usbfs read() gives them.</summary>
+    public ReadOnlyMemory<byte> Descriptors { get; }
 
     public ReadOnlySpan<byte> DeviceDescriptor => _deviceDescriptor;
 

@@ -334,7 +334,7 @@ public sealed class EmulatedUsbHost : IUsbHost, IDisposable
             device.Speed,
             configuration[5],
             configuration[7],
-            configuration[8] * 2,
+            configuration[8] * (device.Speed >= UsbSpeed.Super ? 8 : 2),
             configuration[4],
             device.NumConfigurations,
             true);

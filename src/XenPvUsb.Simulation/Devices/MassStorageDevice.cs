@@ -13,6 +13,7 @@ public sealed class MassStorageDevice : EmulatedUsbDevice
 {
     public const ushort DefaultVendorId = 0x1209;
     public const ushort DefaultProductId = 0x5A01;
+    public const ushort SuperSpeedProductId = 0x5A03;
     public const int BlockSize = 512;
     public const byte BulkInEndpoint = 0x81;
     public const byte BulkOutEndpoint = 0x02;
@@ -49,18 +50,28 @@ public sealed class MassStorageDevice : EmulatedUsbDevice
 
     /// <param name="imagePath">Existing image file; its size must be a non-zero multiple of 512.</param>
     /// <param name="readOnly">Report write protection and refuse WRITE(10).</param>
-    /// <param name="speed">High (default) or Full; the device is high-speed capable either way.</param>
+    /// <param name="speed">
+    /// High (default) or Full (a high-speed capable device either way), or Super: a USB 3 stick (bcdUSB
+    /// 3.00, ep0 of 2^9 bytes, bulk endpoints of 1024 bytes with bursts of 16, as QEMU's usb-storage on xHCI).
+    /// </param>
     public MassStorageDevice(string imagePath, bool readOnly = false, UsbSpeed speed = UsbSpeed.High)
         : base(
             speed,
-            UsbDescriptors.Device(0x0200, 0, 0, 0, 64, DefaultVendorId, DefaultProductId, 0x0100, 1, 2, 3),
-            BuildConfiguration(speed == UsbSpeed.High ? (ushort)512 : (ushort)64),
-            ["XenPvUsb", "Emulated Stick", "XPU0001"],
-            BuildConfiguration(speed == UsbSpeed.High ? (ushort)64 : (ushort)512))
+            speed == UsbSpeed.Super
+                ? UsbDescriptors.Device(0x0300, 0, 0, 0, 9, DefaultVendorId, SuperSpeedProductId, 0x0100, 1, 2, 3)
+                : UsbDescriptors.Device(0x0200, 0, 0, 0, 64, DefaultVendorId, DefaultProductId, 0x0100, 1, 2, 3),
+            speed switch
+            {
+                UsbSpeed.Super => BuildSuperSpeedConfiguration(),
+                UsbSpeed.High => BuildConfiguration(512),
+                _ => BuildConfiguration(64),
+            },
+            ["XenPvUsb", speed == UsbSpeed.Super ? "Emulated USB 3 Stick" : "Emulated Stick", speed == UsbSpeed.Super ? "XPU3001" : "XPU0001"],
+            speed == UsbSpeed.Super ? null : BuildConfiguration(speed == UsbSpeed.High ? (ushort)64 : (ushort)512))
     {
-        if (speed is not (UsbSpeed.High or UsbSpeed.Full))
+        if (speed is not (UsbSpeed.High or UsbSpeed.Full or UsbSpeed.Super))
         {
-            throw new ArgumentOutOfRangeException(nameof(speed), speed, "A mass storage device runs at high or full speed.");
+            throw new ArgumentOutOfRangeException(nameof(speed), speed, "A mass storage device runs at super, high or full speed.");
         }
 
         ImagePath = imagePath;
@@ -180,6 +191,19 @@ public sealed class MassStorageDevice : EmulatedUsbDevice
             UsbDescriptors.Interface(0, 0, 2, 0x08, 0x06, 0x50),
             UsbDescriptors.Endpoint(BulkInEndpoint, UsbTransferTypeBits.Bulk, maxPacketSize, 0),
             UsbDescriptors.Endpoint(BulkOutEndpoint, UsbTransferTypeBits.Bulk, maxPacketSize, 0));
+
+    // bMaxPower counts 8 mA at SuperSpeed: 12 is 96 mA.
+    private static byte[] BuildSuperSpeedConfiguration() =>
+        UsbDescriptors.Configuration(
+            1,
+            0,
+            0x00,
+            12,
+            UsbDescriptors.Interface(0, 0, 2, 0x08, 0x06, 0x50),
+            UsbDescriptors.Endpoint(BulkInEndpoint, UsbTransferTypeBits.Bulk, 1024, 0),
+            UsbDescriptors.SuperSpeedEndpointCompanion(15, 0, 0),
+            UsbDescriptors.Endpoint(BulkOutEndpoint, UsbTransferTypeBits.Bulk, 1024, 0),
+            UsbDescriptors.SuperSpeedEndpointCompanion(15, 0, 0));
 
     private void ResetTransportLocked()
     {

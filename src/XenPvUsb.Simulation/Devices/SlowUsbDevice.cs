@@ -27,6 +27,8 @@ public sealed class SlowUsbDevice : IUsbHostDevice
 
     public UsbSpeed Speed => _inner.Speed;
 
+    public ReadOnlyMemory<byte> Descriptors => _inner.Descriptors;
+
     /// <summary>How long each device operation blocks its thread.</summary>
     public TimeSpan OperationDelay { get; set; }
 

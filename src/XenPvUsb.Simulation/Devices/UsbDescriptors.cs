@@ -3,7 +3,7 @@ using System.Text;
 
 namespace XenPvUsb.Simulation.Devices;
 
-/// <summary>Builders for standard USB 2.0 descriptors (chapter 9), used once when a device is constructed.</summary>
+/// <summary>Builders for standard USB 2.0 descriptors (chapter 9) and USB 3's endpoint companion, used once when a device is constructed.</summary>
 public static class UsbDescriptors
 {
     public const byte DeviceType = 1;
@@ -13,6 +13,7 @@ public static class UsbDescriptors
     public const byte EndpointType = 5;
     public const byte DeviceQualifierType = 6;
     public const byte OtherSpeedConfigurationType = 7;
+    public const byte SuperSpeedEndpointCompanionType = 0x30;
 
     /// <summary>US English, the only language the emulated devices offer.</summary>
     public const ushort LangIdEnglishUs = 0x0409;
@@ -53,7 +54,7 @@ public static class UsbDescriptors
     /// A configuration descriptor followed by <paramref name="body"/> (interface, class and endpoint
     /// descriptors); wTotalLength and bNumInterfaces are computed from the body.
     /// </summary>
-    public static byte[] Configuration(byte configurationValue, byte configurationIndex, byte attributes, byte maxPower2mA, params byte[][] body)
+    public static byte[] Configuration(byte configurationValue, byte configurationIndex, byte attributes, byte maxPower, params byte[][] body)
     {
         int total = 9;
         foreach (byte[] part in body)
@@ -68,7 +69,7 @@ public static class UsbDescriptors
         c[5] = configurationValue;
         c[6] = configurationIndex;
         c[7] = (byte)(0x80 | attributes);
-        c[8] = maxPower2mA;
+        c[8] = maxPower; // units of 2 mA, 8 mA at SuperSpeed
         int offset = 9;
         int interfaces = 0;
         foreach (byte[] part in body)
@@ -97,6 +98,10 @@ public static class UsbDescriptors
         [7, EndpointType, address, (byte)transferType, (byte)maxPacketSize, (byte)(maxPacketSize >> 8), interval];
 
     /// <summary>String descriptor zero: the supported language ids.</summary>
+    /// <summary>SuperSpeed endpoint companion (USB 3.2 §9.6.7): bMaxBurst is the number of packets a burst less one.</summary>
+    public static byte[] SuperSpeedEndpointCompanion(byte maxBurst, byte attributes, ushort bytesPerInterval) =>
+        [6, SuperSpeedEndpointCompanionType, maxBurst, attributes, (byte)bytesPerInterval, (byte)(bytesPerInterval >> 8)];
+
     public static byte[] LanguageTable(params ushort[] langIds)
     {
         byte[] s = new byte[2 + (2 * langIds.Length)];

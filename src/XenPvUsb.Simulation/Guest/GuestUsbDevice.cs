@@ -17,6 +17,7 @@ public sealed class GuestUsbDevice
 
     private readonly SimulatedFrontend _frontend;
     private readonly List<GuestEndpoint> _endpoints = new();
+    private readonly List<string> _warnings = new();
 
     private GuestUsbDevice(SimulatedFrontend frontend, int port)
     {
@@ -54,6 +55,11 @@ public sealed class GuestUsbDevice
 
     public IReadOnlyList<GuestEndpoint> Endpoints => _endpoints;
 
+    /// <summary>What Linux's usbcore would warn about in the descriptors (config.c, hub.c), as it would say it.</summary>
+    public IReadOnlyList<string> DescriptorWarnings => _warnings;
+
+    public ushort BcdUsb { get; private set; }
+
     public string SpeedName => Speed switch
     {
         1 => "low (1.5 Mb/s)",
@@ -71,10 +77,20 @@ public sealed class GuestUsbDevice
         byte[] desc = new byte[18];
         await dev.CheckedControlAsync(0x80, 6, 0x0100, 0, desc.AsMemory(0, 8), cancellationToken).ConfigureAwait(false);
         dev.MaxPacketSize0 = desc[7];
+        // hub_port_init: at high speed ep0 is 64 bytes, anything else ends the enumeration.
+        if (dev.Speed == Usbif.Usbif.USBIF_SPEED_HIGH && dev.MaxPacketSize0 != 64)
+        {
+            throw new IOException($"port {port}: Invalid ep0 maxpacket: {dev.MaxPacketSize0}");
+        }
         await dev.CheckedControlAsync(0x00, 5, (ushort)address, 0, Memory<byte>.Empty, cancellationToken).ConfigureAwait(false);
         dev.Address = address;
         await dev.CheckedControlAsync(0x80, 6, 0x0100, 0, desc, cancellationToken).ConfigureAwait(false);
         dev.DeviceClass = desc[4];
+        dev.BcdUsb = BinaryPrimitives.ReadUInt16LittleEndian(desc.AsSpan(2));
+        if (desc[7] != dev.MaxPacketSize0)
+        {
+            dev._warnings.Add($"device descriptor changed: ep0 maxpacket {dev.MaxPacketSize0} then {desc[7]}");
+        }
         dev.VendorId = BinaryPrimitives.ReadUInt16LittleEndian(desc.AsSpan(8));
         dev.ProductId = BinaryPrimitives.ReadUInt16LittleEndian(desc.AsSpan(10));
         byte iManufacturer = desc[14];
@@ -86,6 +102,10 @@ public sealed class GuestUsbDevice
         int total = BinaryPrimitives.ReadUInt16LittleEndian(head.AsSpan(2));
         byte[] config = new byte[total];
         int got = await dev.CheckedControlAsync(0x80, 6, 0x0200, 0, config, cancellationToken).ConfigureAwait(false);
+        if (got < total || (got >= 4 && BinaryPrimitives.ReadUInt16LittleEndian(config.AsSpan(2)) != total))
+        {
+            dev._warnings.Add($"config index 0 descriptor too short (expected {total}, got {got}) or its wTotalLength changed");
+        }
         dev.ParseConfiguration(config.AsSpan(0, got));
 
         dev.Manufacturer = await dev.ReadStringAsync(iManufacturer, cancellationToken).ConfigureAwait(false);
@@ -178,8 +198,34 @@ public sealed class GuestUsbDevice
             }
             else if (type == 5 && i + 7 <= config.Length)
             {
-                _endpoints.Add(new GuestEndpoint(config[i + 2], s_descriptorTypes[config[i + 3] & 3], BinaryPrimitives.ReadUInt16LittleEndian(config.Slice(i + 4))));
+                var e = new GuestEndpoint(config[i + 2], s_descriptorTypes[config[i + 3] & 3], BinaryPrimitives.ReadUInt16LittleEndian(config.Slice(i + 4)));
+                _endpoints.Add(e);
+                CheckEndpoint(e);
             }
+            else if (type is 0x30 or 0x31)
+            {
+                _warnings.Add($"a SuperSpeed companion descriptor (type 0x{type:x2}) on a device at speed {Speed}");
+            }
+        }
+    }
+
+    // usb_parse_endpoint's checks at high speed.
+    private void CheckEndpoint(GuestEndpoint e)
+    {
+        if (Speed != Usbif.Usbif.USBIF_SPEED_HIGH)
+        {
+            return;
+        }
+        int size = e.MaxPacketSize & 0x7ff;
+        int mult = (e.MaxPacketSize >> 11) & 3;
+        switch (e.Type)
+        {
+            case UsbTransferType.Bulk when e.MaxPacketSize != 512:
+                _warnings.Add($"bulk endpoint 0x{e.Address:X} has invalid maxpacket {e.MaxPacketSize}");
+                break;
+            case UsbTransferType.Interrupt or UsbTransferType.Isochronous when size > 1024 || mult == 3 || size == 0 && mult != 0:
+                _warnings.Add($"endpoint 0x{e.Address:X} has invalid wMaxPacketSize {e.MaxPacketSize}");
+                break;
         }
     }
 }

@@ -15,6 +15,7 @@ internal sealed partial class VusbController
     // Standard requests the backend handles itself (usb 2.0 spec 9.4; host-interfaces.md §1.10).
     private const byte ReqClearFeature = 1;
     private const byte ReqSetAddress = 5;
+    private const byte ReqGetDescriptor = 6;
     private const byte ReqSetConfiguration = 9;
     private const byte ReqSetInterface = 11;
 
@@ -184,6 +185,21 @@ internal sealed partial class VusbController
         ushort wValue = (ushort)(setup >> 16);
         ushort wIndex = (ushort)(setup >> 32);
         IUsbHostDevice device = p.Device!;
+        if (p.HighSpeed is { } highSpeed)
+        {
+            // A SuperSpeed device the guest sees at high speed: its descriptors as a high-speed device's,
+            // and what only SuperSpeed knows stalls, as on a high-speed device.
+            if (HighSpeedView.IsSuperSpeedOnlyRequest(bmRequestType, bRequest, wValue))
+            {
+                Respond(req.id, USBIF_STATUS_STALL, 0);
+                return true;
+            }
+            if (bmRequestType == 0x80 && bRequest == ReqGetDescriptor && highSpeed.Find(wValue) is { } descriptor)
+            {
+                AnswerLocally(ref req, pipe, p, descriptor);
+                return true;
+            }
+        }
         switch ((bmRequestType, bRequest))
         {
             case (0x00, ReqSetAddress):
@@ -207,6 +223,28 @@ internal sealed partial class VusbController
             default:
                 return false;
         }
+    }
+
+    /// <summary>A control IN answered with <paramref name="data"/> (cut to wLength), without the device.</summary>
+    private void AnswerLocally(ref usbif_urb_request req, UsbifPipe pipe, VusbPort p, byte[] data)
+    {
+        if (TakeSlot(ref req, pipe, p) is not { } slot)
+        {
+            return;
+        }
+        int length = Math.Min(data.Length, (int)(req.u_ctrl >> 48));
+        UsbTransfer t = slot.Rent(UsbTransfer.SetupSize + length);
+        _buffersHeld = true;
+        t.Type = UsbTransferType.Control;
+        t.Length = UsbTransfer.SetupSize + length;
+        data.AsSpan(0, length).CopyTo(t.Buffer.AsSpan(UsbTransfer.SetupSize));
+        int status = USBIF_STATUS_OK;
+        if (length > 0 && _evtchn is not null && !CopySegments(ref slot.Request, t, UsbTransfer.SetupSize, length, toGuest: true))
+        {
+            status = USBIF_STATUS_INVAL;
+            length = 0;
+        }
+        Finish(slot, status, length);
     }
 
     /// <summary>A free slot holding a copy of <paramref name="req"/> for this connection, or null (refused) when none is free.</summary>

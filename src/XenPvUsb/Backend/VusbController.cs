@@ -342,6 +342,15 @@ internal sealed partial class VusbController : IEventHandler, IBusyPollable, IFa
         }
         p.Device = device;
         p.WireSpeed = wireSpeed;
+        p.HighSpeed = null;
+        if (device.Speed >= UsbSpeed.Super && wireSpeed == Usbif.Usbif.USBIF_SPEED_HIGH)
+        {
+            p.HighSpeed = HighSpeedDescriptorSet.Create(device.Descriptors.Span);
+            if (p.HighSpeed is null)
+            {
+                _logger.SuperSpeedDescriptorsUnreadable(Frontend.Value, DevId, port, device.BusId, device.Descriptors.Length);
+            }
+        }
         if (IsConnected && !_closing && p.QueuedSpeed != wireSpeed)
         {
             // A new device for the guest: it enumerates it from address 0. (A port the guest already
@@ -372,6 +381,7 @@ internal sealed partial class VusbController : IEventHandler, IBusyPollable, IFa
         p.Device = null;
         p.Address = 0;
         p.WireSpeed = Usbif.Usbif.USBIF_SPEED_NONE;
+        p.HighSpeed = null;
         Contained(c => c.CancelInFlight(port));
         if (IsConnected && !_closing)
         {
@@ -516,6 +526,9 @@ internal sealed partial class VusbController : IEventHandler, IBusyPollable, IFa
         public IUsbHostDevice? Device { get; set; }
 
         public byte WireSpeed { get; set; }
+
+        /// <summary>A SuperSpeed device's descriptors as the guest reads them (it sees a high-speed device); null for the others.</summary>
+        public HighSpeedDescriptorSet? HighSpeed { get; set; }
 
         /// <summary>Address the guest gave the device with SET_ADDRESS (0 = default address).</summary>
         public int Address { get; set; }

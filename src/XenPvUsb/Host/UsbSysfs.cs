@@ -160,6 +160,27 @@ public static partial class UsbSysfs
         return pathA.Length.CompareTo(pathB.Length);
     }
 
+    /// <summary>
+    /// The descriptors the kernel read from the device at enumeration (sysfs "descriptors": the device
+    /// descriptor, then each configuration's set, as usbfs's read() gives them), or empty if it is not there.
+    /// </summary>
+    public static byte[] ReadDescriptors(string sysfsRoot, string busId)
+    {
+        ArgumentNullException.ThrowIfNull(sysfsRoot);
+        if (!IsValidBusId(busId))
+        {
+            return [];
+        }
+        try
+        {
+            return File.ReadAllBytes(Path.Combine(DevicesDirectory(sysfsRoot), busId, "descriptors"));
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            return [];
+        }
+    }
+
     private static string DevicesDirectory(string sysfsRoot) => Path.Combine(sysfsRoot, "bus", "usb", "devices");
 
     private static UsbDeviceInfo? ReadDevice(string sysfsRoot, string busId)

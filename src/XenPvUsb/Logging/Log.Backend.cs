@@ -101,4 +101,7 @@ internal static partial class Log
 
     [LoggerMessage(EventId = 231, Level = LogLevel.Warning, Message = "vusb {DomId}/{DevId}: backend node grant-mode = '{Value}' is not copy or map; using {Default}")]
     public static partial void GrantModeInvalid(this ILogger logger, int domId, int devId, string value, XenPvUsb.Backend.GrantMode @default);
+
+    [LoggerMessage(EventId = 240, Level = LogLevel.Warning, Message = "vusb {DomId}/{DevId}: port {Port}: {BusId} is a SuperSpeed device whose descriptors ({Length} bytes from sysfs) do not parse; the guest gets them untranslated and may not enumerate it")]
+    public static partial void SuperSpeedDescriptorsUnreadable(this ILogger logger, int domId, int devId, int port, string busId, int length);
 }

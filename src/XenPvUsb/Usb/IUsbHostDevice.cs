@@ -22,6 +22,13 @@ public interface IUsbHostDevice : IDisposable
     UsbSpeed Speed { get; }
 
     /// <summary>
+    /// The device's descriptors as the host read them at enumeration: the device descriptor, then each
+    /// configuration's descriptor set (wTotalLength bytes), as usbfs's read() and sysfs's descriptors
+    /// give them. Empty if the host cannot say. Comes from the device: not to be trusted.
+    /// </summary>
+    ReadOnlyMemory<byte> Descriptors { get; }
+
+    /// <summary>
     /// Starts a transfer. It completes exactly once through its owner, inline or later. Errors that
     /// usbfs would return from SUBMITURB are delivered as an immediate completion with that status.
     /// </summary>

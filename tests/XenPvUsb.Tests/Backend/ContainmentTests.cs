@@ -87,6 +87,8 @@ public sealed class ContainmentTests
 
         public UsbSpeed Speed => _inner.Speed;
 
+        public ReadOnlyMemory<byte> Descriptors => _inner.Descriptors;
+
         public Task Released => _inner.Released;
 
         public void Submit(UsbTransfer transfer)

@@ -93,6 +93,7 @@ internal sealed unsafe class UsbfsDevice : IUsbHostDevice, IEventHandler
         int speed = file.GetSpeed();
         Speed = speed > 0 && speed <= (int)UsbSpeed.SuperPlus ? (UsbSpeed)speed : info.Speed;
         Capabilities = file.GetCapabilities(out uint caps) == 0 ? caps : 0;
+        Descriptors = UsbSysfs.ReadDescriptors(sysfsRoot, BusId);
 
         int claimed = ClaimAll(null, out int failedInterface, out int error);
         if (error != 0)
@@ -126,6 +127,8 @@ internal sealed unsafe class UsbfsDevice : IUsbHostDevice, IEventHandler
     public string BusId { get; }
 
     public UsbSpeed Speed { get; }
+
+    public ReadOnlyMemory<byte> Descriptors { get; }
 
     /// <summary>USBDEVFS_CAP_* bits (0 if the kernel predates GET_CAPABILITIES).</summary>
     public uint Capabilities { get; }
