@@ -78,6 +78,24 @@ figure() { echo "FIGURE $1 $2 $3"; }
 LAB_REQ_N=0
 lab_request() { LAB_REQ_N=$((LAB_REQ_N + 1)); echo "LAB-REQUEST r$$-$LAB_REQ_N $*"; }
 
+# lab_sleep SECONDS: sleep without a fork (read -t on a FIFO nobody writes; fractions work).
+lab_sleep() {
+  if [ -z "${LAB_SLEEP_FD:-}" ]; then
+    [ -p "$LAB_TMP/sleep.fifo" ] || mkfifo "$LAB_TMP/sleep.fifo"
+    exec {LAB_SLEEP_FD}<> "$LAB_TMP/sleep.fifo"
+  fi
+  read -r -t "$1" -u "$LAB_SLEEP_FD" _ || true
+}
+
+# usb_drivers BUSID: the drivers bound to the device's interfaces, space-separated ("" if none; builtins only).
+usb_drivers() {
+  local f out=
+  for f in /sys/bus/usb/drivers/*/"$1":*; do [ -e "$f" ] || continue; f=${f%/*}; out="$out${out:+ }${f##*/}"; done
+  echo "$out"
+}
+# usb_bound_to BUSID DRIVER: an interface of the device is bound to DRIVER (builtins only, no output).
+usb_bound_to() { local f; for f in /sys/bus/usb/drivers/"$2"/"$1":*; do [ -e "$f" ] && return 0; done; return 1; }
+
 # wait_for TIMEOUT_S CMD...: run CMD every second (keep CMD cheap: builtins) until it succeeds.
 wait_for() {
   local end=$((SECONDS + $1)); shift
@@ -140,11 +158,15 @@ read_disk() {
 # --- PV guests -------------------------------------------------------------------------------------
 # guest_create NAME SCRIPT [XL-CONFIG-LINE...]: start a PV guest (dom0 kernel + lab initramfs) whose
 # init sources SCRIPT (a file in dom0; it may use the helpers of tests/lab/guest/init).
+# Environment: GUEST_SKIP_MODULES (modules of the load order not to load, e.g. xen_hcd),
+# GUEST_EXTRA_MODULES (optional modules to load: xen_gntalloc xen_evtchn), GUEST_MEMORY (MiB, default 512).
 guest_create() {
   local name=$1 script=$2 d=$LAB_GUESTS/$1
   shift 2
   rm -rf "$d"; mkdir -p "$d/root/lab"
   cp "$script" "$d/root/lab/script.sh"
+  [ -n "${GUEST_SKIP_MODULES:-}" ] && printf '%s\n' $GUEST_SKIP_MODULES > "$d/root/lab/modules.skip"
+  [ -n "${GUEST_EXTRA_MODULES:-}" ] && printf '%s\n' $GUEST_EXTRA_MODULES > "$d/root/lab/modules.extra"
   { cat /payload/guest/initrd.gz
     (cd "$d/root" && find . | cpio -o -H newc --quiet -R 0:0 | gzip -1)
   } > "$d/initrd.gz"
@@ -154,7 +176,7 @@ guest_create() {
     echo 'kernel = "/lab/guest-vmlinuz"'
     echo "ramdisk = \"$d/initrd.gz\""
     echo 'extra = "console=hvc0"'
-    echo 'memory = 512'
+    echo "memory = ${GUEST_MEMORY:-512}"
     echo 'vcpus = 1'
     echo 'on_poweroff = "destroy"'
     echo 'on_crash = "destroy"'
