@@ -19,7 +19,7 @@ sb_exposure() {
 }
 
 sb_process() {
-  local pid st cap seccomp nnp net1 net
+  local pid st cap seccomp nnp net1 net pc
   pid=$(pv_pid)
   [ "${pid:-0}" -gt 0 ] || { reason "xenpvusbd not running"; return 1; }
   st=$(cat /proc/$pid/status)
@@ -31,7 +31,10 @@ sb_process() {
   [ "$seccomp" = 2 ] || { reason "Seccomp: $seccomp (2 = filter)"; return 1; }
   [ "$nnp" = 1 ] || { reason "NoNewPrivs: $nnp"; return 1; }
   [ "$net" != "$net1" ] || { reason "same network namespace as PID 1 ($net)"; return 1; }
-  reason "MainPID $pid: CapEff=0 CapBnd=0, Seccomp=2, NoNewPrivs=1, network namespace $net (PID 1: $net1)"
+  # xenfs's privcmd (hypercalls) is covered by an inaccessible node in the daemon's mount namespace
+  pc=$(stat -L -c '%a %F' /proc/$pid/root/proc/xen/privcmd 2>&1)
+  [ "${pc%% *}" = 0 ] || { reason "/proc/xen/privcmd in the daemon's namespace: $pc"; return 1; }
+  reason "MainPID $pid: CapEff=0 CapBnd=0, Seccomp=2, NoNewPrivs=1, network namespace $net (PID 1: $net1); its /proc/xen/privcmd: $pc"
 }
 
 sb_denials() {
