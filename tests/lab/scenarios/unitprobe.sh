@@ -7,7 +7,7 @@
 #              (boolean -> no, list -> reset), and whether the daemon starts then
 # The settings are the [Service] lines after the "Least privilege" comment of the unit.
 
-UP=$LAB_TMP/unitprobe
+UP=/run/lab-unitprobe   # not in /tmp: the probe units have a private /tmp
 mkdir -p $UP
 
 up_settings() {
@@ -17,27 +17,39 @@ up_settings() {
 }
 
 UP_TEST='r=""
-cat /proc/xen/capabilities > /dev/null 2>&1 || r="$r capabilities"
+if [ -n "$UP_VERBOSE" ]; then ls -la /proc/xen/; grep -E " /proc(/xen)? " /proc/self/mountinfo; cat /proc/xen/capabilities; id; grep -E "^(Cap|Seccomp|NoNewPrivs)" /proc/self/status; fi
+c=$(cat /proc/xen/capabilities 2>&1) || r="$r capabilities($c)"
+case $c in *control_d*) ;; *) r="$r no-control_d($c)";; esac
 for d in gntdev evtchn xenbus; do ( exec 3<> /dev/xen/$d ) 2> /dev/null || r="$r $d"; done
 u=$(ls /dev/bus/usb/*/* 2> /dev/null | head -n 1); ( exec 3<> $u ) 2> /dev/null || r="$r usbfs($u)"
 [ -S /run/xenstored/socket ] && { xenstore-read /local/domain/0/name > /dev/null 2>&1 || r="$r xenstored"; }
 echo "${r:- ok}"'
 
-# up_run SETTING...: the test in a transient service with those properties; prints its verdict.
+# up_run SETTING...: the test in a oneshot service with those settings (a unit file in /run: dom0 has
+# no D-Bus for systemd-run); prints its verdict (UP_VERBOSE=1: everything it printed).
 up_run() {
-  local args=() s
-  for s; do args+=(-p "$s"); done
-  timeout 60 systemd-run --quiet --wait --pipe --collect "${args[@]}" /bin/bash -c "$UP_TEST" 2>&1 | tail -n 1
+  local s u=lab-unitprobe
+  mkdir -p $UP
+  { [ -n "${UP_VERBOSE:-}" ] && echo "UP_VERBOSE=1"; printf '%s\n' "$UP_TEST"; } > $UP/test.sh
+  { echo "[Service]"; echo "Type=oneshot"; echo "ExecStart=/bin/bash $UP/test.sh"
+    echo "StandardOutput=file:$UP/out"; echo "StandardError=file:$UP/out"
+    for s; do echo "$s"; done; } > /run/systemd/system/$u.service
+  rm -f $UP/out
+  systemctl daemon-reload
+  timeout 60 systemctl start $u 2> $UP/err || { echo " unit failed: $(tail -n 1 $UP/err) $(journalctl -u $u -n 3 -o cat --no-pager | tr '\n' ' ')"; return; }
+  if [ -n "${UP_VERBOSE:-}" ]; then cat $UP/out; else tail -n 1 $UP/out 2> /dev/null || echo " no output"; fi
 }
 
 up_access() {
   local s v all=() bad=
+  echo "  (no setting) -> $(up_run)"
   while IFS= read -r s; do
     all+=("$s")
     v=$(up_run "$s")
     echo "  $s -> $v"
     [ "$v" = " ok" ] || { bad="$bad [$s:$v]"; echo "PROBE-FAIL $s ->$v"; }
   done < $UP/settings
+  UP_VERBOSE=1 up_run "${all[@]}" | sed 's/^/  all: /'
   v=$(up_run "${all[@]}")
   echo "PROBE-ALL $v"
   [ "$v" = " ok" ] && [ -z "$bad" ] || { reason "alone:${bad:- none denied}; all together:$v"; return 1; }
@@ -79,7 +91,10 @@ up_bisect() {
   return 1
 }
 
+up_clean() { rm -f /run/systemd/system/lab-unitprobe.service; systemctl daemon-reload; }
+
 if stage install -t 120 pv_install && stage settings up_settings; then
   stage access -t 900 up_access
+  up_clean
   stage bisect -t 1500 up_bisect
 fi
