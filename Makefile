@@ -2,6 +2,7 @@
 #   make run     the daemon on the built-in simulated Xen host, with a guest using an emulated stick and keyboard
 #   make test    every test; ends with "N passed, N failed"
 #   make bench   URB throughput and latency through the real backend code on the simulated host
+#   make fuzz    10^6 hostile requests, ring and xenstore games through the real backend (FUZZ_REQUESTS, FUZZ_SEED)
 #   make publish NativeAOT single binaries of xenpvusbd and xenpvusb (no .NET needed on the dom0), the shim, the unit
 #   make check   formatting (dotnet format, clang-format) and the shim's exported ABI
 #   make lab     real Xen under QEMU (see tests/lab/README.md)
@@ -18,7 +19,7 @@ DAEMON_BIN := src/XenPvUsb.Daemon/bin/$(CONFIG)/net10.0/xenpvusbd
 CLI_BIN := src/XenPvUsb.Cli/bin/$(CONFIG)/net10.0/xenpvusb
 IMAGE ?=
 
-.PHONY: all deps native build run test bench publish check clean lab
+.PHONY: all deps native build run test bench fuzz publish check clean lab
 
 all: build
 
@@ -57,6 +58,13 @@ test: build
 
 bench: build
 	$(DOTNET) run --project tests/XenPvUsb.Bench -c Release --no-build
+
+# Needs only the .NET SDK and NuGet restore (no native shim, no Debian packages): the simulated host is in-process.
+FUZZ_REQUESTS ?= 1000000
+FUZZ_SEED ?=
+fuzz:
+	$(DOTNET) build tests/XenPvUsb.Fuzz -c $(CONFIG) -nologo -clp:NoSummary -v:q
+	$(DOTNET) tests/XenPvUsb.Fuzz/bin/$(CONFIG)/net10.0/XenPvUsb.Fuzz.dll --requests $(FUZZ_REQUESTS) $(if $(FUZZ_SEED),--seed $(FUZZ_SEED))
 
 publish: deps
 	$(DOTNET) publish src/XenPvUsb.Daemon -c Release -r linux-x64 -o $(OUT)/publish -nologo -v:q

@@ -1,4 +1,6 @@
+using System.Globalization;
 using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Hosting.Systemd;
 using Microsoft.Extensions.Logging;
 using XenPvUsb.Backend;
 using XenPvUsb.Xen;
@@ -14,6 +16,10 @@ namespace XenPvUsb.Daemon;
 /// watches backend/vusb before <c>systemctl start</c> returns. A failure to start (no xenstore, no gntdev, ...)
 /// fails the host's start, so systemd never sees READY=1. Later, the event loop faulting or the xenstore
 /// connection dying is fatal: logged, the host stopped, and the process exits non-zero so systemd restarts it.
+/// A failure of the event loop itself ends the process on the spot (exit status 70), without the graceful
+/// stop: nothing could be served any more, and a successor re-adopts the controllers. Under a systemd
+/// watchdog (WatchdogSec=, so WATCHDOG_USEC is set) the loop thread itself sends WATCHDOG=1 at half the
+/// interval, so a loop that stops turning is killed and restarted by systemd.
 /// </remarks>
 internal sealed class BackendService : IHostedService
 {
@@ -21,14 +27,16 @@ internal sealed class BackendService : IHostedService
     private readonly IHostApplicationLifetime _lifetime;
     private readonly ILogger _logger;
     private readonly int _busyPollMicroseconds;
+    private readonly ISystemdNotifier? _notifier;
     private EventLoop? _loop;
     private BackendRegistry? _registry;
     private Task _watchdog = Task.CompletedTask;
     private volatile bool _stopping;
 
     public BackendService(Func<EventLoop, Task<BackendHost>> hostFactory, IHostApplicationLifetime lifetime, ILogger<BackendService> logger,
-        DaemonOptions options)
+        DaemonOptions options, ISystemdNotifier? notifier = null)
     {
+        _notifier = notifier;
         _busyPollMicroseconds = options.BusyPollMicroseconds;
         _hostFactory = hostFactory;
         _lifetime = lifetime;
@@ -37,7 +45,7 @@ internal sealed class BackendService : IHostedService
 
     public async Task StartAsync(CancellationToken cancellationToken)
     {
-        var loop = new EventLoop(_logger, _busyPollMicroseconds);
+        var loop = new EventLoop(_logger, LoopOptions());
         BackendHost host;
         BackendRegistry? registry = null;
         try
@@ -74,6 +82,46 @@ internal sealed class BackendService : IHostedService
         _loop?.Dispose();
         await _watchdog.ConfigureAwait(false);
         _logger.ServiceStopped();
+    }
+
+    private EventLoopOptions LoopOptions()
+    {
+        TimeSpan? watchdog = WatchdogInterval();
+        ISystemdNotifier? notifier = _notifier;
+        if (watchdog is not null && notifier is not null)
+        {
+            _logger.WatchdogEnabled(watchdog.Value.TotalSeconds);
+        }
+        return new EventLoopOptions
+        {
+            BusyPollMicroseconds = _busyPollMicroseconds,
+            Heartbeat = watchdog is not null && notifier is not null ? () => notifier.Notify(new ServiceState("WATCHDOG=1")) : null,
+            HeartbeatInterval = watchdog is { } w ? w / 2 : TimeSpan.FromSeconds(5),
+            OnFatal = FatalExit,
+        };
+    }
+
+    /// <summary>systemd's watchdog interval, if it watches this process (WATCHDOG_USEC, and WATCHDOG_PID ours or unset).</summary>
+    private static TimeSpan? WatchdogInterval()
+    {
+        if (!ulong.TryParse(Environment.GetEnvironmentVariable("WATCHDOG_USEC"), NumberStyles.None, CultureInfo.InvariantCulture, out ulong usec) || usec == 0)
+        {
+            return null;
+        }
+        string? pid = Environment.GetEnvironmentVariable("WATCHDOG_PID");
+        if (pid is not null && pid != Environment.ProcessId.ToString(CultureInfo.InvariantCulture))
+        {
+            return null;
+        }
+        return TimeSpan.FromMicroseconds(usec);
+    }
+
+    private static void FatalExit(Exception e)
+    {
+        // Said on stderr synchronously (the journal gets it even if the logger's queue does not drain),
+        // then out at once: no graceful stop that would need the loop.
+        Console.Error.WriteLine($"xenpvusbd: the event loop failed, exiting for a restart: {e}");
+        Tmds.Linux.LibC._exit(70);
     }
 
     private async Task WatchAsync(EventLoop loop, BackendHost host)

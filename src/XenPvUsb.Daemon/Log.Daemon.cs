@@ -10,6 +10,9 @@ internal static partial class Log
     [LoggerMessage(EventId = 2, Level = LogLevel.Critical, Message = "the xenstore connection died; stopping so that the service manager restarts xenpvusbd")]
     public static partial void XenStoreLost(this ILogger logger, Exception? exception);
 
+    [LoggerMessage(EventId = 4, Level = LogLevel.Information, Message = "systemd watchdog: {Seconds} s; the event loop says it is alive at half that")]
+    public static partial void WatchdogEnabled(this ILogger logger, double seconds);
+
     [LoggerMessage(EventId = 3, Level = LogLevel.Information, Message = "stopped: every controller and device released")]
     public static partial void ServiceStopped(this ILogger logger);
 }

@@ -49,6 +49,10 @@ internal sealed class NullUsbHost : IUsbHost
 
         public Task<int> ResetAsync() => s_ok;
 
+        public void Close()
+        {
+        }
+
         public void Dispose()
         {
         }

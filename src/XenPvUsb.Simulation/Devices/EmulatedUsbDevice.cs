@@ -314,6 +314,9 @@ public abstract class EmulatedUsbDevice : IUsbHostDevice
 
     public Task<int> ResetAsync() => Task.FromResult(Reset());
 
+    /// <summary>No host drivers here: closing for a successor is releasing the claim.</summary>
+    public void Close() => Dispose();
+
     /// <summary>The claim is released within <see cref="Dispose"/>, so this is always complete.</summary>
     public Task Released => Task.CompletedTask;
 

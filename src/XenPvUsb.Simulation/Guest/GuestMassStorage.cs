@@ -63,6 +63,17 @@ public sealed class GuestMassStorage
         BlockSize = (int)BinaryPrimitives.ReadUInt32BigEndian(data.AsSpan(4));
     }
 
+    /// <summary>
+    /// Reset recovery after a transport error, as usb-storage's usb_stor_Bulk_reset does: Bulk-Only Mass
+    /// Storage Reset, then CLEAR_FEATURE(HALT) on both bulk endpoints (BOT §5.3.4).
+    /// </summary>
+    public async Task ResetRecoveryAsync(CancellationToken cancellationToken = default)
+    {
+        Check(await _device.ControlAsync(0x21, 0xFF, 0, 0, Memory<byte>.Empty, cancellationToken).ConfigureAwait(false), "Bulk-Only reset");
+        Check(await _device.ClearHaltAsync(_bulkIn, cancellationToken).ConfigureAwait(false), "clear halt IN");
+        Check(await _device.ClearHaltAsync(_bulkOut, cancellationToken).ConfigureAwait(false), "clear halt OUT");
+    }
+
     public Task ReadAsync(uint lba, Memory<byte> destination, CancellationToken cancellationToken = default) =>
         TransferAsync(0x28, lba, destination, isIn: true, cancellationToken);
 

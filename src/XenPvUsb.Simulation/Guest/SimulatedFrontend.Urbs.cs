@@ -316,6 +316,10 @@ public sealed partial class SimulatedFrontend
                 while (_urbRing.RspCons != rp)
                 {
                     usbif_urb_response rsp = _urbRing.CopyNextResponse();
+                    if (_rawOutstanding > 0 && TakeRawExpected(rsp))
+                    {
+                        continue;
+                    }
                     if (_rawWaiters.Remove(rsp.id, out TaskCompletionSource<usbif_urb_response>? w))
                     {
                         (raw ??= new()).Add((w, rsp));

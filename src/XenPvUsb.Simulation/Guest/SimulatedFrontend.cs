@@ -48,6 +48,8 @@ public sealed partial class SimulatedFrontend : IAsyncDisposable
     private GuestPort? _port;
     private Thread? _eventThread;
     private volatile bool _stopping;
+    private volatile bool _shuttingDown;
+    private readonly TaskCompletionSource _shutdownCompleted = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private string? _protocolError;
     private Task? _stateWatcher;
     private XenStoreWatch? _backendStateWatch;
@@ -205,12 +207,57 @@ public sealed partial class SimulatedFrontend : IAsyncDisposable
         }
     }
 
-    /// <summary>Tears the connection down like usb_remove_hcd: outstanding URBs fail with -ESHUTDOWN, state Closed.</summary>
+    /// <summary>How long <see cref="ShutdownAsync"/> waits for the backend to answer the URBs in flight.</summary>
+    public static TimeSpan RemovalTimeout { get; set; } = TimeSpan.FromSeconds(5);
+
+    /// <summary>
+    /// True if a shutdown found URBs the backend never answered: the real xen-hcd would hang there for
+    /// ever (usb_remove_hcd waits for every URB; hung-task reports in the guest).
+    /// </summary>
+    public bool HungOnRemoval { get; private set; }
+
+    /// <summary>Completes when a shutdown (the backend's Closing, or <see cref="ShutdownAsync"/>) has finished and Closed is written.</summary>
+    public Task ShutdownCompleted => _shutdownCompleted.Task;
+
+    /// <summary>
+    /// Tears the connection down like usb_remove_hcd: every URB in flight is unlinked and waited for
+    /// (xen-hcd gives a URB back only on the backend's response), then the rest fail with -ESHUTDOWN
+    /// and the state goes Closed.
+    /// </summary>
     public async Task ShutdownAsync()
     {
-        if (_stopping)
+        if (_stopping || _shuttingDown)
         {
             return;
+        }
+        _shuttingDown = true;
+        if (_protocolError is null && _port is not null && _eventThread is not null)
+        {
+            List<(Shadow Shadow, TaskCompletionSource<UrbResult> Tcs)> inFlight = new();
+            lock (_ringLock)
+            {
+                foreach (Shadow s in _shadows)
+                {
+                    if (s.InFlight && s.Tcs is { } tcs && !s.Pipe.IsUnlink)
+                    {
+                        inFlight.Add((s, tcs));
+                    }
+                }
+            }
+            foreach ((Shadow shadow, TaskCompletionSource<UrbResult> tcs) in inFlight)
+            {
+                TryUnlink(shadow, tcs);
+            }
+            long deadline = Environment.TickCount64 + (long)RemovalTimeout.TotalMilliseconds;
+            while (_protocolError is null && AnyInFlight() && Environment.TickCount64 < deadline)
+            {
+                await Task.Delay(2).ConfigureAwait(false);
+            }
+            if (AnyInFlight() && _protocolError is null)
+            {
+                HungOnRemoval = true;
+                _logger.FrontendHungOnRemoval(_self.Value, _devId);
+            }
         }
         _stopping = true;
         _port?.Raise();
@@ -239,6 +286,7 @@ public sealed partial class SimulatedFrontend : IAsyncDisposable
         catch (Exception e) when (e is XenStoreException or XenStoreConnectionClosedException)
         {
         }
+        _shutdownCompleted.TrySetResult();
     }
 
     public async ValueTask DisposeAsync()
@@ -278,6 +326,21 @@ public sealed partial class SimulatedFrontend : IAsyncDisposable
                 return;
             }
             ProcessResponses();
+        }
+    }
+
+    private bool AnyInFlight()
+    {
+        lock (_ringLock)
+        {
+            foreach (Shadow s in _shadows)
+            {
+                if (s.InFlight)
+                {
+                    return true;
+                }
+            }
+            return false;
         }
     }
 

@@ -96,7 +96,11 @@ public sealed class SimulatedXenHost : IAsyncDisposable
         return guest;
     }
 
-    /// <summary>xl destroy: the domain dies (@releaseDomain), its grants and event channels go, libxl removes its nodes.</summary>
+    /// <summary>
+    /// xl destroy: the domain dies (@releaseDomain), its grants and event channels go, libxl removes the
+    /// domain's directory and the backend nodes of the devices it has records of (/libxl/&lt;domid&gt;/device);
+    /// controllers made by our own CLI have none, so their backend nodes stay for the backend to remove.
+    /// </summary>
     public async Task DestroyGuestAsync(SimulatedGuest guest, CancellationToken cancellationToken = default)
     {
         if (!_guests.Remove(guest))
@@ -108,8 +112,15 @@ public sealed class SimulatedXenHost : IAsyncDisposable
         EventChannels.DestroyDomain(guest.Id);
         Grants.DestroyDomain(guest.Id);
         XenStoreConnection xs = _toolstack!;
+        foreach (string dev in await xs.DirectoryAsync($"/libxl/{guest.Id.Value}/device/vusb", cancellationToken: cancellationToken).ConfigureAwait(false))
+        {
+            await xs.RemoveAsync($"/local/domain/0/backend/vusb/{guest.Id.Value}/{dev}", cancellationToken: cancellationToken).ConfigureAwait(false);
+        }
         await xs.RemoveAsync($"/local/domain/{guest.Id.Value}", cancellationToken: cancellationToken).ConfigureAwait(false);
-        await xs.RemoveAsync($"/local/domain/0/backend/vusb/{guest.Id.Value}", cancellationToken: cancellationToken).ConfigureAwait(false);
+        if (await xs.ReadAsync($"/libxl/{guest.Id.Value}", cancellationToken: cancellationToken).ConfigureAwait(false) is not null)
+        {
+            await xs.RemoveAsync($"/libxl/{guest.Id.Value}", cancellationToken: cancellationToken).ConfigureAwait(false);
+        }
     }
 
     public async ValueTask DisposeAsync()

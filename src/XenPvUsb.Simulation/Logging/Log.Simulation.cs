@@ -7,6 +7,9 @@ internal static partial class Log
     [LoggerMessage(EventId = 900, Level = LogLevel.Error, Message = "vusb frontend dom{DomId}/{DevId}: protocol error: {Error}")]
     public static partial void FrontendProtocolError(this ILogger logger, int domId, int devId, string error);
 
+    [LoggerMessage(EventId = 909, Level = LogLevel.Error, Message = "vusb frontend dom{DomId}/{DevId}: the backend never answered the URBs in flight; the real xen-hcd would hang in usb_remove_hcd here")]
+    public static partial void FrontendHungOnRemoval(this ILogger logger, int domId, int devId);
+
     [LoggerMessage(EventId = 901, Level = LogLevel.Information, Message = "guest {Guest}: vusb-{DevId}: Xen USB{UsbVer}.0 virtual host controller, {Ports} ports")]
     public static partial void GuestControllerUp(this ILogger logger, string guest, int devId, int usbVer, int ports);
 

@@ -36,6 +36,12 @@ public sealed class BackendHost
     /// <summary>Data path of controllers whose backend directory has no grant-mode node.</summary>
     public GrantMode GrantMode { get; set; } = GrantMode.Copy;
 
+    /// <summary>
+    /// Where each connected controller keeps its recovery journal (the daemon's runtime directory,
+    /// /run/xenpvusb), so that a restarted daemon re-adopts it; null: no journal, no re-adoption.
+    /// </summary>
+    public string? StateDirectory { get; set; }
+
     /// <summary>The domain this backend runs in (dom0).</summary>
     public DomId Self { get; }
 }

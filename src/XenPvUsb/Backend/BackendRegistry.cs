@@ -87,7 +87,19 @@ public sealed class BackendRegistry : IAsyncDisposable
         }
     }
 
-    public async ValueTask DisposeAsync()
+    /// <summary>How long a stopping daemon lets requests in flight finish before answering them IOERROR.</summary>
+    public static TimeSpan SuspendGrace { get; set; } = TimeSpan.FromMilliseconds(500);
+
+    /// <summary>
+    /// Stops serving as a daemon that will be restarted does: every controller is left for a successor
+    /// (see <see cref="VusbBackend.SuspendAsync"/>); xenstore is not touched and no device goes back to dom0.
+    /// </summary>
+    public async ValueTask DisposeAsync() => await StopAsync(crash: false).ConfigureAwait(false);
+
+    /// <summary>Tests: the daemon's process dies: connections end as the kernel ends them, journals as they stand.</summary>
+    internal Task CrashAsync() => StopAsync(crash: true);
+
+    private async Task StopAsync(bool crash)
     {
         _host.Usb.Hotplug -= OnHotplug;
         await _cts.CancelAsync().ConfigureAwait(false);
@@ -119,7 +131,14 @@ public sealed class BackendRegistry : IAsyncDisposable
         }
         foreach (VusbBackend b in all)
         {
-            await b.DisposeAsync().ConfigureAwait(false);
+            if (crash)
+            {
+                await b.CrashAsync().ConfigureAwait(false);
+            }
+            else
+            {
+                await b.SuspendAsync(SuspendGrace).ConfigureAwait(false);
+            }
         }
         _cts.Dispose();
     }
@@ -227,6 +246,15 @@ public sealed class BackendRegistry : IAsyncDisposable
             {
                 return;
             }
+            if (!await _host.Store.IsDomainIntroducedAsync(new DomId(dom)).ConfigureAwait(false))
+            {
+                // A leftover of a dead domain (destroyed while the daemon was down, or whose nodes nobody
+                // removed): never served, its devices never claimed.
+                _logger.StaleController(dom, dev);
+                bool domainGone = await _host.Store.ReadAsync($"/local/domain/{dom}").ConfigureAwait(false) is null;
+                await VusbBackend.RemoveNodesAsync(_host, _logger, new DomId(dom), dev, includeLibxl: domainGone).ConfigureAwait(false);
+                return;
+            }
             backend = new VusbBackend(_host, this, new DomId(dom), dev);
             if (await backend.InitialiseAsync().ConfigureAwait(false))
             {
@@ -291,6 +319,7 @@ public sealed class BackendRegistry : IAsyncDisposable
                         if (!await _host.Store.IsDomainIntroducedAsync(b.Frontend).ConfigureAwait(false))
                         {
                             await b.OnDomainGoneAsync().ConfigureAwait(false);
+                            await RemoveAsync(b).ConfigureAwait(false);
                         }
                     }
                     catch (Exception e) when (e is OperationCanceledException or ObjectDisposedException)

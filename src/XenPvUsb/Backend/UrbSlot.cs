@@ -130,6 +130,17 @@ internal sealed class UrbSlot
         Cancelled = false;
     }
 
+    /// <summary>
+    /// Forgets the transfers this slot owns, so that a device still holding one can complete it into
+    /// nothing: the slot's next request gets fresh buffers.
+    /// </summary>
+    public void AbandonTransfers()
+    {
+        _small = null;
+        _large = null;
+        Mapping = null; // the device may still use the mapped pages; the mapping goes with the process
+    }
+
     /// <summary>Frees the slot for the next request. Only once the device is done with the transfer: this unmaps the guest's pages.</summary>
     public void Release()
     {

@@ -29,6 +29,17 @@ internal sealed class VusbBackend : IAsyncDisposable
     private Task? _frontendWatchLoop;
     private XenbusState _state = XenbusState.Unknown;
     private bool _disposed;
+    // The toolstack asked for removal: Closing is written and the controller serves in closing mode
+    // until the frontend reaches Closed (or RemovalGrace passes), then everything is released.
+    private bool _removing;
+    // The domain died: nothing is attached or served again; the registry drops this backend.
+    private bool _dead;
+
+    /// <summary>How long a removal waits for the frontend to close before releasing anyway (libxl waits 10 s for Closed).</summary>
+    internal static TimeSpan RemovalGrace { get; set; } = TimeSpan.FromSeconds(5);
+
+    /// <summary>How long a released device may take to be handed back before the release is logged as slow.</summary>
+    private static readonly TimeSpan s_releaseWarning = TimeSpan.FromSeconds(2);
 
     public VusbBackend(BackendHost host, BackendRegistry registry, DomId frontend, int devId)
     {
@@ -95,8 +106,17 @@ internal sealed class VusbBackend : IAsyncDisposable
             {
                 var c = new VusbController(Frontend, DevId, numPorts, usbVer, _host.Grants, _host.Loop, _logger, grantMode, mergeBulkIn);
                 c.RingErrorLatched = OnRingError;
+                c.Failed = OnControllerFailed;
                 return c;
             }).ConfigureAwait(false);
+            string? backendState = await xs.ReadAsync($"{BackendPath}/state").ConfigureAwait(false);
+            string? frontendState = await xs.ReadAsync($"{FrontendPath}/state").ConfigureAwait(false);
+            if (backendState == "4" && frontendState == "4" && await TryAdoptLockedAsync().ConfigureAwait(false))
+            {
+                _frontendWatch = await xs.WatchAsync($"{FrontendPath}/state").ConfigureAwait(false);
+                _frontendWatchLoop = FrontendWatchLoopAsync(_frontendWatch);
+                return true;
+            }
             await WriteStateAsync(XenbusState.InitWait).ConfigureAwait(false);
             _logger.BackendInitialised(Frontend.Value, DevId, numPorts, usbVer, grantMode);
             await SyncPortsLockedAsync().ConfigureAwait(false);
@@ -111,7 +131,7 @@ internal sealed class VusbBackend : IAsyncDisposable
     {
         using (await _lock.LockAsync(_cts.Token).ConfigureAwait(false))
         {
-            if (_controller is null || _disposed)
+            if (_controller is null || _disposed || _dead)
             {
                 return;
             }
@@ -123,31 +143,74 @@ internal sealed class VusbBackend : IAsyncDisposable
             {
                 if (_state != XenbusState.Closed)
                 {
-                    await DisconnectLockedAsync(releaseDevices: true).ConfigureAwait(false);
-                    await WriteStateAsync(XenbusState.Closed).ConfigureAwait(false);
+                    await BeginRemovalLockedAsync().ConfigureAwait(false);
                 }
                 return;
             }
-            await SyncPortsLockedAsync().ConfigureAwait(false);
+            if (!_removing)
+            {
+                await SyncPortsLockedAsync().ConfigureAwait(false);
+            }
         }
     }
 
-    /// <summary>The frontend's domain died (@releaseDomain): release everything.</summary>
+    /// <summary>
+    /// The frontend's domain died (@releaseDomain): release everything at once (nobody is left to
+    /// answer), hand the devices back to dom0, and remove the controller's nodes unless libxl made it
+    /// (libxl removes its own). Final: the backend never attaches or serves again.
+    /// </summary>
     public async Task OnDomainGoneAsync()
     {
         using (await _lock.LockAsync(_cts.Token).ConfigureAwait(false))
         {
-            await DisconnectLockedAsync(releaseDevices: true).ConfigureAwait(false);
-            if (_state != XenbusState.Closed)
+            if (_dead)
             {
-                try
-                {
-                    await WriteStateAsync(XenbusState.Closed).ConfigureAwait(false);
-                }
-                catch (XenStoreException)
-                {
-                }
+                return;
             }
+            _dead = true;
+            _logger.DomainGone(Frontend.Value, DevId);
+            await DisconnectLockedAsync(releaseDevices: true).ConfigureAwait(false);
+            await RemoveNodesAsync(_host, _logger, Frontend, DevId, includeLibxl: false).ConfigureAwait(false);
+        }
+    }
+
+    /// <summary>
+    /// Removes the nodes of a controller whose domain is gone, as libxl removes its own devices'
+    /// (the backend directory, the frontend directory, and the per-domain directory once empty).
+    /// Controllers with a libxl record (/libxl/&lt;domid&gt;/device/vusb/&lt;devid&gt;) are libxl's to remove,
+    /// unless <paramref name="includeLibxl"/> (a leftover of a domain long gone, found at start-up).
+    /// </summary>
+    internal static async Task RemoveNodesAsync(BackendHost host, ILogger logger, DomId frontend, int devId, bool includeLibxl)
+    {
+        XenStoreConnection xs = host.Store;
+        string root = $"/local/domain/{host.Self.Value}/backend/vusb/{frontend.Value}";
+        try
+        {
+            if (!includeLibxl && await xs.ReadAsync($"/libxl/{frontend.Value}/device/vusb/{devId}").ConfigureAwait(false) is not null)
+            {
+                return;
+            }
+            if (host.StateDirectory is { } dir && File.Exists(ControllerJournal.PathFor(dir, frontend.Value, devId)))
+            {
+                File.Delete(ControllerJournal.PathFor(dir, frontend.Value, devId));
+            }
+            await xs.TransactAsync(async tx =>
+            {
+                await xs.RemoveAsync($"{root}/{devId}", tx).ConfigureAwait(false);
+                if (await xs.ReadAsync($"/local/domain/{frontend.Value}/device/vusb/{devId}", tx).ConfigureAwait(false) is not null)
+                {
+                    await xs.RemoveAsync($"/local/domain/{frontend.Value}/device/vusb/{devId}", tx).ConfigureAwait(false);
+                }
+                if ((await xs.DirectoryAsync(root, tx).ConfigureAwait(false)).Count == 0 && await xs.ReadAsync(root, tx).ConfigureAwait(false) is not null)
+                {
+                    await xs.RemoveAsync(root, tx).ConfigureAwait(false);
+                }
+            }).ConfigureAwait(false);
+            logger.ControllerNodesRemoved(frontend.Value, devId);
+        }
+        catch (Exception e) when (e is XenStoreException or IOException or UnauthorizedAccessException)
+        {
+            logger.BackendFailed(frontend.Value, devId, e);
         }
     }
 
@@ -156,7 +219,7 @@ internal sealed class VusbBackend : IAsyncDisposable
     {
         using (await _lock.LockAsync(_cts.Token).ConfigureAwait(false))
         {
-            if (_controller is null || _disposed)
+            if (_controller is null || _disposed || _dead || _removing)
             {
                 return;
             }
@@ -194,6 +257,12 @@ internal sealed class VusbBackend : IAsyncDisposable
             }
         }
         await _cts.CancelAsync().ConfigureAwait(false);
+        await StopWatchingAsync().ConfigureAwait(false);
+        // _cts is cancelled, not disposed: late callers (hotplug, @releaseDomain) may still ask for its token.
+    }
+
+    private async Task StopWatchingAsync()
+    {
         if (_frontendWatch is not null)
         {
             try
@@ -208,7 +277,6 @@ internal sealed class VusbBackend : IAsyncDisposable
         {
             await _frontendWatchLoop.ConfigureAwait(false);
         }
-        // _cts is cancelled, not disposed: late callers (hotplug, @releaseDomain) may still ask for its token.
     }
 
     private async Task FrontendWatchLoopAsync(XenStoreWatch watch)
@@ -230,6 +298,11 @@ internal sealed class VusbBackend : IAsyncDisposable
         {
             _logger.BackendWatchFailed(Frontend.Value, DevId, e);
         }
+        catch (Exception e) when (e is not ObjectDisposedException)
+        {
+            // Contained: this controller stops following its frontend; the daemon goes on.
+            _logger.BackendFailed(Frontend.Value, DevId, e);
+        }
     }
 
     private async Task OnFrontendChangedAsync()
@@ -244,15 +317,19 @@ internal sealed class VusbBackend : IAsyncDisposable
             XenbusState fe = int.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out int v) && v <= 8 ? (XenbusState)v : XenbusState.Unknown;
             switch (fe)
             {
-                case XenbusState.Initialising when _state == XenbusState.Closed:
+                case XenbusState.Closed or XenbusState.Unknown when _removing:
+                    await FinishRemovalLockedAsync().ConfigureAwait(false);
+                    break;
+                case XenbusState.Initialising when _state == XenbusState.Closed && !_removing && !_dead:
                     // The frontend reinitialises after a close: serve it afresh.
                     await WriteStateAsync(XenbusState.InitWait).ConfigureAwait(false);
                     break;
                 case XenbusState.Initialised or XenbusState.Connected when _state == XenbusState.InitWait:
                     await ConnectLockedAsync().ConfigureAwait(false);
                     break;
-                case XenbusState.Closing when _state != XenbusState.Closed:
-                    await DisconnectLockedAsync(releaseDevices: false).ConfigureAwait(false);
+                case XenbusState.Closing when _state is not XenbusState.Closed and not XenbusState.Closing:
+                    // The frontend is going away: keep answering (its teardown unlinks and waits) until it is Closed.
+                    await _host.Loop.InvokeAsync(_controller.BeginClose).ConfigureAwait(false);
                     await WriteStateAsync(XenbusState.Closing).ConfigureAwait(false);
                     break;
                 case XenbusState.Closed or XenbusState.Unknown when _state is not XenbusState.Closed and not XenbusState.InitWait:
@@ -260,6 +337,68 @@ internal sealed class VusbBackend : IAsyncDisposable
                     await WriteStateAsync(XenbusState.Closed).ConfigureAwait(false);
                     break;
             }
+        }
+    }
+
+    /// <summary>
+    /// The toolstack removes the controller. A connected frontend first gets Closing with the controller in
+    /// closing mode, so that xen-hcd's usb_remove_hcd, which unlinks every URB and waits for each answer,
+    /// can finish; on its Closed (or after <see cref="RemovalGrace"/>) everything is released and Closed written.
+    /// </summary>
+    private async Task BeginRemovalLockedAsync()
+    {
+        if (_removing)
+        {
+            return;
+        }
+        _removing = true;
+        VusbController c = _controller!;
+        string? text = FrontendPath is null ? null : await _host.Store.ReadAsync($"{FrontendPath}/state").ConfigureAwait(false);
+        bool frontendUp = text is "3" or "4" or "5";
+        if (!frontendUp || !await _host.Loop.InvokeAsync(() => c.IsConnected).ConfigureAwait(false))
+        {
+            await FinishRemovalLockedAsync().ConfigureAwait(false);
+            return;
+        }
+        await _host.Loop.InvokeAsync(c.BeginClose).ConfigureAwait(false);
+        await WriteStateAsync(XenbusState.Closing).ConfigureAwait(false);
+        _ = RemovalDeadlineAsync();
+    }
+
+    private async Task RemovalDeadlineAsync()
+    {
+        try
+        {
+            await Task.Delay(RemovalGrace, _cts.Token).ConfigureAwait(false);
+            using (await _lock.LockAsync(_cts.Token).ConfigureAwait(false))
+            {
+                if (_removing && _state != XenbusState.Closed && !_disposed)
+                {
+                    _logger.RemovalForced(Frontend.Value, DevId, RemovalGrace.TotalSeconds);
+                    // A device that never gave its URBs back: answer them anyway, the frontend waits for each.
+                    VusbController c = _controller!;
+                    await _host.Loop.InvokeAsync(() =>
+                    {
+                        if (c.IsConnected)
+                        {
+                            c.AnswerAllInFlight();
+                        }
+                    }).ConfigureAwait(false);
+                    await FinishRemovalLockedAsync().ConfigureAwait(false);
+                }
+            }
+        }
+        catch (Exception e) when (e is OperationCanceledException or ObjectDisposedException or XenStoreException or XenStoreConnectionClosedException)
+        {
+        }
+    }
+
+    private async Task FinishRemovalLockedAsync()
+    {
+        await DisconnectLockedAsync(releaseDevices: true).ConfigureAwait(false);
+        if (_state != XenbusState.Closed)
+        {
+            await WriteStateAsync(XenbusState.Closed).ConfigureAwait(false);
         }
     }
 
@@ -278,12 +417,13 @@ internal sealed class VusbBackend : IAsyncDisposable
             return;
         }
         VusbController c = _controller!;
+        ControllerJournal? journal = CreateJournal(urbRef, connRef, port);
         try
         {
             IEventChannel channel = _host.EventChannels.BindInterdomain(Frontend, new EvtchnPort(port));
             try
             {
-                await _host.Loop.InvokeAsync(() => c.Connect(new GrantRef(urbRef), new GrantRef(connRef), channel)).ConfigureAwait(false);
+                await _host.Loop.InvokeAsync(() => c.Connect(new GrantRef(urbRef), new GrantRef(connRef), channel, journal)).ConfigureAwait(false);
             }
             catch
             {
@@ -293,11 +433,160 @@ internal sealed class VusbBackend : IAsyncDisposable
         }
         catch (Exception e) when (e is GrantException or EventChannelException)
         {
+            journal?.Delete();
             _logger.ConnectFailed(Frontend.Value, DevId, e.Message);
             await WriteStateAsync(XenbusState.Closing).ConfigureAwait(false);
             return;
         }
         await WriteStateAsync(XenbusState.Connected).ConfigureAwait(false);
+    }
+
+    private ControllerJournal? CreateJournal(uint urbRef, uint connRef, uint port)
+    {
+        if (_host.StateDirectory is not { } dir)
+        {
+            return null;
+        }
+        try
+        {
+            return ControllerJournal.Create(dir, Frontend.Value, DevId, urbRef, connRef, port);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            _logger.JournalUnavailable(Frontend.Value, DevId, dir, e.Message);
+            return null;
+        }
+    }
+
+    /// <summary>
+    /// Backend and frontend are both Connected: a predecessor daemon served this controller. Take it over
+    /// from its journal if the journal belongs to the connection the frontend advertises; the guest
+    /// notices at most errors on the requests that were in flight. Returns false if it cannot be
+    /// re-adopted (no or another connection's journal, or the snapshot does not fit the rings).
+    /// </summary>
+    private async Task<bool> TryAdoptLockedAsync()
+    {
+        XenStoreConnection xs = _host.Store;
+        string? urb = await xs.ReadAsync($"{FrontendPath}/urb-ring-ref").ConfigureAwait(false);
+        string? conn = await xs.ReadAsync($"{FrontendPath}/conn-ring-ref").ConfigureAwait(false);
+        string? evtchn = await xs.ReadAsync($"{FrontendPath}/event-channel").ConfigureAwait(false);
+        if (_host.StateDirectory is not { } dir
+            || !uint.TryParse(urb, NumberStyles.None, CultureInfo.InvariantCulture, out uint urbRef)
+            || !uint.TryParse(conn, NumberStyles.None, CultureInfo.InvariantCulture, out uint connRef)
+            || !uint.TryParse(evtchn, NumberStyles.None, CultureInfo.InvariantCulture, out uint port))
+        {
+            _logger.AdoptionImpossible(Frontend.Value, DevId, "no recovery journal or frontend ring nodes");
+            return false;
+        }
+        ControllerJournal? journal;
+        ControllerSnapshot snapshot;
+        try
+        {
+            journal = ControllerJournal.TryOpen(dir, Frontend.Value, DevId, urbRef, connRef, port, out snapshot);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            _logger.AdoptionImpossible(Frontend.Value, DevId, e.Message);
+            return false;
+        }
+        if (journal is null)
+        {
+            _logger.AdoptionImpossible(Frontend.Value, DevId, "no recovery journal for this connection");
+            return false;
+        }
+        VusbController c = _controller!;
+        try
+        {
+            IEventChannel channel = _host.EventChannels.BindInterdomain(Frontend, new EvtchnPort(port));
+            try
+            {
+                await _host.Loop.InvokeAsync(() => c.Adopt(new GrantRef(urbRef), new GrantRef(connRef), channel, journal, in snapshot)).ConfigureAwait(false);
+            }
+            catch
+            {
+                channel.Dispose();
+                throw;
+            }
+        }
+        catch (Exception e) when (e is GrantException or EventChannelException or InvalidDataException)
+        {
+            journal.Dispose();
+            _logger.AdoptionImpossible(Frontend.Value, DevId, e.Message);
+            return false;
+        }
+        _state = XenbusState.Connected;
+        await SyncPortsLockedAsync().ConfigureAwait(false);
+        await _host.Loop.InvokeAsync(c.ResumeAdopted).ConfigureAwait(false);
+        return true;
+    }
+
+    /// <summary>
+    /// The daemon stops and a successor will take over (systemctl restart, upgrade): nothing is said to
+    /// the guest and nothing is given back to dom0. Requests in flight get <paramref name="grace"/> to
+    /// finish, the rest are answered IOERROR; the rings are let go with the journal kept; devices are
+    /// closed with their ports still claimed.
+    /// </summary>
+    public async Task SuspendAsync(TimeSpan grace)
+    {
+        using (await _lock.LockAsync().ConfigureAwait(false))
+        {
+            if (_disposed)
+            {
+                return;
+            }
+            _disposed = true;
+            if (_controller is not { } c)
+            {
+                return;
+            }
+            bool connected = await _host.Loop.InvokeAsync(() =>
+            {
+                c.Suspend();
+                return c.IsConnected;
+            }).ConfigureAwait(false);
+            if (connected)
+            {
+                long deadline = Environment.TickCount64 + (long)grace.TotalMilliseconds;
+                while (await _host.Loop.InvokeAsync(() => c.InFlight).ConfigureAwait(false) > 0 && Environment.TickCount64 < deadline)
+                {
+                    await Task.Delay(5).ConfigureAwait(false);
+                }
+                await _host.Loop.InvokeAsync(() => c.AnswerAllInFlight(Usbif.Usbif.USBIF_STATUS_IOERROR)).ConfigureAwait(false);
+            }
+            await _host.Loop.InvokeAsync(() =>
+            {
+                c.Release();
+                for (int port = 1; port <= c.NumPorts; port++)
+                {
+                    c.TakeDevice(port)?.Close();
+                }
+            }).ConfigureAwait(false);
+        }
+        await _cts.CancelAsync().ConfigureAwait(false);
+        await StopWatchingAsync().ConfigureAwait(false);
+    }
+
+    /// <summary>Tests: what the kernel does to a daemon's connections when its process dies (no answers, journal as it stands).</summary>
+    internal async Task CrashAsync()
+    {
+        using (await _lock.LockAsync().ConfigureAwait(false))
+        {
+            _disposed = true;
+            if (_controller is { } c)
+            {
+                await _host.Loop.InvokeAsync(() =>
+                {
+                    c.Suspend();
+                    c.Release(crash: true);
+                    for (int port = 1; port <= c.NumPorts; port++)
+                    {
+                        c.TakeDevice(port)?.Close();
+                    }
+                }).ConfigureAwait(false);
+            }
+        }
+        await _cts.CancelAsync().ConfigureAwait(false);
+        await StopWatchingAsync().ConfigureAwait(false);
     }
 
     private async Task DisconnectLockedAsync(bool releaseDevices)
@@ -356,6 +645,10 @@ internal sealed class VusbBackend : IAsyncDisposable
 
     private async Task AttachLockedAsync(int port, string busId)
     {
+        if (_dead || _removing)
+        {
+            return;
+        }
         VusbController c = _controller!;
         if (await _host.Loop.InvokeAsync(() => c.DeviceAt(port) is not null).ConfigureAwait(false))
         {
@@ -389,8 +682,17 @@ internal sealed class VusbBackend : IAsyncDisposable
         string? busId = _assigned[port];
         if (device is not null)
         {
-            device.Dispose();
-            _logger.DeviceDetached(Frontend.Value, DevId, port, busId ?? device.BusId);
+            // Dispose ends the device's transfers at once; the hand-back to dom0 (drivers bound again)
+            // runs off the loop and is awaited here, bounded only by the device itself.
+            await _host.Loop.InvokeAsync(device.Dispose).ConfigureAwait(false);
+            long start = System.Diagnostics.Stopwatch.GetTimestamp();
+            if (await Task.WhenAny(device.Released, Task.Delay(s_releaseWarning)).ConfigureAwait(false) != device.Released)
+            {
+                _logger.DeviceReleaseSlow(Frontend.Value, DevId, port, device.BusId, s_releaseWarning.TotalSeconds);
+                await device.Released.ConfigureAwait(false);
+            }
+            double handback = System.Diagnostics.Stopwatch.GetElapsedTime(start).TotalMilliseconds;
+            _logger.DeviceDetached(Frontend.Value, DevId, port, busId ?? device.BusId, handback);
         }
         if (!keepAssignment && busId is not null)
         {
@@ -402,21 +704,37 @@ internal sealed class VusbBackend : IAsyncDisposable
     private void OnRingError(VusbController controller)
     {
         // Stop this controller only: Closing makes xen-hcd remove its HCD; a frontend that comes back gets a fresh ring.
-        _ = Task.Run(async () =>
+        _ = CloseAfterAsync(serveWhileClosing: false);
+    }
+
+    private void OnControllerFailed(VusbController controller)
+    {
+        // Our own failure: the controller answers what was in flight and serves in closing mode; tell the
+        // frontend to close, and release the rings once it is Closed.
+        _ = CloseAfterAsync(serveWhileClosing: true);
+    }
+
+    private async Task CloseAfterAsync(bool serveWhileClosing)
+    {
+        try
         {
-            try
+            using (await _lock.LockAsync(_cts.Token).ConfigureAwait(false))
             {
-                using (await _lock.LockAsync(_cts.Token).ConfigureAwait(false))
+                if (_state is XenbusState.Closing or XenbusState.Closed || _dead)
+                {
+                    return;
+                }
+                if (!serveWhileClosing)
                 {
                     await DisconnectLockedAsync(releaseDevices: false).ConfigureAwait(false);
-                    await WriteStateAsync(XenbusState.Closing).ConfigureAwait(false);
                 }
+                await WriteStateAsync(XenbusState.Closing).ConfigureAwait(false);
             }
-            catch (Exception e) when (e is OperationCanceledException or ObjectDisposedException or XenStoreException or XenStoreConnectionClosedException)
-            {
-                // The controller is being torn down anyway.
-            }
-        });
+        }
+        catch (Exception e) when (e is OperationCanceledException or ObjectDisposedException or XenStoreException or XenStoreConnectionClosedException)
+        {
+            // The controller is being torn down anyway.
+        }
     }
 
     private async Task WriteStateAsync(XenbusState state)

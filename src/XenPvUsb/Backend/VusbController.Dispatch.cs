@@ -43,6 +43,8 @@ internal sealed partial class VusbController
             {
                 _stats.Batches++;
                 _stats.Requests += count;
+                // Consumed, not yet answered or in a slot: a successor must count them as in flight.
+                SaveSnapshot(count);
             }
             for (int i = 0; i < count;)
             {
@@ -51,6 +53,13 @@ internal sealed partial class VusbController
                 {
                     return;
                 }
+            }
+            _passBudget -= count;
+            if (_passBudget <= 0 && _urbRing.HasUnconsumedRequests())
+            {
+                // Enough for one pass: let every other fd be served, then come back.
+                _loop.RequestPoll(this);
+                return;
             }
             // Either keep polling the ring for a while (no notification needed for the guest's next
             // URB) or re-arm req_event and look once more, as RING_FINAL_CHECK_FOR_REQUESTS does.
@@ -81,6 +90,11 @@ internal sealed partial class VusbController
         if (FindInFlight(req.id) is not null)
         {
             Reject(req.id, USBIF_STATUS_INVAL, "id already in flight", port);
+            return 1;
+        }
+        if (_closing)
+        {
+            Respond(req.id, USBIF_STATUS_SHUTDOWN, 0);
             return 1;
         }
         int dataLength = verdict.DataLength;
@@ -177,14 +191,14 @@ internal sealed partial class VusbController
             return;
         }
         int generation = slot.Generation;
-        operation.ContinueWith(t => _loop.Post(() =>
+        operation.ContinueWith(t => _loop.Post(() => Contained(c =>
         {
-            FinishOperation(slot, generation, t);
-            if (_dispatchDepth == 0)
+            c.FinishOperation(slot, generation, t);
+            if (c._dispatchDepth == 0)
             {
-                PushResponses();
+                c.PushResponses();
             }
-        }), CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
+        })), CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
     }
 
     private void FinishOperation(UrbSlot slot, int generation, Task<int> operation)
@@ -532,17 +546,25 @@ internal sealed partial class VusbController
 
     public void OnTransferCompleted(UsbTransfer transfer)
     {
-        UrbSlot slot = _slots[transfer.Tag];
         if (_loop.IsLoopThread)
         {
-            Complete(slot);
-            if (_dispatchDepth == 0)
+            // Inline from a device's reap (or from within our own dispatch): an exception here is this
+            // controller's failure, not the device's.
+            try
             {
-                PushResponses();
+                Complete(_slots[transfer.Tag], transfer);
+                if (_dispatchDepth == 0)
+                {
+                    PushResponses();
+                }
+            }
+            catch (Exception e)
+            {
+                Fail(e);
             }
             return;
         }
-        _foreignCompletions.Enqueue(slot);
+        _foreignCompletions.Enqueue(transfer);
         if (Interlocked.Exchange(ref _foreignDrainScheduled, 1) == 0)
         {
             _loop.Post(_drainForeignCompletions);
@@ -552,24 +574,27 @@ internal sealed partial class VusbController
     private void DrainForeignCompletions()
     {
         Volatile.Write(ref _foreignDrainScheduled, 0);
-        DrainForeignCompletionsNow();
-        PushResponses();
+        Contained(static c =>
+        {
+            c.DrainForeignCompletionsNow();
+            c.PushResponses();
+        });
     }
 
     private void DrainForeignCompletionsNow()
     {
-        while (_foreignCompletions.TryDequeue(out UrbSlot? slot))
+        while (_foreignCompletions.TryDequeue(out UsbTransfer? transfer))
         {
-            Complete(slot);
+            Complete(_slots[transfer.Tag], transfer);
         }
     }
 
-    private void Complete(UrbSlot slot)
+    private void Complete(UrbSlot slot, UsbTransfer transfer)
     {
         UsbTransfer? t = slot.Transfer;
-        if (t is null)
+        if (t is null || t != transfer)
         {
-            return; // already answered (cancelled and finished by CancelInFlight)
+            return; // a transfer the slot let go of (answered already, abandoned): nothing to answer
         }
         if (slot.IsGroupLead)
         {
@@ -600,6 +625,38 @@ internal sealed partial class VusbController
         Finish(slot, status, actual);
         _stats.Bytes += actual;
         _stats.GrantTicks += Stopwatch.GetTimestamp() - now;
+    }
+
+    /// <summary>
+    /// Answers every request in flight now, with <paramref name="status"/>, without waiting for the devices:
+    /// their transfers are cancelled and abandoned (a late completion finds a slot that let go of it and
+    /// is dropped). For when waiting cannot work: a failure of our own, a device that does not give its
+    /// URBs back before a removal's deadline. xen-hcd's teardown needs an answer for every URB.
+    /// </summary>
+    public void AnswerAllInFlight(int status = USBIF_STATUS_SHUTDOWN)
+    {
+        AssertLoopThread();
+        foreach (UrbSlot s in _slots)
+        {
+            if (!s.InFlight)
+            {
+                continue;
+            }
+            UsbTransfer? t = s.Transfer;
+            if (t is not null && s.IsGroupLead)
+            {
+                _mergedTransfersMade--; // that pooled buffer is the device's now; make another when needed
+            }
+            int port = s.Port;
+            s.AbandonTransfers();
+            Finish(s, status, 0);
+            // After the answer: a device that completes the cancel at once finds a slot that let go of it.
+            if (t is not null)
+            {
+                _ports[port].Device?.Cancel(t);
+            }
+        }
+        PushResponses();
     }
 
     private void Finish(UrbSlot slot, int status, int actual)

@@ -12,7 +12,7 @@ namespace XenPvUsb.Backend;
 /// URBs in flight. Everything here runs on the event loop thread (completions from other threads
 /// are queued back to it), so it takes no locks. Cf. QEMU hw/usb/xen-usb.c.
 /// </summary>
-internal sealed partial class VusbController : IEventHandler, IBusyPollable, IUsbTransferOwner, IDisposable
+internal sealed partial class VusbController : IEventHandler, IBusyPollable, IFaultContained, IUsbTransferOwner, IDisposable
 {
     private readonly IGrantTable _grants;
     private readonly EventLoop _loop;
@@ -21,7 +21,7 @@ internal sealed partial class VusbController : IEventHandler, IBusyPollable, IUs
     private readonly UrbSlot[] _slots;
     private readonly Stack<UrbSlot> _freeSlots;
     private readonly Queue<usbif_conn_response> _pendingConnEvents = new();
-    private readonly System.Collections.Concurrent.ConcurrentQueue<UrbSlot> _foreignCompletions = new();
+    private readonly System.Collections.Concurrent.ConcurrentQueue<UsbTransfer> _foreignCompletions = new();
     private readonly Action _drainForeignCompletions;
     private readonly GrantCopySegment[] _copySegments = new GrantCopySegment[Usbif.Usbif.USBIF_MAX_SEGMENTS_PER_REQUEST];
 
@@ -29,6 +29,13 @@ internal sealed partial class VusbController : IEventHandler, IBusyPollable, IUs
     private const int MaxMergedBytes = 256 * 1024;
     private const int MaxMergedInFlight = 4;
     private const int MergeAlignment = 1024;
+
+    /// <summary>
+    /// Requests served in one pass before the controller yields the loop to everyone else (and asks to
+    /// be polled again): a guest that floods its ring, with requests refused at once or not, cannot
+    /// keep the thread. Two rings' worth.
+    /// </summary>
+    public const int RequestsPerPass = 2 * Usbif.Usbif.USB_URB_RING_SIZE;
 
     private readonly usbif_urb_request[] _batch = new usbif_urb_request[Usbif.Usbif.USB_URB_RING_SIZE];
     private readonly int[] _mergeLengths = new int[Usbif.Usbif.USB_URB_RING_SIZE];
@@ -46,6 +53,11 @@ internal sealed partial class VusbController : IEventHandler, IBusyPollable, IUs
     private int _dispatchDepth;
     private int _foreignDrainScheduled;
     private int _epoch;
+    private bool _closing;
+    private bool _failed;
+    private bool _suspended;
+    private ControllerJournal? _journal;
+    private int _passBudget;
     private UrbStatistics _stats;
 
     public VusbController(DomId frontend, int devId, int numPorts, int usbVersion, IGrantTable grants, EventLoop loop, ILogger logger,
@@ -103,21 +115,149 @@ internal sealed partial class VusbController : IEventHandler, IBusyPollable, IUs
     /// <summary>Raised (on the loop thread) once when the ring error latches.</summary>
     public Action<VusbController>? RingErrorLatched { get; set; }
 
+    /// <summary>
+    /// Raised (on the loop thread) once when the controller's own work threw: it answers what was in
+    /// flight and serves on in closing mode; the owner should close the connection.
+    /// </summary>
+    public Action<VusbController>? Failed { get; set; }
+
+    /// <summary>
+    /// Closing mode (toolstack removal, a failure): URBs in flight are cancelled and answered, new
+    /// submits are answered SHUTDOWN without reaching a device, unlinks as usual, so that the
+    /// frontend's teardown (xen-hcd's usb_remove_hcd unlinks and waits for every URB) can finish.
+    /// </summary>
+    public bool IsClosing => _closing;
+
     /// <summary>URBs submitted to devices and not yet answered.</summary>
     public int InFlight => _slots.Length - _freeSlots.Count;
 
     public IUsbHostDevice? DeviceAt(int port) => port >= 1 && port <= NumPorts ? _ports[port].Device : null;
 
-    /// <summary>Maps both rings and binds the event channel (frontend reached Connected). Throws on a bad grant.</summary>
-    public void Connect(GrantRef urbRingRef, GrantRef connRingRef, IEventChannel evtchn)
+    /// <summary>
+    /// Maps both rings and binds the event channel (frontend reached Connected). Throws on a bad grant.
+    /// <paramref name="journal"/>, if given, receives the recovery snapshots of this connection.
+    /// </summary>
+    public void Connect(GrantRef urbRingRef, GrantRef connRingRef, IEventChannel evtchn, ControllerJournal? journal = null)
     {
         AssertLoopThread();
+        MapRings(urbRingRef, connRingRef, out GrantMapping urb, out GrantMapping conn);
+        _urbRing = new BackRing<usbif_urb_request, usbif_urb_response>(urb.Address);
+        _connRing = new BackRing<usbif_conn_request, usbif_conn_response>(conn.Address);
+        for (int p = 1; p <= NumPorts; p++)
+        {
+            _ports[p].Address = 0;
+            _ports[p].QueuedSpeed = Usbif.Usbif.USBIF_SPEED_NONE;
+            _ports[p].AnnouncedSpeed = Usbif.Usbif.USBIF_SPEED_NONE;
+        }
+        Bind(evtchn, journal);
+        _logger.ControllerConnected(Frontend.Value, DevId, urbRingRef.Value, connRingRef.Value, evtchn.LocalPort.Value);
+        SaveSnapshot(0);
+
+        // Devices assigned before the frontend connected are announced now (QEMU does the same).
+        for (int p = 1; p <= NumPorts; p++)
+        {
+            if (_ports[p].Device is not null)
+            {
+                QueueConnEvent(p, _ports[p].WireSpeed);
+            }
+        }
+        Contained(static c =>
+        {
+            c.FlushConnEvents();
+            c.ProcessRings();
+        });
+    }
+
+    /// <summary>
+    /// Takes over a connection a predecessor daemon served (its journal's snapshot): the rings at the
+    /// snapshot's indexes, the guest's device addresses and what it was told of each port. A push the
+    /// predecessor did not finish is finished; the requests it had in flight are answered IOERROR (its
+    /// URBs died with it; xen-hcd gives -EPROTO, which class drivers recover from by retrying or
+    /// resetting); requests posted since are then served as usual. Devices are attached afterwards
+    /// with <see cref="AttachDevice"/>, which tells the guest nothing it already knows. Throws
+    /// <see cref="InvalidDataException"/> if the snapshot does not fit the rings (the frontend is then
+    /// served afresh).
+    /// </summary>
+    public unsafe void Adopt(GrantRef urbRingRef, GrantRef connRingRef, IEventChannel evtchn, ControllerJournal journal, in ControllerSnapshot snapshot)
+    {
+        AssertLoopThread();
+        MapRings(urbRingRef, connRingRef, out GrantMapping urb, out GrantMapping conn);
+        var urbRing = new BackRing<usbif_urb_request, usbif_urb_response>(urb.Address, snapshot.UrbReqCons, snapshot.UrbRspProdPvt);
+        var connRing = new BackRing<usbif_conn_request, usbif_conn_response>(conn.Address, snapshot.ConnReqCons, snapshot.ConnRspProdPvt);
+        if (!Fits(urbRing.SharedResponseProd, snapshot.UrbRspProdPvt, snapshot.UrbReqCons, urbRing.SharedRequestProd, urbRing.Size)
+            || !Fits(connRing.SharedResponseProd, snapshot.ConnRspProdPvt, snapshot.ConnReqCons, connRing.SharedRequestProd, connRing.Size)
+            || snapshot.ConnReqCons != snapshot.ConnRspProdPvt || snapshot.InFlightCount is < 0 or > ControllerSnapshot.MaxInFlight
+            || snapshot.UrbReqCons - snapshot.UrbRspProdPvt < (uint)snapshot.InFlightCount)
+        {
+            _urbMapping?.Dispose();
+            _connMapping?.Dispose();
+            _urbMapping = _connMapping = null;
+            throw new InvalidDataException("the recovery snapshot does not fit the rings");
+        }
+        _urbRing = urbRing;
+        _connRing = connRing;
+        for (int p = 1; p <= NumPorts; p++)
+        {
+            _ports[p].Address = snapshot.Address[p];
+            _ports[p].AnnouncedSpeed = snapshot.AnnouncedSpeed[p];
+            _ports[p].QueuedSpeed = snapshot.AnnouncedSpeed[p];
+        }
+        Bind(evtchn, journal);
+        for (int i = 0; i < snapshot.InFlightCount; i++)
+        {
+            Respond(snapshot.InFlight[i], Usbif.Usbif.USBIF_STATUS_IOERROR, 0);
+        }
+        _logger.ControllerAdopted(Frontend.Value, DevId, snapshot.InFlightCount, urbRing.SharedRequestProd - snapshot.UrbReqCons);
+        SaveSnapshot(0);
+        // Requests wait until the devices are back on their ports (ResumeAdopted).
+        _suspended = true;
+        Contained(static c =>
+        {
+            c.PushResponses();
+            // The guest may have been waiting on us since before the predecessor died.
+            c._evtchn?.Notify();
+        });
+    }
+
+    /// <summary>
+    /// After <see cref="Adopt"/> and the devices' return to their ports: ports the guest believes occupied
+    /// whose device is gone get their unplug event, and requests are served again.
+    /// </summary>
+    public void ResumeAdopted()
+    {
+        AssertLoopThread();
+        _suspended = false;
+        AnnounceAbsentPorts();
+        Contained(static c => c.ProcessRings());
+    }
+
+    /// <summary>A snapshot fits a live ring: published ≤ answered ≤ consumed ≤ produced, all within a ring's worth.</summary>
+    private static bool Fits(uint published, uint answered, uint consumed, uint produced, uint size) =>
+        answered - published <= size && consumed - answered <= size && produced - consumed <= size - (consumed - answered);
+
+    private void AnnounceAbsentPorts()
+    {
+        for (int p = 1; p <= NumPorts; p++)
+        {
+            if (_ports[p].Device is null && _ports[p].QueuedSpeed != Usbif.Usbif.USBIF_SPEED_NONE)
+            {
+                QueueConnEvent(p, Usbif.Usbif.USBIF_SPEED_NONE);
+            }
+        }
+        Contained(static c =>
+        {
+            c.FlushConnEvents();
+            c.PushResponses();
+        });
+    }
+
+    private void MapRings(GrantRef urbRingRef, GrantRef connRingRef, out GrantMapping urb, out GrantMapping conn)
+    {
         if (IsConnected)
         {
             throw new InvalidOperationException("already connected");
         }
-        GrantMapping urb = _grants.Map(Frontend, urbRingRef, writable: true);
-        GrantMapping conn;
+        urb = _grants.Map(Frontend, urbRingRef, writable: true);
         try
         {
             conn = _grants.Map(Frontend, connRingRef, writable: true);
@@ -129,24 +269,156 @@ internal sealed partial class VusbController : IEventHandler, IBusyPollable, IUs
         }
         _urbMapping = urb;
         _connMapping = conn;
-        _urbRing = new BackRing<usbif_urb_request, usbif_urb_response>(urb.Address);
-        _connRing = new BackRing<usbif_conn_request, usbif_conn_response>(conn.Address);
+    }
+
+    private void Bind(IEventChannel evtchn, ControllerJournal? journal)
+    {
         _ringError = false;
+        _closing = false;
+        _failed = false;
+        _suspended = false;
         _epoch++;
+        _journal = journal;
         _evtchn = evtchn;
         _evtchnRegistration = _loop.Register(evtchn.Fd, this);
-        _logger.ControllerConnected(Frontend.Value, DevId, urbRingRef.Value, connRingRef.Value, evtchn.LocalPort.Value);
+    }
 
-        // Devices assigned before the frontend connected are announced now (QEMU does the same).
-        for (int p = 1; p <= NumPorts; p++)
+    /// <summary>
+    /// Records the recovery snapshot (see <see cref="ControllerSnapshot"/>). <paramref name="consumedUnhandled"/>
+    /// is how many requests at the end of the batch are consumed but not yet in a slot or answered: they
+    /// count as in flight.
+    /// </summary>
+    private unsafe void SaveSnapshot(int consumedUnhandled)
+    {
+        if (_journal is null)
         {
-            if (_ports[p].Device is not null)
+            return;
+        }
+        ControllerSnapshot snap = default;
+        snap.UrbReqCons = _urbRing.ReqCons;
+        snap.UrbRspProdPvt = _urbRing.RspProdPvt;
+        snap.ConnReqCons = _connRing.ReqCons;
+        snap.ConnRspProdPvt = _connRing.RspProdPvt;
+        int n = 0;
+        foreach (UrbSlot slot in _slots)
+        {
+            if (slot.InFlight && n < ControllerSnapshot.MaxInFlight && slot.Epoch == _epoch)
             {
-                QueueConnEvent(p, _ports[p].WireSpeed);
+                snap.InFlight[n++] = slot.Request.id;
             }
         }
-        FlushConnEvents();
-        ProcessRings();
+        for (int i = 0; i < consumedUnhandled && n < ControllerSnapshot.MaxInFlight; i++)
+        {
+            snap.InFlight[n++] = _batch[i].id;
+        }
+        snap.InFlightCount = n;
+        for (int p = 1; p <= NumPorts; p++)
+        {
+            snap.Address[p] = (byte)_ports[p].Address;
+            snap.AnnouncedSpeed[p] = _ports[p].AnnouncedSpeed;
+        }
+        _journal.Write(in snap);
+    }
+
+    /// <summary>
+    /// The daemon stops and a successor will take over: serve nothing more (requests wait in the ring),
+    /// let what is in flight finish (the caller waits a little, then <see cref="AnswerAllInFlight"/>),
+    /// then <see cref="Release"/>.
+    /// </summary>
+    public void Suspend()
+    {
+        AssertLoopThread();
+        _suspended = true;
+        _loop.RemoveHot(this);
+    }
+
+    /// <summary>
+    /// Lets go of the connection without telling the guest anything: rings unmapped, event channel
+    /// unbound, the journal kept for a successor. With <paramref name="crash"/>, nothing is answered or
+    /// pushed first: what the kernel does when the daemon's process dies (tests). Devices are the caller's.
+    /// </summary>
+    public void Release(bool crash = false)
+    {
+        AssertLoopThread();
+        if (_evtchn is null)
+        {
+            return;
+        }
+        if (!crash)
+        {
+            Contained(static c => c.PushResponses());
+        }
+        _loop.Unregister(_evtchnRegistration, _evtchn.Fd);
+        _loop.RemoveHot(this);
+        IEventChannel evtchn = _evtchn;
+        _evtchn = null;
+        evtchn.Dispose();
+        _urbMapping?.Dispose();
+        _connMapping?.Dispose();
+        _urbMapping = null;
+        _connMapping = null;
+        _urbRing = default;
+        _connRing = default;
+        _pendingConnEvents.Clear();
+        _journal?.Dispose();
+        _journal = null;
+    }
+
+    /// <summary>Enters closing mode (see <see cref="IsClosing"/>). Loop thread.</summary>
+    public void BeginClose()
+    {
+        AssertLoopThread();
+        if (_evtchn is null || _closing)
+        {
+            return;
+        }
+        _closing = true;
+        _pendingConnEvents.Clear();
+        Contained(static c =>
+        {
+            c.CancelInFlight(port: 0);
+            c.PushResponses();
+        });
+    }
+
+    public void OnFault(Exception exception) => Fail(exception);
+
+    /// <summary>
+    /// This controller's own work threw (our bug, not the guest's): answer what is in flight and serve on
+    /// in closing mode so the guest's driver can shut down cleanly; a second failure stops it dead.
+    /// </summary>
+    private void Fail(Exception exception)
+    {
+        if (_failed || _evtchn is null)
+        {
+            _ringError = true;
+            _loop.RemoveHot(this);
+            _logger.HandlerFailed(nameof(VusbController), exception);
+            return;
+        }
+        _failed = true;
+        _logger.ControllerFailed(Frontend.Value, DevId, exception);
+        // The loop stopped waiting on the event channel when the handler threw: wait on it again.
+        _loop.Unregister(_evtchnRegistration, _evtchn.Fd);
+        _evtchnRegistration = _loop.Register(_evtchn.Fd, this);
+        _closing = true;
+        _pendingConnEvents.Clear();
+        // Our state may be off after the exception: answer everything now rather than trust the completions.
+        Contained(static c => c.AnswerAllInFlight());
+        Failed?.Invoke(this);
+    }
+
+    /// <summary>Runs controller work whose exceptions are this controller's failure, not the caller's.</summary>
+    private void Contained(Action<VusbController> work)
+    {
+        try
+        {
+            work(this);
+        }
+        catch (Exception e)
+        {
+            Fail(e);
+        }
     }
 
     /// <summary>
@@ -174,6 +446,8 @@ internal sealed partial class VusbController : IEventHandler, IBusyPollable, IUs
         _urbRing = default;
         _connRing = default;
         _pendingConnEvents.Clear();
+        _journal?.Delete();
+        _journal = null;
         _logger.ControllerDisconnected(Frontend.Value, DevId);
         if (_stats.Completed > 0)
         {
@@ -194,12 +468,17 @@ internal sealed partial class VusbController : IEventHandler, IBusyPollable, IUs
         }
         p.Device = device;
         p.WireSpeed = wireSpeed;
-        p.Address = 0;
-        if (IsConnected)
+        if (IsConnected && !_closing && p.QueuedSpeed != wireSpeed)
         {
+            // A new device for the guest: it enumerates it from address 0. (A port the guest already
+            // knows at this speed is a device re-attached after a daemon restart: nothing changes for it.)
+            p.Address = 0;
             QueueConnEvent(port, wireSpeed);
-            FlushConnEvents();
-            PushResponses();
+            Contained(static c =>
+            {
+                c.FlushConnEvents();
+                c.PushResponses();
+            });
         }
     }
 
@@ -219,13 +498,25 @@ internal sealed partial class VusbController : IEventHandler, IBusyPollable, IUs
         p.Device = null;
         p.Address = 0;
         p.WireSpeed = Usbif.Usbif.USBIF_SPEED_NONE;
-        CancelInFlight(port);
-        if (IsConnected)
+        Contained(c => c.CancelInFlight(port));
+        if (IsConnected && !_closing)
         {
             QueueConnEvent(port, Usbif.Usbif.USBIF_SPEED_NONE);
-            FlushConnEvents();
-            PushResponses();
         }
+        Contained(static c =>
+        {
+            c.FlushConnEvents();
+            c.PushResponses();
+        });
+        return device;
+    }
+
+    /// <summary>Takes a device off its port without a word to the guest (the daemon stops; a successor attaches it again).</summary>
+    public IUsbHostDevice? TakeDevice(int port)
+    {
+        AssertLoopThread();
+        IUsbHostDevice? device = _ports[port].Device;
+        _ports[port].Device = null;
         return device;
     }
 
@@ -251,16 +542,17 @@ internal sealed partial class VusbController : IEventHandler, IBusyPollable, IUs
 
     public bool Poll() => ProcessRings();
 
-    public bool Arm() => _evtchn is not null && !_ringError && _urbRing.FinalCheckForRequests();
+    public bool Arm() => _evtchn is not null && !_ringError && !_suspended && _urbRing.FinalCheckForRequests();
 
     /// <summary>Serves both rings; returns true if any URB request was consumed.</summary>
     private bool ProcessRings()
     {
-        if (_ringError || _evtchn is null)
+        if (_ringError || _evtchn is null || _suspended)
         {
             return false;
         }
         uint before = _urbRing.ReqCons;
+        _passBudget = RequestsPerPass;
         _dispatchDepth++;
         try
         {
@@ -281,6 +573,8 @@ internal sealed partial class VusbController : IEventHandler, IBusyPollable, IUs
         {
             return;
         }
+        // The snapshot first: a successor that finds the push undone finishes it from the snapshot.
+        SaveSnapshot(0);
         bool notify = _urbRing.IsAttached && _urbRing.PushResponsesAndCheckNotify();
         notify |= _connRing.IsAttached && _connRing.PushResponsesAndCheckNotify();
         if (notify)
@@ -291,6 +585,7 @@ internal sealed partial class VusbController : IEventHandler, IBusyPollable, IUs
 
     private void QueueConnEvent(int port, byte speed)
     {
+        _ports[port].QueuedSpeed = speed;
         _pendingConnEvents.Enqueue(new usbif_conn_response { portnum = (byte)port, speed = speed });
     }
 
@@ -316,6 +611,7 @@ internal sealed partial class VusbController : IEventHandler, IBusyPollable, IUs
             usbif_conn_response rsp = _pendingConnEvents.Dequeue();
             rsp.id = req.id;
             _connRing.PutResponse(rsp);
+            _ports[rsp.portnum].AnnouncedSpeed = rsp.speed;
             _logger.PortEventSent(Frontend.Value, DevId, rsp.portnum, rsp.speed);
         }
     }
@@ -354,5 +650,11 @@ internal sealed partial class VusbController : IEventHandler, IBusyPollable, IUs
 
         /// <summary>Address the guest gave the device with SET_ADDRESS (0 = default address).</summary>
         public int Address { get; set; }
+
+        /// <summary>The speed of the last conn event queued for this port: what the guest will believe once the queue drains.</summary>
+        public byte QueuedSpeed { get; set; }
+
+        /// <summary>The speed of the last conn event put on the ring: what the guest has been told.</summary>
+        public byte AnnouncedSpeed { get; set; }
     }
 }

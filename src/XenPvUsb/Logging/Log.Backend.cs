@@ -7,8 +7,17 @@ internal static partial class Log
     [LoggerMessage(EventId = 200, Level = LogLevel.Critical, Message = "The event loop failed; the daemon cannot go on")]
     public static partial void EventLoopFailed(this ILogger logger, Exception exception);
 
+    [LoggerMessage(EventId = 206, Level = LogLevel.Error, Message = "{Work} failed on the event loop; it is stopped, the loop goes on")]
+    public static partial void HandlerFailed(this ILogger logger, string work, Exception exception);
+
+    [LoggerMessage(EventId = 207, Level = LogLevel.Error, Message = "vusb {DomId}/{DevId}: the controller failed; answering what is in flight and closing it")]
+    public static partial void ControllerFailed(this ILogger logger, int domId, int devId, Exception exception);
+
     [LoggerMessage(EventId = 201, Level = LogLevel.Information, Message = "vusb {DomId}/{DevId}: connected (urb-ring-ref {UrbRef}, conn-ring-ref {ConnRef}, local port {Port})")]
     public static partial void ControllerConnected(this ILogger logger, int domId, int devId, uint urbRef, uint connRef, uint port);
+
+    [LoggerMessage(EventId = 208, Level = LogLevel.Information, Message = "vusb {DomId}/{DevId}: re-adopted from the recovery journal: {InFlight} requests in flight at the predecessor's end answered IOERROR, {Waiting} waiting in the ring")]
+    public static partial void ControllerAdopted(this ILogger logger, int domId, int devId, int inFlight, uint waiting);
 
     [LoggerMessage(EventId = 202, Level = LogLevel.Information, Message = "vusb {DomId}/{DevId}: disconnected")]
     public static partial void ControllerDisconnected(this ILogger logger, int domId, int devId);
@@ -49,8 +58,8 @@ internal static partial class Log
     [LoggerMessage(EventId = 218, Level = LogLevel.Information, Message = "vusb {DomId}/{DevId}: port {Port}: {BusId} attached ({Speed} speed)")]
     public static partial void DeviceAttached(this ILogger logger, int domId, int devId, int port, string busId, XenPvUsb.Usb.UsbSpeed speed);
 
-    [LoggerMessage(EventId = 219, Level = LogLevel.Information, Message = "vusb {DomId}/{DevId}: port {Port}: {BusId} detached")]
-    public static partial void DeviceDetached(this ILogger logger, int domId, int devId, int port, string busId);
+    [LoggerMessage(EventId = 219, Level = LogLevel.Information, Message = "vusb {DomId}/{DevId}: port {Port}: {BusId} detached, handed back to dom0 in {Milliseconds:0} ms")]
+    public static partial void DeviceDetached(this ILogger logger, int domId, int devId, int port, string busId, double milliseconds);
 
     [LoggerMessage(EventId = 220, Level = LogLevel.Error, Message = "vusb {DomId}/{DevId}: xenstore watch failed")]
     public static partial void BackendWatchFailed(this ILogger logger, int domId, int devId, Exception exception);
@@ -65,6 +74,27 @@ internal static partial class Log
         Message = "vusb {DomId}/{DevId}: served {Urbs} URBs, {Bytes} bytes ({GrantMode} mode, {Mapped} mapped); per URB: device {DeviceUs:F1} us, grant copy/map {GrantUs:F1} us; {MeanBatch:F2} requests per ring batch; {Merged} bulk IN requests merged into {MergedTransfers} transfers")]
     public static partial void ControllerStatistics(this ILogger logger, int domId, int devId, XenPvUsb.Backend.GrantMode grantMode, long urbs, long bytes, long mapped,
         double deviceUs, double grantUs, double meanBatch, long merged, long mergedTransfers);
+
+    [LoggerMessage(EventId = 232, Level = LogLevel.Information, Message = "vusb {DomId}/{DevId}: the guest domain is gone; releasing its devices")]
+    public static partial void DomainGone(this ILogger logger, int domId, int devId);
+
+    [LoggerMessage(EventId = 233, Level = LogLevel.Information, Message = "vusb {DomId}/{DevId}: removed the controller's xenstore nodes (its domain is gone)")]
+    public static partial void ControllerNodesRemoved(this ILogger logger, int domId, int devId);
+
+    [LoggerMessage(EventId = 234, Level = LogLevel.Warning, Message = "vusb {DomId}/{DevId}: the frontend did not close within {Seconds} s of the removal; releasing anyway")]
+    public static partial void RemovalForced(this ILogger logger, int domId, int devId, double seconds);
+
+    [LoggerMessage(EventId = 235, Level = LogLevel.Warning, Message = "vusb {DomId}/{DevId}: port {Port}: {BusId} is not handed back after {Seconds} s (the device does not answer); still waiting")]
+    public static partial void DeviceReleaseSlow(this ILogger logger, int domId, int devId, int port, string busId, double seconds);
+
+    [LoggerMessage(EventId = 236, Level = LogLevel.Information, Message = "vusb {DomId}/{DevId}: the guest domain does not exist; removing its stale controller, serving nothing")]
+    public static partial void StaleController(this ILogger logger, int domId, int devId);
+
+    [LoggerMessage(EventId = 237, Level = LogLevel.Warning, Message = "vusb {DomId}/{DevId}: no recovery journal in {Directory} ({Reason}); a restarted daemon will not be able to take this controller over")]
+    public static partial void JournalUnavailable(this ILogger logger, int domId, int devId, string directory, string reason);
+
+    [LoggerMessage(EventId = 238, Level = LogLevel.Warning, Message = "vusb {DomId}/{DevId}: connected, but cannot be re-adopted ({Reason}); serving it afresh")]
+    public static partial void AdoptionImpossible(this ILogger logger, int domId, int devId, string reason);
 
     [LoggerMessage(EventId = 231, Level = LogLevel.Warning, Message = "vusb {DomId}/{DevId}: backend node grant-mode = '{Value}' is not copy or map; using {Default}")]
     public static partial void GrantModeInvalid(this ILogger logger, int domId, int devId, string value, XenPvUsb.Backend.GrantMode @default);

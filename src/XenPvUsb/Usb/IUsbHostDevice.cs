@@ -47,6 +47,13 @@ public interface IUsbHostDevice : IDisposable
     Task<int> ResetAsync();
 
     /// <summary>
+    /// Ends the device's transfers like <see cref="IDisposable.Dispose"/>, then lets go of it without handing it
+    /// back to the host: no host driver is bound again, and the device's port stays claimed for a successor
+    /// daemon (through systemd's file descriptor store). For a daemon that stops and will be restarted.
+    /// </summary>
+    void Close();
+
+    /// <summary>
     /// Completes once <see cref="IDisposable.Dispose"/> has handed the device back to the host (claims
     /// released, host drivers bound again where they were, node closed), or gave up on it.
     /// </summary>

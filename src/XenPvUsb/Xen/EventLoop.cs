@@ -28,11 +28,42 @@ public interface IEventHandler
 }
 
 /// <summary>
+/// Work the loop runs (a handler, a polled ring) whose exceptions must stop only that work. When
+/// <see cref="IEventHandler.OnEvent"/>, <see cref="IBusyPollable.Poll"/> or <see cref="IBusyPollable.Arm"/>
+/// throws, the loop stops waiting on that handler's fd, stops polling it, and calls <see cref="OnFault"/>.
+/// </summary>
+public interface IFaultContained
+{
+    /// <summary>Loop thread: this object's own work threw. Stop this one thing; never throw from here.</summary>
+    void OnFault(Exception exception);
+}
+
+/// <summary>How an <see cref="EventLoop"/> reports that it is alive, and what it does when it cannot go on.</summary>
+public sealed class EventLoopOptions
+{
+    /// <summary>How long rings stay polled after their last work; 0 disables busy polling.</summary>
+    public int BusyPollMicroseconds { get; init; } = EventLoop.DefaultBusyPollMicroseconds;
+
+    /// <summary>Called on the loop thread about every <see cref="HeartbeatInterval"/> (systemd's WATCHDOG=1).</summary>
+    public Action? Heartbeat { get; init; }
+
+    public TimeSpan HeartbeatInterval { get; init; } = TimeSpan.FromSeconds(5);
+
+    /// <summary>
+    /// Called on the loop thread when the loop itself fails (not one handler): nothing is served any
+    /// more. The daemon exits there and then, so systemd restarts it; no zombie keeps the devices.
+    /// </summary>
+    public Action<Exception>? OnFatal { get; init; }
+}
+
+/// <summary>
 /// The one event thread (style.md point 11): epoll over event-channel fds, usbfs fds and a wake-up
 /// eventfd for work posted from other threads. Handlers run on this thread; all controller state is
 /// touched only here, so the data path needs no locks. Handing each event to the thread pool was
 /// considered and rejected: the hop costs more than the work of a URB. Never sleep-polls.
-/// An exception escaping a handler is fatal for the daemon (reported through <see cref="Completion"/>).
+/// An exception from one handler, polled ring or posted action stops only that one (see
+/// <see cref="IFaultContained"/>); only a failure of the loop itself is fatal (<see cref="EventLoopOptions.OnFatal"/>,
+/// then <see cref="Completion"/> faults). The loop wakes at least every heartbeat interval to say it is alive.
 /// </summary>
 public sealed unsafe class EventLoop : IDisposable
 {
@@ -48,13 +79,20 @@ public sealed unsafe class EventLoop : IDisposable
 
     private readonly int _epfd;
     private readonly int _wakeFd;
-    private readonly ConcurrentDictionary<long, IEventHandler> _handlers = new();
+    private readonly ConcurrentDictionary<long, (IEventHandler Handler, int Fd)> _handlers = new();
     private readonly ConcurrentQueue<Action> _posted = new();
     private readonly TaskCompletionSource _completion = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private readonly ILogger _logger;
     private readonly Thread _thread;
     private readonly List<IBusyPollable> _hot = new();
+    private readonly List<IBusyPollable> _ready = new();
+    private readonly List<IBusyPollable> _readyNow = new();
     private readonly long _busyPollTicks;
+    private readonly Action? _heartbeat;
+    private readonly long _heartbeatTicks;
+    private readonly int _heartbeatTimeoutMs;
+    private readonly Action<Exception>? _onFatal;
+    private long _lastHeartbeat;
     private long _lastHotWork;
     private long _nextId;
     private volatile bool _stopping;
@@ -62,9 +100,19 @@ public sealed unsafe class EventLoop : IDisposable
 
     /// <param name="busyPollMicroseconds">How long rings stay polled after their last work; 0 disables busy polling.</param>
     public EventLoop(ILogger? logger = null, int busyPollMicroseconds = DefaultBusyPollMicroseconds)
+        : this(logger, new EventLoopOptions { BusyPollMicroseconds = busyPollMicroseconds })
     {
+    }
+
+    public EventLoop(ILogger? logger, EventLoopOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(options);
         _logger = logger ?? NullLogger.Instance;
-        _busyPollTicks = busyPollMicroseconds * System.Diagnostics.Stopwatch.Frequency / 1_000_000;
+        _busyPollTicks = options.BusyPollMicroseconds * System.Diagnostics.Stopwatch.Frequency / 1_000_000;
+        _heartbeat = options.Heartbeat;
+        _onFatal = options.OnFatal;
+        _heartbeatTicks = (long)(options.HeartbeatInterval.TotalSeconds * System.Diagnostics.Stopwatch.Frequency);
+        _heartbeatTimeoutMs = _heartbeat is null ? -1 : (int)Math.Clamp(options.HeartbeatInterval.TotalMilliseconds, 1, int.MaxValue);
         _epfd = LibC.epoll_create1(LibC.EPOLL_CLOEXEC);
         if (_epfd < 0)
         {
@@ -97,14 +145,38 @@ public sealed unsafe class EventLoop : IDisposable
     }
 
     /// <summary>Loop thread only: stop polling (the ring went away).</summary>
-    public void RemoveHot(IBusyPollable pollable) => _hot.Remove(pollable);
+    public void RemoveHot(IBusyPollable pollable)
+    {
+        _hot.Remove(pollable);
+        _ready.Remove(pollable);
+    }
+
+    /// <summary>
+    /// Loop thread only: <paramref name="pollable"/> stopped at its work budget with work left; poll it
+    /// again once every fd that is ready now has been served (so one ring cannot monopolise the loop).
+    /// </summary>
+    public void RequestPoll(IBusyPollable pollable)
+    {
+        if (!_ready.Contains(pollable))
+        {
+            _ready.Add(pollable);
+        }
+    }
 
     /// <summary>Starts waiting on <paramref name="fd"/>. Returns a registration id for <see cref="Unregister"/>.</summary>
     public long Register(int fd, IEventHandler handler, uint events = EpollIn)
     {
         long id = Interlocked.Increment(ref _nextId);
-        _handlers[id] = handler;
-        Add(fd, id, events);
+        _handlers[id] = (handler, fd);
+        try
+        {
+            Add(fd, id, events);
+        }
+        catch
+        {
+            _handlers.TryRemove(id, out _);
+            throw;
+        }
         return id;
     }
 
@@ -183,11 +255,13 @@ public sealed unsafe class EventLoop : IDisposable
     {
         const int MaxEvents = 64;
         epoll_event* events = stackalloc epoll_event[MaxEvents];
+        _lastHeartbeat = System.Diagnostics.Stopwatch.GetTimestamp();
         try
         {
             while (!_stopping)
             {
-                int n = LibC.epoll_wait(_epfd, events, MaxEvents, _hot.Count > 0 ? 0 : -1);
+                int timeout = _hot.Count > 0 || _ready.Count > 0 ? 0 : _heartbeatTimeoutMs;
+                int n = LibC.epoll_wait(_epfd, events, MaxEvents, timeout);
                 if (n < 0)
                 {
                     int errno = LibC.errno;
@@ -206,16 +280,21 @@ public sealed unsafe class EventLoop : IDisposable
                         Volatile.Write(ref _wakePending, 0);
                         RunPosted();
                     }
-                    else if (_handlers.TryGetValue(id, out IEventHandler? handler))
+                    else if (_handlers.TryGetValue(id, out (IEventHandler Handler, int Fd) entry))
                     {
-                        handler.OnEvent((uint)events[i].events);
+                        Dispatch(id, entry.Handler, (uint)events[i].events);
                     }
                 }
                 RunPosted();
+                if (_ready.Count > 0)
+                {
+                    PollReady();
+                }
                 if (_hot.Count > 0)
                 {
                     PollHot();
                 }
+                Beat();
             }
             _completion.TrySetResult();
         }
@@ -223,7 +302,89 @@ public sealed unsafe class EventLoop : IDisposable
         {
             _logger.EventLoopFailed(e);
             _completion.TrySetException(e);
+            _onFatal?.Invoke(e);
         }
+    }
+
+    private void Dispatch(long id, IEventHandler handler, uint events)
+    {
+        try
+        {
+            handler.OnEvent(events);
+        }
+        catch (Exception e)
+        {
+            // Stop waiting on it first: a level-triggered fd that keeps failing must not spin the loop.
+            if (_handlers.TryRemove(id, out (IEventHandler Handler, int Fd) entry))
+            {
+                epoll_event ev = default;
+                LibC.epoll_ctl(_epfd, LibC.EPOLL_CTL_DEL, entry.Fd, &ev);
+            }
+            Fault(handler, e);
+        }
+    }
+
+    /// <summary>One piece of work threw: log it and stop that work only.</summary>
+    private void Fault(object work, Exception e)
+    {
+        _logger.HandlerFailed(work.GetType().Name, e);
+        if (work is IBusyPollable pollable)
+        {
+            _hot.Remove(pollable);
+            _ready.Remove(pollable);
+        }
+        if (work is IFaultContained contained)
+        {
+            try
+            {
+                contained.OnFault(e);
+            }
+            catch (Exception again)
+            {
+                _logger.HandlerFailed(work.GetType().Name, again);
+            }
+        }
+    }
+
+    private void Beat()
+    {
+        if (_heartbeat is null)
+        {
+            return;
+        }
+        long now = System.Diagnostics.Stopwatch.GetTimestamp();
+        if (now - _lastHeartbeat < _heartbeatTicks)
+        {
+            return;
+        }
+        _lastHeartbeat = now;
+        try
+        {
+            _heartbeat();
+        }
+        catch (Exception e)
+        {
+            _logger.HandlerFailed("heartbeat", e);
+        }
+    }
+
+    private void PollReady()
+    {
+        // Poll each ring that asked once; those that stop at their budget again ask again.
+        _readyNow.AddRange(_ready);
+        _ready.Clear();
+        foreach (IBusyPollable pollable in _readyNow)
+        {
+            try
+            {
+                pollable.Poll();
+            }
+            catch (Exception e)
+            {
+                Fault(pollable, e);
+            }
+        }
+        _readyNow.Clear();
     }
 
     private void PollHot()
@@ -232,7 +393,16 @@ public sealed unsafe class EventLoop : IDisposable
         bool work = false;
         for (int i = 0; i < _hot.Count; i++)
         {
-            work |= _hot[i].Poll();
+            IBusyPollable pollable = _hot[i];
+            try
+            {
+                work |= pollable.Poll();
+            }
+            catch (Exception e)
+            {
+                Fault(pollable, e);
+                i--;
+            }
         }
         if (work)
         {
@@ -246,7 +416,18 @@ public sealed unsafe class EventLoop : IDisposable
         }
         for (int i = _hot.Count - 1; i >= 0; i--)
         {
-            if (!_hot[i].Arm())
+            IBusyPollable pollable = _hot[i];
+            bool again;
+            try
+            {
+                again = pollable.Arm();
+            }
+            catch (Exception e)
+            {
+                Fault(pollable, e);
+                continue;
+            }
+            if (!again && i < _hot.Count && _hot[i] == pollable)
             {
                 _hot.RemoveAt(i);
             }
@@ -257,7 +438,15 @@ public sealed unsafe class EventLoop : IDisposable
     {
         while (_posted.TryDequeue(out Action? action))
         {
-            action();
+            try
+            {
+                action();
+            }
+            catch (Exception e)
+            {
+                // Work posted on behalf of a controller contains itself (its own try/catch); this one had no owner.
+                _logger.HandlerFailed("posted work", e);
+            }
         }
     }
 }

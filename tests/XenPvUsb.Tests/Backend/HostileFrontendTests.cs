@@ -259,7 +259,12 @@ public sealed class HostileFrontendTests
     public async Task ConnReqProdGame(int delta)
     {
         // The conn ring's req_prod is legitimately 512 + the events answered; the backend looks at it
-        // when it has an event to send.
+        // when it has an event to send. Wait until the frontend has re-posted for the one event so far
+        // (the stick), or its re-post could overwrite the corrupt index.
+        while (_hostile.Frontend.ConnRequestProducer != 513)
+        {
+            await Task.Delay(1);
+        }
         _hostile.Frontend.CorruptConnRequestProducer(unchecked(_hostile.Frontend.ConnRequestProducer + (uint)delta));
         string busId = _world.Plug(new HidKeyboardDevice());
         await _world.Toolstack.AttachAsync(_hostile.Id, _hostile.DevId, 3, busId);

@@ -16,15 +16,19 @@ internal sealed class SimWorld : IAsyncDisposable
 {
     private int _nextBus = 1;
 
-    private SimWorld(string dir, SimulatedXenHost host, EventLoop loop, XenStoreConnection dom0, BackendRegistry registry)
+    private SimWorld(string dir, SimulatedXenHost host, EventLoop loop, XenStoreConnection dom0, DecoratingUsbHost usb, BackendRegistry registry)
     {
         Directory = dir;
         Host = host;
         Loop = loop;
         Dom0 = dom0;
+        Usb = usb;
         Registry = registry;
         Toolstack = new VusbToolstack(dom0, host.SysfsRoot);
     }
+
+    /// <summary>The USB host the backend sees: the emulated one, with wrappers (slow, faulty devices) where set.</summary>
+    public DecoratingUsbHost Usb { get; }
 
     public string Directory { get; }
 
@@ -34,7 +38,7 @@ internal sealed class SimWorld : IAsyncDisposable
 
     public XenStoreConnection Dom0 { get; }
 
-    public BackendRegistry Registry { get; }
+    public BackendRegistry Registry { get; private set; }
 
     public VusbToolstack Toolstack { get; }
 
@@ -50,9 +54,54 @@ internal sealed class SimWorld : IAsyncDisposable
         SimulatedXenHost host = await SimulatedXenHost.StartAsync(dir);
         var loop = new EventLoop();
         XenStoreConnection dom0 = await XenStoreConnection.ConnectAsync(host.Dom0SocketPath);
-        var registry = new BackendRegistry(host.CreateBackendHost(dom0, loop));
-        await registry.StartAsync();
-        return new SimWorld(dir, host, loop, dom0, registry);
+        var usb = new DecoratingUsbHost(host.Usb);
+        var world = new SimWorld(dir, host, loop, dom0, usb, null!);
+        world.Registry = world.NewRegistry();
+        await world.Registry.StartAsync();
+        return world;
+    }
+
+    /// <summary>Where the backend keeps its recovery journals (the daemon's /run/xenpvusb).</summary>
+    public string StateDirectory => Path.Combine(Directory, "state");
+
+    private BackendRegistry NewRegistry()
+    {
+        BackendHost host = Host.CreateBackendHost(Dom0, Loop, usb: Usb);
+        host.StateDirectory = StateDirectory;
+        return new BackendRegistry(host);
+    }
+
+    /// <summary>The daemon's process dies (SIGKILL) and systemd starts a new one, after <paramref name="whileDown"/>.</summary>
+    public async Task CrashAndRestartAsync(Func<Task>? whileDown = null)
+    {
+        await Registry.CrashAsync();
+        if (whileDown is not null)
+        {
+            await whileDown();
+        }
+        Registry = NewRegistry();
+        await Registry.StartAsync();
+    }
+
+    /// <summary>Plugs a stick made from a fresh image and returns its bus id and the image's bytes.</summary>
+    public (string BusId, byte[] Content) PlugStickWithContent(long bytes = 1024 * 1024, int seed = 1)
+    {
+        string image = Path.Combine(Directory, $"stick-{_nextBus}.img");
+        StickImage.Create(image, bytes, seed);
+        byte[] content = File.ReadAllBytes(image);
+        return (Plug(new MassStorageDevice(image, readOnly: false)), content);
+    }
+
+    /// <summary>Stops the backend (as a daemon stopping) and starts a fresh one on the same host and loop.</summary>
+    public async Task RestartRegistryAsync(Func<Task>? whileStopped = null)
+    {
+        await Registry.DisposeAsync();
+        if (whileStopped is not null)
+        {
+            await whileStopped();
+        }
+        Registry = NewRegistry();
+        await Registry.StartAsync();
     }
 
     /// <summary>Plugs a device at a fresh bus id and returns the id.</summary>

@@ -15,10 +15,17 @@ internal sealed class FakeSysfs : IDisposable
 
     public string Devices => Path.Combine(Root, "bus", "usb", "devices");
 
-    public void AddDevice(string busId, int busNum, int devNum, int configuration = 1, string deviceClass = "00", int maxChild = 0, string speed = "480")
+    /// <summary>Adds a device; <paramref name="bound"/>: bound to the generic "usb" driver, as every configured device is.</summary>
+    public void AddDevice(string busId, int busNum, int devNum, int configuration = 1, string deviceClass = "00", int maxChild = 0, string speed = "480", bool bound = true)
     {
         string d = Path.Combine(Devices, busId);
         Directory.CreateDirectory(d);
+        if (bound && !File.Exists(Path.Combine(d, "driver")))
+        {
+            string target = Path.Combine(Root, "bus", "usb", "drivers", "usb");
+            Directory.CreateDirectory(target);
+            File.CreateSymbolicLink(Path.Combine(d, "driver"), target);
+        }
         Write(d, "busnum", busNum.ToString(CultureInfo.InvariantCulture));
         Write(d, "devnum", devNum.ToString(CultureInfo.InvariantCulture));
         Write(d, "idVendor", "1209");
@@ -49,6 +56,27 @@ internal sealed class FakeSysfs : IDisposable
             File.CreateSymbolicLink(Path.Combine(d, "driver"), target);
         }
         File.CreateSymbolicLink(Path.Combine(Devices, name), d);
+    }
+
+    /// <summary>Writes the "descriptors" attribute: a device descriptor, then one configuration descriptor with this bConfigurationValue.</summary>
+    public void SetFirstConfigurationValue(string busId, byte value)
+    {
+        byte[] blob = new byte[18 + 9];
+        blob[0] = 18;
+        blob[1] = 1;
+        blob[17] = 1;
+        blob[18] = 9;
+        blob[19] = 2;
+        blob[20] = 9;
+        blob[23] = value;
+        File.WriteAllBytes(Path.Combine(Devices, busId, "descriptors"), blob);
+    }
+
+    /// <summary>The device is gone from sysfs (unplugged).</summary>
+    public void RemoveDevice(string busId)
+    {
+        RemoveInterfaces(busId);
+        Directory.Delete(Path.Combine(Devices, busId), recursive: true);
     }
 
     public void RemoveInterfaces(string busId)

@@ -7,20 +7,31 @@ using XenPvUsb.Usb.Usbfs;
 namespace XenPvUsb.Tests.Usbfs;
 
 /// <summary>
-/// An in-memory usbfs node with the kernel's submit/reap/discard semantics (host-interfaces.md §1.5).
-/// Its pollable fd is the read end of a pipe: never writable (so EPOLLOUT never fires by itself; tests
-/// call the device's handler), and closing the write end raises a real EPOLLHUP, as an unplug does.
+/// An in-memory usbfs node with the kernel's submit/reap/discard semantics (host-interfaces.md §1.5):
+/// a URB's results (status, length, IN data) are copied into user memory only when it is reaped, as
+/// devio.c processcompl does. Its pollable fd is the read end of a pipe: never writable (so EPOLLOUT
+/// never fires by itself; tests call the device's handler), and closing the write end raises a real
+/// EPOLLHUP, as an unplug does. Any ioctl can be made to block until the test lets it go (<see cref="Block"/>).
+/// Thread-safe: the device calls it from the loop and from its worker.
 /// </summary>
 internal sealed unsafe class FakeUsbfsFile : IUsbfsFile
 {
     private readonly Lock _lock = new();
     private readonly List<nint> _pending = new();
-    private readonly Queue<nint> _completed = new();
+    private readonly Queue<Completion> _completed = new();
+    private readonly List<string> _calls = new();
+    private readonly List<FakeGate> _gates = new();
     private readonly SafeFileHandle _readEnd;
+    private readonly string? _name;
+    private readonly List<string>? _journal;
     private int _writeEnd;
 
-    public FakeUsbfsFile()
+    /// <param name="name">Prefix for <paramref name="journal"/> lines.</param>
+    /// <param name="journal">A list shared by several fakes, to check the order of ioctls across nodes ("hub: release_port 2").</param>
+    public FakeUsbfsFile(string? name = null, List<string>? journal = null)
     {
+        _name = name;
+        _journal = journal;
         int* fds = stackalloc int[2];
         if (LibC.pipe2(fds, LibC.O_CLOEXEC | LibC.O_NONBLOCK) != 0)
         {
@@ -32,8 +43,17 @@ internal sealed unsafe class FakeUsbfsFile : IUsbfsFile
 
     public SafeHandle Handle => _readEnd;
 
-    /// <summary>Every ioctl in order, e.g. "disconnect_claim 0 2 usbfs", "release 1", "setconfig 2".</summary>
-    public List<string> Calls { get; } = new();
+    /// <summary>Every ioctl so far in order, e.g. "disconnect_claim 0 2 usbfs", "release 1", "setconfig 2" (a snapshot).</summary>
+    public string[] Calls
+    {
+        get
+        {
+            lock (_lock)
+            {
+                return [.. _calls];
+            }
+        }
+    }
 
     public int Speed { get; set; } = 3;
 
@@ -47,6 +67,19 @@ internal sealed unsafe class FakeUsbfsFile : IUsbfsFile
     public Dictionary<int, int> ClaimResults { get; } = new();
 
     public Action<int>? OnSetConfiguration { get; set; }
+
+    /// <summary>What USBDEVFS_CONNECT returns: the kernel gives device_attach()'s 1 when a driver was bound.</summary>
+    public int ConnectResult { get; set; } = 1;
+
+    /// <summary>What CLAIM_PORT returns (-EBUSY: another program owns the port).</summary>
+    public int ClaimPortResult { get; set; }
+
+    /// <summary>What CONNINFO_EX returns; -ENOTTY (an old kernel) by default, i.e. no answer.</summary>
+    public int ConnInfoResult { get; set; } = -UsbDevFs.ENOTTY;
+
+    public int ConnBusNum { get; set; }
+
+    public int ConnDevNum { get; set; }
 
     public bool Unplugged { get; private set; }
 
@@ -63,6 +96,18 @@ internal sealed unsafe class FakeUsbfsFile : IUsbfsFile
         }
     }
 
+    /// <summary>URBs completed (or killed) and not reaped.</summary>
+    public int CompletedCount
+    {
+        get
+        {
+            lock (_lock)
+            {
+                return _completed.Count;
+            }
+        }
+    }
+
     public usbdevfs_urb* PendingAt(int i)
     {
         lock (_lock)
@@ -71,7 +116,26 @@ internal sealed unsafe class FakeUsbfsFile : IUsbfsFile
         }
     }
 
-    /// <summary>The "HC" finishes a pending URB: results written now, handed over at reap.</summary>
+    public void ClearCalls()
+    {
+        lock (_lock)
+        {
+            _calls.Clear();
+        }
+    }
+
+    /// <summary>The next ioctl whose call text starts with <paramref name="callPrefix"/> blocks until the gate is released.</summary>
+    public FakeGate Block(string callPrefix)
+    {
+        var gate = new FakeGate(callPrefix);
+        lock (_lock)
+        {
+            _gates.Add(gate);
+        }
+        return gate;
+    }
+
+    /// <summary>The "HC" finishes a pending URB: it waits on the completed list; its results reach user memory at reap.</summary>
     public void CompleteUrb(usbdevfs_urb* urb, int status, int actualLength, ReadOnlySpan<byte> inData = default)
     {
         lock (_lock)
@@ -80,11 +144,7 @@ internal sealed unsafe class FakeUsbfsFile : IUsbfsFile
             {
                 throw new InvalidOperationException("not pending");
             }
-            urb->status = status;
-            urb->actual_length = actualLength;
-            int offset = urb->type == UsbDevFs.USBDEVFS_URB_TYPE_CONTROL ? 8 : 0;
-            inData.CopyTo(new Span<byte>((byte*)urb->buffer + offset, urb->buffer_length - offset));
-            _completed.Enqueue((nint)urb);
+            _completed.Enqueue(new Completion((nint)urb, status, actualLength, inData.ToArray()));
         }
     }
 
@@ -96,8 +156,7 @@ internal sealed unsafe class FakeUsbfsFile : IUsbfsFile
             Unplugged = true;
             foreach (nint p in _pending)
             {
-                ((usbdevfs_urb*)p)->status = killStatus;
-                _completed.Enqueue(p);
+                _completed.Enqueue(new Completion(p, killStatus, 0, []));
             }
             _pending.Clear();
         }
@@ -125,9 +184,9 @@ internal sealed unsafe class FakeUsbfsFile : IUsbfsFile
 
     public int SubmitUrb(usbdevfs_urb* urb)
     {
+        Enter($"submit {urb->type} 0x{urb->endpoint:x2}");
         lock (_lock)
         {
-            Calls.Add($"submit {urb->type} 0x{urb->endpoint:x2}");
             if (Unplugged)
             {
                 return -UsbDevFs.ENODEV;
@@ -138,6 +197,10 @@ internal sealed unsafe class FakeUsbfsFile : IUsbfsFile
                 NextSubmitResult = 0;
                 return rc;
             }
+            if (_pending.Contains((nint)urb))
+            {
+                throw new InvalidOperationException("the same usbdevfs_urb submitted twice");
+            }
             _pending.Add((nint)urb);
             return 0;
         }
@@ -145,16 +208,18 @@ internal sealed unsafe class FakeUsbfsFile : IUsbfsFile
 
     public int DiscardUrb(usbdevfs_urb* urb)
     {
+        Enter("discard");
         lock (_lock)
         {
-            Calls.Add("discard");
+            if (Unplugged)
+            {
+                return -UsbDevFs.ENODEV;
+            }
             if (!_pending.Remove((nint)urb))
             {
                 return -UsbDevFs.EINVAL;
             }
-            urb->status = -UsbDevFs.ENOENT;
-            urb->actual_length = 0;
-            _completed.Enqueue((nint)urb);
+            _completed.Enqueue(new Completion((nint)urb, -UsbDevFs.ENOENT, 0, []));
             return 0;
         }
     }
@@ -163,9 +228,14 @@ internal sealed unsafe class FakeUsbfsFile : IUsbfsFile
     {
         lock (_lock)
         {
-            if (_completed.TryDequeue(out nint p))
+            if (_completed.TryDequeue(out Completion c))
             {
-                urb = (usbdevfs_urb*)p;
+                urb = (usbdevfs_urb*)c.Urb;
+                // devio.c processcompl: data, status and actual_length reach user memory now.
+                urb->status = c.Status;
+                urb->actual_length = c.ActualLength;
+                int offset = urb->type == UsbDevFs.USBDEVFS_URB_TYPE_CONTROL ? 8 : 0;
+                c.Data.CopyTo(new Span<byte>((byte*)urb->buffer + offset, urb->buffer_length - offset));
                 return 0;
             }
             urb = null;
@@ -175,24 +245,14 @@ internal sealed unsafe class FakeUsbfsFile : IUsbfsFile
 
     public int ClaimInterface(int interfaceNumber) => Record($"claim {interfaceNumber}", ClaimResults.GetValueOrDefault(interfaceNumber));
 
-    public int ReleaseInterface(int interfaceNumber)
-    {
-        lock (_lock)
-        {
-            // RELEASEINTERFACE kills that interface's URBs; the fake has no endpoint map, so it kills none.
-            Calls.Add($"release {interfaceNumber}");
-            return 0;
-        }
-    }
+    // RELEASEINTERFACE kills that interface's URBs; the fake has no endpoint map, so it kills none.
+    public int ReleaseInterface(int interfaceNumber) => Record($"release {interfaceNumber}", 0);
 
     public int DisconnectClaim(int interfaceNumber, uint flags, string driver) => DisconnectClaimUnsupported
         ? Record($"disconnect_claim {interfaceNumber} {flags} {driver}", -UsbDevFs.ENOTTY)
         : Record($"disconnect_claim {interfaceNumber} {flags} {driver}", ClaimResults.GetValueOrDefault(interfaceNumber));
 
     public int DisconnectDriver(int interfaceNumber) => Record($"disconnect {interfaceNumber}", 0);
-
-    /// <summary>What USBDEVFS_CONNECT returns: the kernel gives device_attach()'s 1 when a driver was bound.</summary>
-    public int ConnectResult { get; set; } = 1;
 
     public int ConnectDriver(int interfaceNumber) => Record($"connect {interfaceNumber}", ConnectResult);
 
@@ -209,6 +269,20 @@ internal sealed unsafe class FakeUsbfsFile : IUsbfsFile
 
     public int Reset() => Record("reset", 0);
 
+    public int ClaimPort(int port) => Record($"claim_port {port}", ClaimPortResult);
+
+    public int ReleasePort(int port) => Record($"release_port {port}", 0);
+
+    public int GetConnInfo(out int busNum, out int devNum)
+    {
+        busNum = ConnBusNum;
+        devNum = ConnDevNum;
+        lock (_lock)
+        {
+            return Unplugged ? -UsbDevFs.ENODEV : ConnInfoResult;
+        }
+    }
+
     public int GetSpeed() => Speed;
 
     public int GetCapabilities(out uint capabilities)
@@ -219,9 +293,13 @@ internal sealed unsafe class FakeUsbfsFile : IUsbfsFile
 
     public void Dispose()
     {
+        Enter("close");
         lock (_lock)
         {
-            Calls.Add("close");
+            if (Disposed)
+            {
+                return;
+            }
             Disposed = true;
         }
         HangUp();
@@ -230,10 +308,62 @@ internal sealed unsafe class FakeUsbfsFile : IUsbfsFile
 
     private int Record(string call, int result)
     {
+        Enter(call);
         lock (_lock)
         {
-            Calls.Add(call);
             return Unplugged ? -UsbDevFs.ENODEV : result;
         }
+    }
+
+    // Records the call, then waits (outside the lock, so the loop's ioctls go on) if a gate is set for it.
+    private void Enter(string call)
+    {
+        FakeGate? gate;
+        lock (_lock)
+        {
+            _calls.Add(call);
+            gate = _gates.Find(g => call.StartsWith(g.Prefix, StringComparison.Ordinal));
+            if (gate is not null)
+            {
+                _gates.Remove(gate);
+            }
+        }
+        if (_journal is not null)
+        {
+            lock (_journal)
+            {
+                _journal.Add($"{_name}: {call}");
+            }
+        }
+        gate?.Pass();
+    }
+
+    private readonly record struct Completion(nint Urb, int Status, int ActualLength, byte[] Data);
+}
+
+/// <summary>Holds one ioctl of a <see cref="FakeUsbfsFile"/> inside the "kernel" until released.</summary>
+internal sealed class FakeGate(string prefix) : IDisposable
+{
+    private readonly ManualResetEventSlim _entered = new();
+    private readonly ManualResetEventSlim _released = new();
+
+    public string Prefix { get; } = prefix;
+
+    public bool IsEntered => _entered.IsSet;
+
+    /// <summary>Waits until the blocked ioctl has been made.</summary>
+    public bool WaitEntered(TimeSpan timeout) => _entered.Wait(timeout);
+
+    public void Release() => _released.Set();
+
+    public void Dispose()
+    {
+        _released.Set();
+    }
+
+    internal void Pass()
+    {
+        _entered.Set();
+        _released.Wait();
     }
 }

@@ -59,9 +59,9 @@ public sealed class UsbDevFsAbiTests
                 K(USBDEVFS_CAP_DROP_PRIVILEGES) K(USBDEVFS_CAP_CONNINFO_EX) K(USBDEVFS_CAP_SUSPEND)
                 K(USBDEVFS_DISCONNECT_CLAIM_IF_DRIVER) K(USBDEVFS_DISCONNECT_CLAIM_EXCEPT_DRIVER)
                 K(USB_SPEED_UNKNOWN) K(USB_SPEED_LOW) K(USB_SPEED_FULL) K(USB_SPEED_HIGH) K(USB_SPEED_WIRELESS) K(USB_SPEED_SUPER) K(USB_SPEED_SUPER_PLUS)
-                K(EPERM) K(ENOENT) K(EINTR) K(EAGAIN) K(EACCES) K(EBUSY) K(ENODEV) K(EINVAL) K(ENOTTY) K(ENODATA) K(ENOBUFS)
+                K(EPERM) K(ENOENT) K(EINTR) K(EIO) K(EAGAIN) K(EACCES) K(EBUSY) K(ENODEV) K(EINVAL) K(ENOTTY) K(ENODATA) K(ENOBUFS) K(EHOSTUNREACH)
                 K(O_RDWR) K(O_NONBLOCK) K(O_CLOEXEC)
-                K(AF_NETLINK) K(SOCK_DGRAM) K(SOCK_NONBLOCK) K(SOCK_CLOEXEC) K(NETLINK_KOBJECT_UEVENT) K(SOL_SOCKET) K(SO_RCVBUF)
+                K(AF_NETLINK) K(SOCK_DGRAM) K(SOCK_NONBLOCK) K(SOCK_CLOEXEC) K(NETLINK_KOBJECT_UEVENT) K(SOL_SOCKET) K(SO_RCVBUF) K(SO_RCVBUFFORCE)
                 return 0;
             }
             """);
@@ -193,6 +193,7 @@ public sealed class UsbDevFsAbiTests
             Assert.That(C("EPERM"), Is.EqualTo((long)EPERM), "EPERM");
             Assert.That(C("ENOENT"), Is.EqualTo((long)ENOENT), "ENOENT");
             Assert.That(C("EINTR"), Is.EqualTo((long)EINTR), "EINTR");
+            Assert.That(C("EIO"), Is.EqualTo((long)EIO), "EIO");
             Assert.That(C("EAGAIN"), Is.EqualTo((long)EAGAIN), "EAGAIN");
             Assert.That(C("EACCES"), Is.EqualTo((long)EACCES), "EACCES");
             Assert.That(C("EBUSY"), Is.EqualTo((long)EBUSY), "EBUSY");
@@ -201,6 +202,7 @@ public sealed class UsbDevFsAbiTests
             Assert.That(C("ENOTTY"), Is.EqualTo((long)ENOTTY), "ENOTTY");
             Assert.That(C("ENODATA"), Is.EqualTo((long)ENODATA), "ENODATA");
             Assert.That(C("ENOBUFS"), Is.EqualTo((long)ENOBUFS), "ENOBUFS");
+            Assert.That(C("EHOSTUNREACH"), Is.EqualTo((long)EHOSTUNREACH), "EHOSTUNREACH");
             Assert.That(C("O_RDWR"), Is.EqualTo((long)O_RDWR), "O_RDWR");
             Assert.That(C("O_NONBLOCK"), Is.EqualTo((long)O_NONBLOCK), "O_NONBLOCK");
             Assert.That(C("O_CLOEXEC"), Is.EqualTo((long)O_CLOEXEC), "O_CLOEXEC");
@@ -211,6 +213,7 @@ public sealed class UsbDevFsAbiTests
             Assert.That(C("NETLINK_KOBJECT_UEVENT"), Is.EqualTo((long)Netlink.NETLINK_KOBJECT_UEVENT), "NETLINK_KOBJECT_UEVENT");
             Assert.That(C("SOL_SOCKET"), Is.EqualTo((long)Netlink.SOL_SOCKET), "SOL_SOCKET");
             Assert.That(C("SO_RCVBUF"), Is.EqualTo((long)Netlink.SO_RCVBUF), "SO_RCVBUF");
+            Assert.That(C("SO_RCVBUFFORCE"), Is.EqualTo((long)Netlink.SO_RCVBUFFORCE), "SO_RCVBUFFORCE");
         });
     }
 

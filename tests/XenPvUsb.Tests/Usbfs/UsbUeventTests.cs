@@ -26,7 +26,7 @@ public sealed class UsbUeventTests
             "DEVNUM=006",
             "SEQNUM=4242");
         Assert.That(UsbUevent.TryParse(d, out UsbUevent e), Is.True);
-        Assert.That(e, Is.EqualTo(new UsbUevent("add", "1-2.3", null)));
+        Assert.That(e, Is.EqualTo(new UsbUevent("add", "1-2.3", null, DevNum: 6)), "DEVNUM \"006\" read as 6");
     }
 
     [Test]

@@ -12,12 +12,14 @@ namespace XenPvUsb.Tests.Usbfs;
 public sealed unsafe class UsbfsDeviceTests
 {
     private const string BusId = "1-2";
+    private const int EREMOTEIO = 121;
     private static readonly TimeSpan s_timeout = TimeSpan.FromSeconds(10);
 
     private FakeSysfs _sysfs = null!;
     private FakeUsbfsFile _file = null!;
     private EventLoop _loop = null!;
     private Recorder _owner = null!;
+    private List<FakeUsbfsFile> _others = null!;
 
     [SetUp]
     public void SetUp()
@@ -29,6 +31,7 @@ public sealed unsafe class UsbfsDeviceTests
         _file = new FakeUsbfsFile();
         _loop = new EventLoop(busyPollMicroseconds: 0);
         _owner = new Recorder(_loop);
+        _others = new();
     }
 
     [TearDown]
@@ -36,26 +39,66 @@ public sealed unsafe class UsbfsDeviceTests
     {
         _loop.Dispose();
         _file.Dispose();
+        foreach (FakeUsbfsFile f in _others)
+        {
+            f.Dispose();
+        }
         _sysfs.Dispose();
     }
 
-    private UsbfsDevice OpenDevice()
+    private UsbfsDevice OpenDevice(ListLogger? log = null, TimeSpan slowThreshold = default)
     {
         var info = XenPvUsb.Host.UsbSysfs.Read(_sysfs.Root, BusId)!;
-        return new UsbfsDevice(_file, _loop, _sysfs.Root, info, "/dev/bus/usb/001/005", NullLogger.Instance);
+        return new UsbfsDevice(_file, _loop, _sysfs.Root, info, "/dev/bus/usb/001/005", log ?? (Microsoft.Extensions.Logging.ILogger)NullLogger.Instance, slowThreshold: slowThreshold);
+    }
+
+    /// <summary>A second device on the same loop, "1-3", with its own fake node.</summary>
+    private (UsbfsDevice Device, FakeUsbfsFile File) OpenBystander()
+    {
+        _sysfs.AddDevice("1-3", busNum: 1, devNum: 6);
+        _sysfs.AddInterface("1-3", 1, 0);
+        var file = new FakeUsbfsFile();
+        _others.Add(file);
+        var info = XenPvUsb.Host.UsbSysfs.Read(_sysfs.Root, "1-3")!;
+        return (new UsbfsDevice(file, _loop, _sysfs.Root, info, "/dev/bus/usb/001/006", NullLogger.Instance), file);
     }
 
     private T OnLoop<T>(Func<T> f) => _loop.InvokeAsync(f).WaitAsync(s_timeout).GetAwaiter().GetResult();
 
     private void OnLoop(Action a) => _loop.InvokeAsync(a).WaitAsync(s_timeout).GetAwaiter().GetResult();
 
-    private UsbTransfer NewTransfer(UsbTransferType type, byte endpoint, int length, bool shortNotOk = false)
+    private static T Wait<T>(Task<T> task) => task.WaitAsync(s_timeout).GetAwaiter().GetResult();
+
+    private static void Wait(Task task) => task.WaitAsync(s_timeout).GetAwaiter().GetResult();
+
+    private static void WaitUntil(Func<bool> condition, string what)
     {
-        var t = new UsbTransfer(4096) { Type = type, Endpoint = endpoint, Length = length, ShortNotOk = shortNotOk, Owner = _owner };
-        return t;
+        DateTime deadline = DateTime.UtcNow + s_timeout;
+        while (!condition())
+        {
+            if (DateTime.UtcNow > deadline)
+            {
+                Assert.Fail($"timed out waiting for {what}");
+            }
+            Thread.Sleep(1);
+        }
     }
 
-    private void Reap(UsbfsDevice device) => OnLoop(() => ((IEventHandler)device).OnEvent(EventLoop.EpollOut));
+    private UsbTransfer NewTransfer(UsbTransferType type, byte endpoint, int length, bool shortNotOk = false) =>
+        new(4096) { Type = type, Endpoint = endpoint, Length = length, ShortNotOk = shortNotOk, Owner = _owner };
+
+    private void Reap(IEventHandler device) => OnLoop(() => device.OnEvent(EventLoop.EpollOut));
+
+    /// <summary>Proves the loop turns while something blocks: another device's URB round-trips and a posted action runs.</summary>
+    private void AssertLoopServesBystander(UsbfsDevice bystander, FakeUsbfsFile bystanderFile)
+    {
+        UsbTransfer t = NewTransfer(UsbTransferType.Bulk, 0x81, 512);
+        OnLoop(() => bystander.Submit(t));
+        bystanderFile.CompleteUrb(bystanderFile.PendingAt(0), 0, 512);
+        Reap(bystander);
+        Assert.That(_owner.Results, Does.Contain((t, 0, 512)), "the other device's URB completed");
+        Assert.That(OnLoop(() => 42), Is.EqualTo(42), "a posted action ran");
+    }
 
     [Test]
     public void Open_DetachesAndClaimsEveryInterface_ExceptFromAnotherUsbfsUser()
@@ -155,8 +198,6 @@ public sealed unsafe class UsbfsDeviceTests
         Assert.That(device.PendingCount, Is.Zero);
     }
 
-    private const int EREMOTEIO = 121;
-
     [Test]
     public void Resubmit_ReusesTheSameUrb()
     {
@@ -232,17 +273,36 @@ public sealed unsafe class UsbfsDeviceTests
     }
 
     [Test]
-    public void Cancel_DiscardsAndTheReapDeliversEnoentOnce()
+    public void Cancel_DiscardsOnTheWorker_AndTheReapDeliversEnoentOnce()
     {
         using UsbfsDevice device = OpenDevice();
         UsbTransfer t = NewTransfer(UsbTransferType.Bulk, 0x81, 512);
         OnLoop(() => device.Submit(t));
         OnLoop(() => device.Cancel(t));
+        WaitUntil(() => _file.CompletedCount == 1, "the discard on the worker");
         Assert.That(_owner.Results, Is.Empty, "completion comes through the reap, not inline");
         Reap(device);
         OnLoop(() => device.Cancel(t));
         Assert.That(_owner.Results, Is.EqualTo(new[] { (t, -ENOENT, 0) }));
         Assert.That(_file.Calls.Count(c => c == "discard"), Is.EqualTo(1), "no discard once it completed");
+    }
+
+    [Test]
+    public void Cancel_Twice_QueuesOneDiscard()
+    {
+        using UsbfsDevice device = OpenDevice();
+        UsbTransfer t = NewTransfer(UsbTransferType.Bulk, 0x81, 512);
+        using FakeGate gate = _file.Block("discard");
+        OnLoop(() => device.Submit(t));
+        OnLoop(() =>
+        {
+            device.Cancel(t);
+            device.Cancel(t);
+        });
+        Assert.That(gate.WaitEntered(s_timeout), Is.True);
+        gate.Release();
+        WaitUntil(() => _file.CompletedCount == 1, "the discard");
+        Assert.That(_file.Calls.Count(c => c == "discard"), Is.EqualTo(1));
     }
 
     [Test]
@@ -253,8 +313,142 @@ public sealed unsafe class UsbfsDeviceTests
         OnLoop(() => device.Submit(t));
         _file.CompleteUrb(_file.PendingAt(0), 0, 100);
         OnLoop(() => device.Cancel(t)); // DISCARDURB -> EINVAL: already on the completed list
+        WaitUntil(() => _file.Calls.Contains("discard"), "the discard");
         Reap(device);
         Assert.That(_owner.Results, Is.EqualTo(new[] { (t, 0, 100) }));
+    }
+
+    [Test]
+    public void Discard_StillQueued_WhenTheUrbCompletesAndIsResubmitted_DoesNotKillTheNewSubmission()
+    {
+        using UsbfsDevice device = OpenDevice();
+        UsbTransfer t = NewTransfer(UsbTransferType.Interrupt, 0x83, 8);
+        OnLoop(() => device.Submit(t));
+        nint first = (nint)_file.PendingAt(0);
+
+        // The worker is busy elsewhere, so the discard waits in its queue.
+        using FakeGate busy = _file.Block("setinterface");
+        Task<int> op = OnLoop(() => device.SetInterfaceAsync(1, 1));
+        Assert.That(busy.WaitEntered(s_timeout), Is.True);
+        OnLoop(() => device.Cancel(t));
+
+        _file.CompleteUrb((usbdevfs_urb*)first, 0, 8);
+        Reap(device);
+        OnLoop(() => device.Submit(t));
+        nint second = (nint)_file.PendingAt(0);
+        Assert.That(second, Is.Not.EqualTo(first), "a fresh usbdevfs_urb while the old address has a discard queued");
+        Assert.That(device.RetiredUrbs, Is.EqualTo(1));
+
+        busy.Release();
+        Assert.That(Wait(op), Is.Zero);
+        WaitUntil(() => device.RetiredUrbs == 0, "the discard to return and free the old URB");
+        Assert.That(_file.PendingCount, Is.EqualTo(1), "the new submission was not killed");
+        Assert.That((nint)_file.PendingAt(0), Is.EqualTo(second));
+        Reap(device);
+        Assert.That(_owner.Results, Is.EqualTo(new[] { (t, 0, 8) }), "one completion, with its own status");
+    }
+
+    [Test]
+    public void Discard_Running_WhenTheUrbCompletesAndIsResubmitted_DoesNotKillTheNewSubmission()
+    {
+        using UsbfsDevice device = OpenDevice();
+        UsbTransfer t = NewTransfer(UsbTransferType.Interrupt, 0x83, 8);
+        _owner.OnCompleted = x =>
+        {
+            if (_owner.Results.Count == 1)
+            {
+                device.Submit(x); // the owner resubmits from the completion, as the controller does
+            }
+        };
+        OnLoop(() => device.Submit(t));
+        nint first = (nint)_file.PendingAt(0);
+        // usb_kill_urb waiting for the host controller: the ioctl is made, and sits in the kernel.
+        using FakeGate kill = _file.Block("discard");
+        OnLoop(() => device.Cancel(t));
+        Assert.That(kill.WaitEntered(s_timeout), Is.True);
+
+        _file.CompleteUrb((usbdevfs_urb*)first, 0, 8);
+        Reap(device);
+        nint second = (nint)_file.PendingAt(0);
+        Assert.That(second, Is.Not.EqualTo(first));
+
+        kill.Release();
+        WaitUntil(() => device.RetiredUrbs == 0, "the discard to return and free the old URB");
+        Assert.That(_file.PendingCount, Is.EqualTo(1));
+        Assert.That((nint)_file.PendingAt(0), Is.EqualTo(second), "the late discard named the old address and missed");
+    }
+
+    [Test]
+    public void Discard_Blocked_LoopKeepsServingOtherDevices()
+    {
+        using UsbfsDevice device = OpenDevice();
+        (UsbfsDevice bystander, FakeUsbfsFile bystanderFile) = OpenBystander();
+        using (bystander)
+        {
+            UsbTransfer t = NewTransfer(UsbTransferType.Bulk, 0x81, 512);
+            OnLoop(() => device.Submit(t));
+            using FakeGate kill = _file.Block("discard");
+            OnLoop(() => device.Cancel(t));
+            Assert.That(kill.WaitEntered(s_timeout), Is.True);
+
+            AssertLoopServesBystander(bystander, bystanderFile);
+
+            kill.Release();
+            WaitUntil(() => _file.CompletedCount == 1, "the discard");
+            Reap(device);
+            Assert.That(_owner.Results, Does.Contain((t, -ENOENT, 0)));
+        }
+    }
+
+    [Test]
+    public void SetConfiguration_Blocked_LoopKeepsServingOtherDevices_AndLaterOperationsQueue()
+    {
+        using UsbfsDevice device = OpenDevice();
+        (UsbfsDevice bystander, FakeUsbfsFile bystanderFile) = OpenBystander();
+        using (bystander)
+        {
+            using FakeGate gate = _file.Block("setconfig");
+            Task<int> set = OnLoop(() => device.SetConfigurationAsync(1));
+            Assert.That(gate.WaitEntered(s_timeout), Is.True);
+            Task<int> clear = OnLoop(() => device.ClearHaltAsync(0x81));
+
+            AssertLoopServesBystander(bystander, bystanderFile);
+            Assert.That(set.IsCompleted, Is.False);
+            Assert.That(clear.IsCompleted, Is.False, "one queue per device: the next operation waits its turn");
+
+            gate.Release();
+            Assert.That(Wait(set), Is.Zero);
+            Assert.That(Wait(clear), Is.Zero);
+            Assert.That(_file.Calls[^1], Is.EqualTo("clear_halt 0x81"));
+        }
+    }
+
+    [Test]
+    public void Operations_CompleteOffTheWorkerThread()
+    {
+        using UsbfsDevice device = OpenDevice();
+        int? continuationThread = null;
+        int loopThread = OnLoop(() => Environment.CurrentManagedThreadId);
+        Task<int> op = OnLoop(() => device.ClearHaltAsync(0x02));
+        Wait(op.ContinueWith(_ => continuationThread = Environment.CurrentManagedThreadId, TaskScheduler.Default));
+        Assert.That(op.Result, Is.Zero);
+        Assert.That(continuationThread, Is.Not.EqualTo(loopThread), "results are not posted to the loop: the caller does that");
+    }
+
+    [Test]
+    public void SlowOperation_IsLoggedOnceWhileStuck_AndWithItsTimeWhenItReturns()
+    {
+        var log = new ListLogger();
+        using UsbfsDevice device = OpenDevice(log, slowThreshold: TimeSpan.FromMilliseconds(50));
+        using FakeGate gate = _file.Block("reset");
+        Task<int> reset = OnLoop(device.ResetAsync);
+        Assert.That(gate.WaitEntered(s_timeout), Is.True);
+        WaitUntil(() => log.Snapshot().Any(m => m.Contains("has not returned", StringComparison.Ordinal)), "the stuck warning");
+        Thread.Sleep(200);
+        gate.Release();
+        Assert.That(Wait(reset), Is.Zero);
+        WaitUntil(() => log.Snapshot().Any(m => m.Contains("took", StringComparison.Ordinal)), "the time it took");
+        Assert.That(log.Snapshot().Count(m => m.Contains("RESET(0) has not returned", StringComparison.Ordinal)), Is.EqualTo(1), "once");
     }
 
     [Test]
@@ -277,7 +471,7 @@ public sealed unsafe class UsbfsDeviceTests
         UsbTransfer c = NewTransfer(UsbTransferType.Bulk, 0x81, 512);
         OnLoop(() => device.Submit(c));
         Assert.That(_owner.Results[^1], Is.EqualTo((c, -ENODEV, 0)));
-        Assert.That(OnLoop(() => device.SetInterface(0, 1)), Is.EqualTo(-ENODEV));
+        Assert.That(Wait(OnLoop(() => device.SetInterfaceAsync(0, 1))), Is.EqualTo(-ENODEV));
     }
 
     [Test]
@@ -304,7 +498,7 @@ public sealed unsafe class UsbfsDeviceTests
     }
 
     [Test]
-    public void Dispose_FromAnotherThread_DiscardsReapsReleasesReconnectsAndCloses()
+    public void Dispose_FromAnotherThread_AbandonsAtOnce_ThenReleasesReconnectsAndCloses()
     {
         UsbfsDevice device = OpenDevice();
         UsbTransfer a = NewTransfer(UsbTransferType.Bulk, 0x81, 512);
@@ -314,16 +508,84 @@ public sealed unsafe class UsbfsDeviceTests
             device.Submit(a);
             device.Submit(b);
         });
-        _file.Calls.Clear();
+        _file.ClearCalls();
 
-        Task.Run(device.Dispose).WaitAsync(s_timeout).GetAwaiter().GetResult();
+        Wait(Task.Run(device.Dispose));
 
-        Assert.That(_owner.Results, Is.EqualTo(new[] { (a, -ENOENT, 0), (b, -ENOENT, 0) }));
+        Assert.That(_owner.Results, Is.EqualTo(new[] { (a, -ENODEV, 0), (b, -ENODEV, 0) }), "completed before Dispose returned, as a device gone");
         Assert.That(_owner.AllOnLoopThread, Is.True);
-        Assert.That(_file.Calls, Is.EqualTo(new[] { "discard", "discard", "release 0", "release 1", "connect 0", "close" }));
+        Wait(device.Released);
+        Assert.That(_file.Calls, Is.EqualTo(new[] { "release 0", "release 1", "connect 0", "close" }), "no discard, no reap: release and close kill them");
         Assert.That(_file.Disposed, Is.True);
         device.Dispose();
         Assert.That(_file.Calls.Count(c => c == "close"), Is.EqualTo(1), "idempotent");
+    }
+
+    [Test]
+    public void Dispose_NothingIsReapedAfterward_SoReusedBuffersAreNeverWritten()
+    {
+        UsbfsDevice device = OpenDevice();
+        UsbTransfer t = NewTransfer(UsbTransferType.Bulk, 0x81, 512);
+        OnLoop(() => device.Submit(t));
+        usbdevfs_urb* urb = _file.PendingAt(0);
+        using FakeGate hold = _file.Block("release 0");
+        OnLoop(device.Dispose);
+        Assert.That(_owner.Results, Is.EqualTo(new[] { (t, -ENODEV, 0) }));
+
+        // The owner reuses the buffer at once; then the HC finishes the URB with data, and epoll says "writable".
+        t.Buffer.AsSpan().Fill(0xAA);
+        Assert.That(hold.WaitEntered(s_timeout), Is.True);
+        _file.CompleteUrb(urb, 0, 4, [1, 2, 3, 4]);
+        Reap(device);
+        hold.Release();
+        Wait(device.Released);
+
+        Assert.That(_owner.Results, Has.Count.EqualTo(1), "no completion after Dispose");
+        Assert.That(t.Buffer[..4], Is.All.EqualTo(0xAA), "no copy into the reused buffer");
+        Assert.That(_file.CompletedCount, Is.EqualTo(1), "never reaped: close frees it in the kernel");
+    }
+
+    [Test]
+    public void Teardown_Blocked_ReleasedWaitsForIt_WhileTheLoopGoesOn()
+    {
+        UsbfsDevice device = OpenDevice();
+        (UsbfsDevice bystander, FakeUsbfsFile bystanderFile) = OpenBystander();
+        using (bystander)
+        {
+            UsbTransfer t = NewTransfer(UsbTransferType.Bulk, 0x81, 512);
+            OnLoop(() => device.Submit(t));
+            // USBDEVFS_CONNECT runs the driver's probe, which can take long.
+            using FakeGate probe = _file.Block("connect 0");
+            OnLoop(device.Dispose);
+            Assert.That(_owner.Results, Is.EqualTo(new[] { (t, -ENODEV, 0) }));
+            Assert.That(probe.WaitEntered(s_timeout), Is.True);
+
+            AssertLoopServesBystander(bystander, bystanderFile);
+            Assert.That(device.Released.IsCompleted, Is.False);
+            Assert.That(_file.Disposed, Is.False);
+
+            probe.Release();
+            Wait(device.Released);
+            Assert.That(_file.Disposed, Is.True);
+            Assert.That(_file.Calls[^1], Is.EqualTo("close"));
+        }
+    }
+
+    [Test]
+    public void Teardown_WaitsForOperationsQueuedBeforeIt()
+    {
+        UsbfsDevice device = OpenDevice();
+        using FakeGate gate = _file.Block("setconfig");
+        Task<int> set = OnLoop(() => device.SetConfigurationAsync(1));
+        Assert.That(gate.WaitEntered(s_timeout), Is.True);
+        Task<int> queued = OnLoop(() => device.SetInterfaceAsync(0, 1));
+        OnLoop(device.Dispose);
+        Assert.That(Wait(OnLoop(() => device.ResetAsync())), Is.EqualTo(-ENODEV), "after Dispose: at once");
+        gate.Release();
+        Assert.That(Wait(set), Is.Zero);
+        Assert.That(Wait(queued), Is.EqualTo(-ENODEV), "queued before Dispose, run after it: not sent");
+        Wait(device.Released);
+        Assert.That(_file.Calls, Does.Not.Contain("setinterface 0 1"));
     }
 
     [TestCase(1, 1, false, TestName = "Dispose_ConnectBindsADriver_CountsItHandedBack")]
@@ -333,18 +595,31 @@ public sealed unsafe class UsbfsDeviceTests
     public void Dispose_ReportsWhatUsbdevfsConnectDid(int connectResult, int handedBack, bool warns)
     {
         var log = new ListLogger();
-        var info = XenPvUsb.Host.UsbSysfs.Read(_sysfs.Root, BusId)!;
-        var device = new UsbfsDevice(_file, _loop, _sysfs.Root, info, "/dev/bus/usb/001/005", log);
+        UsbfsDevice device = OpenDevice(log);
         _file.ConnectResult = connectResult;
 
         device.Dispose();
+        Wait(device.Released);
 
-        Assert.That(log.Messages, Does.Contain($"Information usb {BusId}: released ({handedBack} interfaces handed back to kernel drivers)"));
-        Assert.That(log.Messages.Any(m => m.StartsWith("Warning ", StringComparison.Ordinal)), Is.EqualTo(warns));
+        Assert.That(log.Snapshot(), Does.Contain($"Information usb {BusId}: released ({handedBack} interfaces handed back to kernel drivers)"));
+        Assert.That(log.Snapshot().Any(m => m.StartsWith("Warning ", StringComparison.Ordinal)), Is.EqualTo(warns));
         if (warns)
         {
-            Assert.That(log.Messages, Does.Contain($"Warning usb {BusId}: could not hand interface 0 back to its kernel driver: errno {ENODEV}"));
+            Assert.That(log.Snapshot(), Does.Contain($"Warning usb {BusId}: could not hand interface 0 back to its kernel driver: errno {ENODEV}"));
         }
+    }
+
+    [Test]
+    public void Dispose_OfAnUnconfiguredDevice_SelectsItsFirstConfigurationForDom0()
+    {
+        UsbfsDevice device = OpenDevice();
+        _sysfs.RemoveInterfaces(BusId);
+        _sysfs.SetConfiguration(BusId, 0);
+        _sysfs.SetFirstConfigurationValue(BusId, 3);
+        _file.ClearCalls();
+        device.Dispose();
+        Wait(device.Released);
+        Assert.That(_file.Calls, Is.EqualTo(new[] { "release 0", "release 1", "setconfig 3", "close" }));
     }
 
     [Test]
@@ -354,7 +629,8 @@ public sealed unsafe class UsbfsDeviceTests
         UsbTransfer a = NewTransfer(UsbTransferType.Bulk, 0x81, 512);
         OnLoop(() => device.Submit(a));
         OnLoop(device.Dispose);
-        Assert.That(_owner.Results, Is.EqualTo(new[] { (a, -ENOENT, 0) }));
+        Assert.That(_owner.Results, Is.EqualTo(new[] { (a, -ENODEV, 0) }));
+        Wait(device.Released);
         Assert.That(_file.Disposed, Is.True);
     }
 
@@ -366,7 +642,8 @@ public sealed unsafe class UsbfsDeviceTests
         OnLoop(() => device.Submit(a));
         _loop.Dispose();
         device.Dispose();
-        Assert.That(_owner.Results, Is.EqualTo(new[] { (a, -ENOENT, 0) }));
+        Assert.That(_owner.Results, Is.EqualTo(new[] { (a, -ENODEV, 0) }));
+        Wait(device.Released);
     }
 
     [Test]
@@ -377,8 +654,9 @@ public sealed unsafe class UsbfsDeviceTests
         OnLoop(() => device.Submit(a));
         _file.Unplug();
         Assert.That(_owner.WaitForCount(1, s_timeout), Is.True);
-        _file.Calls.Clear();
+        _file.ClearCalls();
         device.Dispose();
+        Wait(device.Released);
         Assert.That(_file.Calls, Is.EqualTo(new[] { "close" }));
         Assert.That(_owner.Results, Has.Count.EqualTo(1));
     }
@@ -386,8 +664,8 @@ public sealed unsafe class UsbfsDeviceTests
     [Test]
     public void SetConfiguration_ReleasesAll_Sets_AndClaimsTheNewConfigurationsInterfaces()
     {
-        using UsbfsDevice device = OpenDevice();
-        _file.Calls.Clear();
+        UsbfsDevice device = OpenDevice();
+        _file.ClearCalls();
         _file.OnSetConfiguration = value =>
         {
             _sysfs.RemoveInterfaces(BusId);
@@ -395,12 +673,13 @@ public sealed unsafe class UsbfsDeviceTests
             _sysfs.AddInterface(BusId, value, 0, driver: "cdc_acm");
             _sysfs.AddInterface(BusId, value, 2, driver: "cdc_acm");
         };
-        int rc = OnLoop(() => device.SetConfiguration(2));
+        int rc = Wait(OnLoop(() => device.SetConfigurationAsync(2)));
         Assert.That(rc, Is.Zero);
         Assert.That(_file.Calls, Is.EqualTo(new[] { "release 0", "release 1", "setconfig 2", "disconnect_claim 0 2 usbfs", "disconnect_claim 2 2 usbfs" }));
 
-        _file.Calls.Clear();
+        _file.ClearCalls();
         device.Dispose();
+        Wait(device.Released);
         Assert.That(_file.Calls, Is.EqualTo(new[] { "release 0", "release 2", "connect 0", "connect 2", "close" }));
     }
 
@@ -408,8 +687,8 @@ public sealed unsafe class UsbfsDeviceTests
     public void Reset_ReleasesResetsAndClaimsAgain()
     {
         using UsbfsDevice device = OpenDevice();
-        _file.Calls.Clear();
-        Assert.That(OnLoop(device.Reset), Is.Zero);
+        _file.ClearCalls();
+        Assert.That(Wait(OnLoop(device.ResetAsync)), Is.Zero);
         Assert.That(_file.Calls, Is.EqualTo(new[] { "release 0", "release 1", "reset", "disconnect_claim 0 2 usbfs", "disconnect_claim 1 2 usbfs" }));
     }
 
@@ -417,9 +696,9 @@ public sealed unsafe class UsbfsDeviceTests
     public void SetInterface_AndClearHalt_GoStraightToUsbfs()
     {
         using UsbfsDevice device = OpenDevice();
-        _file.Calls.Clear();
-        Assert.That(OnLoop(() => device.SetInterface(1, 2)), Is.Zero);
-        Assert.That(OnLoop(() => device.ClearHalt(0x81)), Is.Zero);
+        _file.ClearCalls();
+        Assert.That(Wait(OnLoop(() => device.SetInterfaceAsync(1, 2))), Is.Zero);
+        Assert.That(Wait(OnLoop(() => device.ClearHaltAsync(0x81))), Is.Zero);
         Assert.That(_file.Calls, Is.EqualTo(new[] { "setinterface 1 2", "clear_halt 0x81" }));
     }
 
@@ -488,23 +767,6 @@ public sealed unsafe class UsbfsDeviceTests
                 Thread.Sleep(1);
             }
             return false;
-        }
-    }
-
-    private sealed class ListLogger : Microsoft.Extensions.Logging.ILogger
-    {
-        public List<string> Messages { get; } = [];
-
-        public IDisposable? BeginScope<TState>(TState state) where TState : notnull => null;
-
-        public bool IsEnabled(Microsoft.Extensions.Logging.LogLevel logLevel) => true;
-
-        public void Log<TState>(Microsoft.Extensions.Logging.LogLevel logLevel, Microsoft.Extensions.Logging.EventId eventId, TState state, Exception? exception, Func<TState, Exception?, string> formatter)
-        {
-            lock (Messages)
-            {
-                Messages.Add($"{logLevel} {formatter(state, exception)}");
-            }
         }
     }
 }

@@ -15,6 +15,7 @@ internal static unsafe partial class Netlink
     public const int NETLINK_KOBJECT_UEVENT = 15;
     public const int SOL_SOCKET = 1;
     public const int SO_RCVBUF = 8;
+    public const int SO_RCVBUFFORCE = 33;
 
     /// <summary>The kernel's uevent multicast group (udev re-broadcasts on group 2 with its own header).</summary>
     public const uint UeventKernelGroup = 1;
@@ -36,10 +37,25 @@ internal static unsafe partial class Netlink
             close(fd);
             return -errno;
         }
-        // Best effort: a burst of events (a hub with many devices) should not overflow the queue.
-        int size = 1 << 20;
-        setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, sizeof(int));
         return fd;
+    }
+
+    /// <summary>
+    /// Asks for a receive queue of <paramref name="bytes"/>: SO_RCVBUFFORCE first (CAP_NET_ADMIN, past
+    /// net.core.rmem_max), else SO_RCVBUF (capped at rmem_max). Returns 0 if forced, else the errno
+    /// SO_RCVBUFFORCE failed with; <paramref name="granted"/> is what the kernel then reports (it doubles the request).
+    /// </summary>
+    public static int SetReceiveBuffer(SafeNetlinkHandle fd, int bytes, out int granted)
+    {
+        int forced = setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &bytes, sizeof(int)) == 0 ? 0 : Marshal.GetLastPInvokeError();
+        if (forced != 0)
+        {
+            setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &bytes, sizeof(int));
+        }
+        int value = 0;
+        uint length = sizeof(int);
+        granted = getsockopt(fd, SOL_SOCKET, SO_RCVBUF, &value, &length) == 0 ? value : 0;
+        return forced;
     }
 
     /// <summary>recvfrom(2): bytes received or -errno; <paramref name="senderPid"/> is the sender's port id (0 = the kernel).</summary>
@@ -65,7 +81,10 @@ internal static unsafe partial class Netlink
     private static partial int bind(int fd, sockaddr_nl* addr, uint addrlen);
 
     [LibraryImport("libc", SetLastError = true)]
-    private static partial int setsockopt(int fd, int level, int optname, void* optval, uint optlen);
+    private static partial int setsockopt(SafeNetlinkHandle fd, int level, int optname, void* optval, uint optlen);
+
+    [LibraryImport("libc", SetLastError = true)]
+    private static partial int getsockopt(SafeNetlinkHandle fd, int level, int optname, void* optval, uint* optlen);
 
     [LibraryImport("libc", SetLastError = true)]
     private static partial nint recvfrom(SafeNetlinkHandle fd, byte* buf, nuint len, int flags, sockaddr_nl* from, uint* fromlen);

@@ -78,6 +78,7 @@ internal static unsafe partial class UsbDevFs
     public const int EPERM = 1;
     public const int ENOENT = 2;
     public const int EINTR = 4;
+    public const int EIO = 5;
     public const int EAGAIN = 11;
     public const int EACCES = 13;
     public const int EBUSY = 16;
@@ -86,6 +87,7 @@ internal static unsafe partial class UsbDevFs
     public const int ENOTTY = 25;
     public const int ENODATA = 61;
     public const int ENOBUFS = 105;
+    public const int EHOSTUNREACH = 113;
 
     public const int O_RDWR = 0x2;
     public const int O_NONBLOCK = 0x800;
@@ -152,6 +154,28 @@ internal static unsafe partial class UsbDevFs
         int rc = Check(ioctl(fd, USBDEVFS_GET_CAPABILITIES, &caps));
         capabilities = rc == 0 ? caps : 0;
         return rc;
+    }
+
+    /// <summary>
+    /// USBDEVFS_CLAIM_PORT on a hub's node: the fd becomes the owner of port <paramref name="port1"/> (1-based), so no
+    /// kernel driver may probe the device there (hub.c usb_hub_claim_port, driver.c usb_probe_interface checks
+    /// usb_device_is_owned) and generic_probe leaves a device that enumerates there unconfigured. EBUSY: another fd
+    /// owns it; EINVAL: port 0 or beyond the hub's ports (or not a hub); ENODEV: the hub is gone. Closing the fd
+    /// releases it (devio.c usbdev_release).
+    /// </summary>
+    public static int ClaimPort(SafeUsbDevFsHandle fd, uint port1) => Check(ioctl(fd, USBDEVFS_CLAIM_PORT, &port1));
+
+    /// <summary>USBDEVFS_RELEASE_PORT: ENOENT if this fd does not own the port.</summary>
+    public static int ReleasePort(SafeUsbDevFsHandle fd, uint port1) => Check(ioctl(fd, USBDEVFS_RELEASE_PORT, &port1));
+
+    /// <summary>USBDEVFS_CONNINFO_EX: the bus and device number of the node's device (ENOTTY before Linux 5.6).</summary>
+    public static int GetConnInfo(SafeUsbDevFsHandle fd, out int busNum, out int devNum)
+    {
+        usbdevfs_conninfo_ex info = default;
+        int rc = Check(ioctl(fd, USBDEVFS_CONNINFO_EX((uint)sizeof(usbdevfs_conninfo_ex)), &info));
+        busNum = rc >= 0 ? (int)info.busnum : 0;
+        devNum = rc >= 0 ? (int)info.devnum : 0;
+        return rc < 0 ? rc : 0;
     }
 
     /// <summary>open(2); returns the fd or -errno.</summary>

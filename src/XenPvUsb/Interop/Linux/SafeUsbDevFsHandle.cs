@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using System.Runtime.InteropServices;
 using Microsoft.Win32.SafeHandles;
 using XenPvUsb.Usb;
 
@@ -26,6 +27,19 @@ internal sealed class SafeUsbDevFsHandle : SafeHandleMinusOneIsInvalid
         }
         var handle = new SafeUsbDevFsHandle();
         handle.SetHandle(fd);
+        return handle;
+    }
+
+    /// <summary>
+    /// Takes over an open usbfs fd that came from elsewhere (systemd's fd store, §LISTEN_FDS): the returned handle
+    /// owns it and <paramref name="inherited"/> no longer does.
+    /// </summary>
+    public static SafeUsbDevFsHandle Adopt(SafeHandle inherited)
+    {
+        ArgumentNullException.ThrowIfNull(inherited);
+        var handle = new SafeUsbDevFsHandle();
+        handle.SetHandle(inherited.DangerousGetHandle());
+        inherited.SetHandleAsInvalid();
         return handle;
     }
 

@@ -43,6 +43,15 @@ internal unsafe interface IUsbfsFile : IDisposable
 
     int Reset();
 
+    /// <summary>USBDEVFS_CLAIM_PORT on a hub's node (1-based port): -EBUSY if another fd owns it.</summary>
+    int ClaimPort(int port);
+
+    /// <summary>USBDEVFS_RELEASE_PORT on a hub's node: -ENOENT if this fd does not own it.</summary>
+    int ReleasePort(int port);
+
+    /// <summary>USBDEVFS_CONNINFO_EX: which device the node is (-ENOTTY on kernels before 5.6).</summary>
+    int GetConnInfo(out int busNum, out int devNum);
+
     /// <summary>USBDEVFS_GET_SPEED: a USB_SPEED_* value or -errno.</summary>
     int GetSpeed();
 

@@ -10,7 +10,8 @@ namespace XenPvUsb.Usb.Usbfs;
 /// <param name="Action">ACTION: add, remove, bind, unbind, change, ...</param>
 /// <param name="BusId">The last component of DEVPATH (e.g. "1-2.3", or "usb1" for a root hub).</param>
 /// <param name="Driver">DRIVER, present on bind/unbind.</param>
-internal readonly record struct UsbUevent(string Action, string BusId, string? Driver)
+/// <param name="DevNum">DEVNUM (the device's number on its bus, as in /dev/bus/usb/BBB/DDD), 0 if absent.</param>
+internal readonly record struct UsbUevent(string Action, string BusId, string? Driver, int DevNum = 0)
 {
     private const int MaxKeys = 64;
 
@@ -40,6 +41,7 @@ internal readonly record struct UsbUevent(string Action, string BusId, string? D
         ReadOnlySpan<byte> devType = default;
         ReadOnlySpan<byte> driver = default;
         bool hasDriver = false;
+        int devNum = 0;
         ReadOnlySpan<byte> rest = datagram[(headerEnd + 1)..];
         for (int keys = 0; !rest.IsEmpty && keys < MaxKeys; keys++)
         {
@@ -74,6 +76,10 @@ internal readonly record struct UsbUevent(string Action, string BusId, string? D
                 driver = value;
                 hasDriver = true;
             }
+            else if (key.SequenceEqual("DEVNUM"u8))
+            {
+                devNum = ParseDecimal(value);
+            }
         }
 
         if (!subsystem.SequenceEqual("usb"u8) || !devType.SequenceEqual("usb_device"u8) || action.IsEmpty)
@@ -93,7 +99,27 @@ internal readonly record struct UsbUevent(string Action, string BusId, string? D
         uevent = new UsbUevent(
             Encoding.ASCII.GetString(action),
             busId,
-            hasDriver ? Encoding.ASCII.GetString(driver) : null);
+            hasDriver ? Encoding.ASCII.GetString(driver) : null,
+            devNum);
         return true;
+    }
+
+    // DEVNUM is "%03d" (usb_dev_uevent); anything else reads as 0 (unknown).
+    private static int ParseDecimal(ReadOnlySpan<byte> text)
+    {
+        int value = 0;
+        if (text.IsEmpty || text.Length > 4)
+        {
+            return 0;
+        }
+        foreach (byte b in text)
+        {
+            if (b < '0' || b > '9')
+            {
+                return 0;
+            }
+            value = (value * 10) + (b - '0');
+        }
+        return value;
     }
 }

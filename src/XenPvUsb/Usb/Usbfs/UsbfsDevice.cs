@@ -11,58 +11,92 @@ using static XenPvUsb.Interop.Linux.UsbDevFs;
 namespace XenPvUsb.Usb.Usbfs;
 
 /// <summary>
-/// A host USB device driven through usbfs (host-interfaces.md §1): every interface of the active
-/// configuration claimed (kernel drivers detached), transfers submitted as asynchronous URBs and
-/// reaped when the event loop sees the fd writable.
+/// A host USB device driven through usbfs (host-interfaces.md §1): its hub port claimed (no dom0 driver
+/// may bind it), every interface of the active configuration claimed (kernel drivers detached),
+/// transfers submitted as asynchronous URBs and reaped when the event loop sees the fd writable.
 /// </summary>
 /// <remarks>
-/// Threading: the constructor runs on the caller's thread before the fd is registered; from then on
-/// everything (Submit, Cancel, the control operations, reaping, completions) runs on the
-/// <see cref="EventLoop"/> thread, so the device needs no locks. <see cref="Dispose"/> may be called
-/// from any thread: it runs the teardown on the loop thread and waits for it.
+/// Threads and what each owns:
+/// - The constructor runs on the caller's thread (Open's, never the loop's: claiming detaches drivers).
+/// - The event loop thread: Submit, Cancel, reaping, completions, the first half of Dispose; it alone
+///   touches the URB entries, the pending count and the epoll registration. Nothing it does blocks: each
+///   ioctl it makes (SUBMITURB, REAPURBNDELAY) returns at once.
+/// - The device's <see cref="UsbfsWorker"/>: every ioctl that can block (SETCONFIGURATION, SETINTERFACE,
+///   CLEAR_HALT, RESET, DISCARDURB) and the hand-back; it alone touches the claim bookkeeping
+///   (<c>_claimed</c>, <c>_hadDriver</c>) after the constructor, and it owns the entries and native URBs once
+///   Dispose handed them over with the teardown item.
+/// Results of the operations come back as Task results (continuations run asynchronously, never on the worker).
 ///
 /// Each <see cref="UsbTransfer"/> gets one native usbdevfs_urb (plus room for ISO descriptors when it
 /// is first used for ISO), made the first time it is submitted and reused from then on: the kernel
 /// identifies a URB by that address and writes the result into it at reap time, so it must not move
 /// (§1.5). The URB's usercontext is the entry's index + 1, which finds the transfer again at reap.
+/// DISCARDURB names a URB by that same address, and runs later on the worker: if the URB completes and its
+/// transfer is submitted again before the discard ran, the entry gets a fresh usbdevfs_urb so the late
+/// discard cannot kill the new submission, and the old one is freed once the discard returned.
+///
+/// Dispose abandons the device: every pending transfer completes at once with -ENODEV (as for a device
+/// that went away), the fd leaves epoll and is never reaped again (a reap would copy_to_user into buffers
+/// the owner may already reuse); then the worker releases the port claim, releases every interface (which
+/// kills their URBs in the kernel), hands back to their drivers the interfaces that had one (the claim
+/// must be gone first, or the probe is refused), closes the fd (which kills what is left without copying
+/// to user memory), frees the native URBs and completes <see cref="Released"/>.
 /// </remarks>
 internal sealed unsafe class UsbfsDevice : IUsbHostDevice, IEventHandler
 {
     /// <summary>usbfs tracks claims in a bitmap of one long (§1.7).</summary>
     public const int MaxInterfaces = 64;
 
+    private static readonly Task<int> s_noDevice = Task.FromResult(-ENODEV);
+
     private readonly IUsbfsFile _file;
     private readonly EventLoop _loop;
     private readonly string _sysfsRoot;
     private readonly ILogger _logger;
+    private readonly PortClaim? _claim;
+    private readonly UsbfsWorker _worker;
+    private readonly TaskCompletionSource _released = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+    // Loop thread.
     private readonly Dictionary<UsbTransfer, UrbEntry> _byTransfer = new(ReferenceEqualityComparer.Instance);
     private readonly List<UrbEntry> _entries = new();
-    private readonly bool[] _claimed = new bool[MaxInterfaces];
-    private readonly bool[] _hadDriver = new bool[MaxInterfaces];
     private long _registration;
     private bool _handleRefAdded;
     private int _pending;
-    private bool _gone;
-    private bool _closed;
-    private int _disposeStarted;
 
-    /// <summary>Claims every interface and registers with the loop. Throws <see cref="UsbDeviceException"/> if an interface cannot be claimed.</summary>
-    public UsbfsDevice(IUsbfsFile file, EventLoop loop, string sysfsRoot, UsbDeviceInfo info, string path, ILogger logger)
+    // Worker thread (and the constructor before it).
+    private readonly bool[] _claimed = new bool[MaxInterfaces];
+    private readonly bool[] _hadDriver = new bool[MaxInterfaces];
+
+    // Set on the loop thread, read by the worker.
+    private volatile bool _gone;
+    private volatile bool _disposed;
+    private int _disposeStarted;
+    private volatile bool _closeForSuccessor;
+    private int _retired;
+
+    /// <summary>
+    /// Claims every interface and registers with the loop. <paramref name="claim"/> is the device's port
+    /// claim (null: none, as in tests); the device owns it from here on, and gives it back when an open
+    /// fails. Throws <see cref="UsbDeviceException"/> if an interface cannot be claimed.
+    /// </summary>
+    public UsbfsDevice(IUsbfsFile file, EventLoop loop, string sysfsRoot, UsbDeviceInfo info, string path, ILogger logger, PortClaim? claim = null, TimeSpan slowThreshold = default)
     {
         _file = file;
         _loop = loop;
         _sysfsRoot = sysfsRoot;
         _logger = logger;
+        _claim = claim;
         BusId = info.BusId;
 
         int speed = file.GetSpeed();
         Speed = speed > 0 && speed <= (int)UsbSpeed.SuperPlus ? (UsbSpeed)speed : info.Speed;
         Capabilities = file.GetCapabilities(out uint caps) == 0 ? caps : 0;
 
-        int claimed = ClaimAll(out int failedInterface, out int error);
+        int claimed = ClaimAll(null, out int failedInterface, out int error);
         if (error != 0)
         {
-            ReleaseAndReconnect();
+            HandBackAfterFailedOpen();
             throw new UsbDeviceException($"Open {BusId}: cannot claim interface {failedInterface} of {path}: errno {-error}", -error);
         }
 
@@ -81,9 +115,10 @@ internal sealed unsafe class UsbfsDevice : IUsbHostDevice, IEventHandler
                 file.Handle.DangerousRelease();
                 _handleRefAdded = false;
             }
-            ReleaseAndReconnect();
+            HandBackAfterFailedOpen();
             throw new UsbDeviceException($"Open {BusId}: cannot watch {path}", e);
         }
+        _worker = new UsbfsWorker(BusId, logger, slowThreshold);
         _logger.UsbfsOpened(BusId, path, Speed, claimed, Capabilities);
     }
 
@@ -100,11 +135,16 @@ internal sealed unsafe class UsbfsDevice : IUsbHostDevice, IEventHandler
     /// <summary>True once the kernel reported the device unplugged (POLLHUP or ENODEV).</summary>
     public bool IsGone => _gone;
 
+    public Task Released => _released.Task;
+
+    /// <summary>Native URBs handed to a discard that has not returned yet (tests).</summary>
+    internal int RetiredUrbs => Volatile.Read(ref _retired);
+
     public void Submit(UsbTransfer transfer)
     {
         ArgumentNullException.ThrowIfNull(transfer);
         Debug.Assert(_loop.IsLoopThread || _loop.Completion.IsCompleted, "usbfs devices are driven from the event loop thread");
-        if (_gone || _closed || Volatile.Read(ref _disposeStarted) != 0)
+        if (_gone || _disposed)
         {
             transfer.Complete(-ENODEV, 0);
             return;
@@ -120,6 +160,11 @@ internal sealed unsafe class UsbfsDevice : IUsbHostDevice, IEventHandler
         {
             throw new InvalidOperationException("A UsbTransfer was submitted again before it completed.");
         }
+        bool iso = transfer.Type == UsbTransferType.Isochronous;
+        if (entry.Discard is not null || (iso && !entry.HasIsoRoom))
+        {
+            PrepareUrb(entry, iso);
+        }
         usbdevfs_urb* urb = entry.Urb;
         urb->type = (byte)transfer.Type;
         urb->endpoint = transfer.Endpoint;
@@ -134,7 +179,7 @@ internal sealed unsafe class UsbfsDevice : IUsbHostDevice, IEventHandler
         urb->error_count = 0;
         urb->signr = 0;
         urb->usercontext = (void*)(entry.Index + 1);
-        if (transfer.Type == UsbTransferType.Isochronous)
+        if (iso)
         {
             // The guest's frame numbers mean nothing to the host controller: schedule as soon as possible.
             urb->flags |= USBDEVFS_URB_ISO_ASAP;
@@ -158,95 +203,46 @@ internal sealed unsafe class UsbfsDevice : IUsbHostDevice, IEventHandler
         _pending++;
     }
 
+    /// <summary>
+    /// Queues USBDEVFS_DISCARDURB on the worker (usb_kill_urb waits for the host controller to give the URB
+    /// back, which a sick controller or device can make take long). The URB then waits on the completed
+    /// list and the next EPOLLOUT reaps it (-ENOENT, or its real status if it finished first).
+    /// </summary>
     public void Cancel(UsbTransfer transfer)
     {
         ArgumentNullException.ThrowIfNull(transfer);
-        if (_gone || _closed || !_byTransfer.TryGetValue(transfer, out UrbEntry? entry) || !entry.Pending)
+        if (_gone || _disposed || !_byTransfer.TryGetValue(transfer, out UrbEntry? entry) || !entry.Pending)
         {
             return;
         }
-        // DISCARDURB kills synchronously; the URB then waits on the completed list and the next
-        // EPOLLOUT reaps it (-ENOENT, or its real status if it finished first). EINVAL means it had
-        // already completed (the reap delivers it); ENODEV means POLLHUP is on its way.
-        _file.DiscardUrb(entry.Urb);
+        if (entry.Discard is { IsDone: false })
+        {
+            return; // this very submission has a discard queued or running
+        }
+        var discard = new DiscardWork(this, entry.Urb);
+        entry.Discard = discard;
+        if (!_worker.Post(discard))
+        {
+            entry.Discard = null;
+        }
     }
 
-    // Interim: the operations still run on the caller's (loop) thread; they move to a worker next.
-    public Task<int> SetConfigurationAsync(int configurationValue) => Task.FromResult(SetConfiguration(configurationValue));
+    public Task<int> SetConfigurationAsync(int configurationValue) => StartOperation(OperationKind.SetConfiguration, configurationValue, 0);
 
-    public Task<int> SetInterfaceAsync(int interfaceNumber, int alternateSetting) => Task.FromResult(SetInterface(interfaceNumber, alternateSetting));
+    public Task<int> SetInterfaceAsync(int interfaceNumber, int alternateSetting) => StartOperation(OperationKind.SetInterface, interfaceNumber, alternateSetting);
 
-    public Task<int> ClearHaltAsync(byte endpoint) => Task.FromResult(ClearHalt(endpoint));
+    public Task<int> ClearHaltAsync(byte endpoint) => StartOperation(OperationKind.ClearHalt, endpoint, 0);
 
-    public Task<int> ResetAsync() => Task.FromResult(Reset());
-
-    public Task Released => Task.CompletedTask;
-
-    public int SetConfiguration(int configurationValue)
-    {
-        if (_gone || _closed)
-        {
-            return -ENODEV;
-        }
-        // The kernel refuses SETCONFIGURATION (EBUSY) while any interface is claimed, ours included (§1.10).
-        ReleaseAll();
-        int rc = _file.SetConfiguration(configurationValue);
-        _logger.UsbfsControlOperation(BusId, "SETCONFIGURATION", configurationValue, rc);
-        if (rc != -ENODEV)
-        {
-            // The new configuration's interfaces exist in sysfs once the ioctl returns, and kernel
-            // drivers may already have bound them: detach and claim again.
-            ClaimAll(out _, out _);
-        }
-        return rc;
-    }
-
-    public int SetInterface(int interfaceNumber, int alternateSetting)
-    {
-        if (_gone || _closed)
-        {
-            return -ENODEV;
-        }
-        int rc = _file.SetInterface(interfaceNumber, alternateSetting);
-        _logger.UsbfsControlOperation(BusId, "SETINTERFACE", interfaceNumber, rc);
-        return rc;
-    }
-
-    public int ClearHalt(byte endpoint)
-    {
-        if (_gone || _closed)
-        {
-            return -ENODEV;
-        }
-        return _file.ClearHalt(endpoint);
-    }
-
-    public int Reset()
-    {
-        if (_gone || _closed)
-        {
-            return -ENODEV;
-        }
-        // usbfs has no reset hooks: a reset unbinds interfaces claimed through usbfs and may rebind
-        // kernel drivers to them. Release first, then detach and claim again (§1.11, libusb op_reset_device).
-        ReleaseAll();
-        int rc = _file.Reset();
-        _logger.UsbfsControlOperation(BusId, "RESET", 0, rc);
-        if (rc != -ENODEV)
-        {
-            ClaimAll(out _, out _);
-        }
-        return rc;
-    }
+    public Task<int> ResetAsync() => StartOperation(OperationKind.Reset, 0, 0);
 
     void IEventHandler.OnEvent(uint events)
     {
-        if (_closed || Volatile.Read(ref _registration) == 0)
+        if (_disposed || Volatile.Read(ref _registration) == 0)
         {
             return;
         }
         bool alive = ReapAll();
-        if (_closed)
+        if (_disposed)
         {
             return;
         }
@@ -257,9 +253,8 @@ internal sealed unsafe class UsbfsDevice : IUsbHostDevice, IEventHandler
     }
 
     /// <summary>
-    /// Discards and reaps everything in flight (completing it, typically with -ENOENT), releases every
-    /// interface, hands interfaces that had a kernel driver back to it (USBDEVFS_CONNECT) and closes
-    /// the node. Safe from any thread; runs on the loop thread.
+    /// Abandons the device (see the type's remarks): on the loop thread, inline when called there (or once
+    /// the loop has stopped), else posted and waited for; the hand-back follows on the worker.
     /// </summary>
     public void Dispose()
     {
@@ -267,48 +262,54 @@ internal sealed unsafe class UsbfsDevice : IUsbHostDevice, IEventHandler
         {
             return;
         }
-        LoopSync.Run(_loop, Teardown);
+        LoopSync.Run(_loop, Abandon);
     }
 
-    private void Teardown()
+    /// <summary>
+    /// As <see cref="Dispose"/>, but for a daemon that stops and will be restarted: the port claim is kept
+    /// for the successor (fd store) and no interface is handed back to a dom0 driver.
+    /// </summary>
+    public void Close()
+    {
+        _closeForSuccessor = true;
+        Dispose();
+    }
+
+    private void Abandon()
     {
         if (Interlocked.Exchange(ref _disposeStarted, 1) != 0)
         {
             return;
         }
-        if (!_gone)
-        {
-            for (int i = 0; i < _entries.Count; i++)
-            {
-                if (_entries[i].Pending && _file.DiscardUrb(_entries[i].Urb) == -ENODEV)
-                {
-                    break;
-                }
-            }
-            if (!ReapAll())
-            {
-                _gone = true;
-            }
-        }
-        // Whatever the kernel did not hand back is dead with the fd: closing kills it and nothing is reaped after.
-        CompleteAllPending(_gone ? -ENODEV : -ENOENT);
+        _disposed = true;
+        int abandoned = _pending;
+        CompleteAllPending(-ENODEV);
         Unregister();
-        int reconnected = _gone ? 0 : ReleaseAndReconnect();
-        _closed = true;
-        _file.Dispose();
-        foreach (UrbEntry entry in _entries)
+        if (_gone)
         {
-            NativeMemory.Free(entry.Urb);
+            // Parking takes a lock and arms a timer, no ioctl: the port is ready at once for an Open of the
+            // device that re-enumerates there, even while this one's worker is still busy.
+            _claim?.Park();
         }
-        _entries.Clear();
-        _byTransfer.Clear();
-        _logger.UsbfsReleased(BusId, reconnected);
+        _logger.UsbfsAbandoned(BusId, abandoned);
+        // From here the loop never touches the entries again: they travel with the teardown to the worker.
+        _worker.PostLast(new TeardownWork(this));
+    }
+
+    private Task<int> StartOperation(OperationKind kind, int argument, int argument2)
+    {
+        if (_gone || _disposed)
+        {
+            return s_noDevice;
+        }
+        var operation = new Operation(this, kind, argument, argument2);
+        return _worker.Post(operation) ? operation.Task : s_noDevice;
     }
 
     /// <summary>Reaps until nothing is left. Returns false if the device is gone (ENODEV) or unusable.</summary>
     private bool ReapAll()
     {
-        while (!_closed)
+        while (!_disposed)
         {
             int rc = _file.ReapUrbNoDelay(out usbdevfs_urb* urb);
             if (rc == 0)
@@ -363,7 +364,7 @@ internal sealed unsafe class UsbfsDevice : IUsbHostDevice, IEventHandler
     /// <summary>POLLHUP/POLLERR or ENODEV: reap what the kernel still holds, fail the rest, stop watching.</summary>
     private void OnGone()
     {
-        if (_gone || _closed)
+        if (_gone || _disposed)
         {
             return;
         }
@@ -403,8 +404,158 @@ internal sealed unsafe class UsbfsDevice : IUsbHostDevice, IEventHandler
         }
     }
 
+    /// <summary>
+    /// Loop thread, before (re)submitting: an entry whose last URB still has a discard queued or running
+    /// gets a fresh usbdevfs_urb (the discard frees the old one when it returns); an entry first used for
+    /// ISO gets one with room for the packet descriptors.
+    /// </summary>
+    private void PrepareUrb(UrbEntry entry, bool iso)
+    {
+        DiscardWork? discard = entry.Discard;
+        entry.Discard = null;
+        bool replace = iso && !entry.HasIsoRoom;
+        if (discard is not null && discard.TryRetire())
+        {
+            Interlocked.Increment(ref _retired);
+            replace = true;
+        }
+        else if (replace)
+        {
+            NativeMemory.Free(entry.Urb);
+        }
+        if (replace)
+        {
+            entry.HasIsoRoom |= iso;
+            entry.Urb = AllocateUrb(entry.HasIsoRoom);
+        }
+    }
+
+    // ---- Worker thread ----
+
+    private int RunOperation(OperationKind kind, int argument, int argument2)
+    {
+        if (_gone || _disposed)
+        {
+            return -ENODEV;
+        }
+        int rc;
+        switch (kind)
+        {
+            case OperationKind.SetConfiguration:
+                // The kernel refuses SETCONFIGURATION (EBUSY) while any interface is claimed, ours included (§1.10).
+                // The port claim keeps dom0's drivers off the new interfaces the kernel creates (and probes) meanwhile.
+                ReleaseAll(_worker);
+                _worker.Step("SETCONFIGURATION", argument);
+                rc = _file.SetConfiguration(argument);
+                _logger.UsbfsControlOperation(BusId, "SETCONFIGURATION", argument, rc);
+                if (rc != -ENODEV && !_disposed)
+                {
+                    // The new configuration's interfaces exist in sysfs once the ioctl returns: claim them
+                    // (detaching any driver, should there be no port claim).
+                    ClaimAll(_worker, out _, out _);
+                }
+                return rc;
+            case OperationKind.SetInterface:
+                _worker.Step("SETINTERFACE", argument);
+                rc = _file.SetInterface(argument, argument2);
+                _logger.UsbfsControlOperation(BusId, "SETINTERFACE", argument, rc);
+                return rc;
+            case OperationKind.ClearHalt:
+                _worker.Step("CLEAR_HALT", argument);
+                return _file.ClearHalt(argument);
+            default:
+                // usbfs has no reset hooks: a reset unbinds interfaces claimed through usbfs and rebinds them
+                // (refused on a claimed port). Release first, then claim again (§1.11, libusb op_reset_device).
+                ReleaseAll(_worker);
+                _worker.Step("RESET");
+                rc = _file.Reset();
+                _logger.UsbfsControlOperation(BusId, "RESET", 0, rc);
+                if (rc != -ENODEV && !_disposed)
+                {
+                    ClaimAll(_worker, out _, out _);
+                }
+                return rc;
+        }
+    }
+
+    private void Teardown(UsbfsWorker worker)
+    {
+        // The loop may not have seen POLLHUP yet (the uevent of an unplug can come first): every ioctl but the
+        // reaps answers ENODEV once the device is gone (§1.2), so ask before giving up the port.
+        worker.Step("CONNINFO_EX");
+        bool gone = _gone || _file.GetConnInfo(out _, out _) == -ENODEV;
+        bool keep = _claim is not null && (_claim.Registry.KeepingForRestart || _closeForSuccessor);
+        int reconnected = 0;
+        if (_closeForSuccessor && !gone)
+        {
+            // Closing the node releases the interfaces (and kills what is left); the claimed port keeps dom0's
+            // drivers off until the next daemon opens the device again.
+            _claim?.KeepForSuccessor();
+        }
+        else if (_claim is not null && (gone || keep))
+        {
+            // Gone: whatever enumerates on that port next must not meet dom0's drivers before an Open of this
+            // bus id takes the claim over. Keep: the next daemon takes it over from the fd store.
+            _claim.Park();
+        }
+        else
+        {
+            // The port claim goes first: while it is held the kernel refuses every driver's probe.
+            _claim?.Release(worker);
+            if (!gone)
+            {
+                ReleaseAll(worker);
+                var hadDriver = new List<int>();
+                for (int n = 0; n < MaxInterfaces; n++)
+                {
+                    if (_hadDriver[n])
+                    {
+                        _hadDriver[n] = false;
+                        hadDriver.Add(n);
+                    }
+                }
+                reconnected = Math.Max(0, UsbfsHandBack.Reattach(_file, _sysfsRoot, BusId, hadDriver, worker, _logger));
+            }
+        }
+        worker.Step("close");
+        _file.Dispose();
+        foreach (UrbEntry entry in _entries)
+        {
+            // A discard still owning this URB has run already: the queue is serial and the teardown is last.
+            NativeMemory.Free(entry.Urb);
+        }
+        _entries.Clear();
+        _byTransfer.Clear();
+        _logger.UsbfsReleased(BusId, reconnected);
+        _released.TrySetResult();
+    }
+
+    /// <summary>Open failed after claiming: the same hand-back as a teardown, on the caller's thread.</summary>
+    private void HandBackAfterFailedOpen()
+    {
+        _claim?.Release(null);
+        ReleaseAll(null);
+        var hadDriver = new List<int>();
+        for (int n = 0; n < MaxInterfaces; n++)
+        {
+            if (_hadDriver[n])
+            {
+                _hadDriver[n] = false;
+                hadDriver.Add(n);
+            }
+        }
+        foreach (int n in hadDriver)
+        {
+            int rc = _file.ConnectDriver(n);
+            if (rc < 0 && rc != -EBUSY)
+            {
+                _logger.UsbfsReconnectFailed(BusId, n, -rc);
+            }
+        }
+    }
+
     /// <summary>Claims every interface of the active configuration (from sysfs). Returns how many are claimed.</summary>
-    private int ClaimAll(out int failedInterface, out int error)
+    private int ClaimAll(UsbfsWorker? worker, out int failedInterface, out int error)
     {
         failedInterface = -1;
         error = 0;
@@ -417,6 +568,7 @@ internal sealed unsafe class UsbfsDevice : IUsbHostDevice, IEventHandler
                 count += n < MaxInterfaces ? 1 : 0;
                 continue;
             }
+            worker?.Step("DISCONNECT_CLAIM", n);
             int rc = Claim(n, iface.Driver);
             if (rc < 0)
             {
@@ -440,7 +592,7 @@ internal sealed unsafe class UsbfsDevice : IUsbHostDevice, IEventHandler
         int rc = _file.DisconnectClaim(n, USBDEVFS_DISCONNECT_CLAIM_EXCEPT_DRIVER, UsbfsDriverName);
         if (rc == -ENOTTY)
         {
-            // Kernel without DISCONNECT_CLAIM: detach (racy, a driver may re-probe) then claim.
+            // Kernel without DISCONNECT_CLAIM: detach (racy without a port claim: a driver may re-probe) then claim.
             if (hadDriver)
             {
                 int d = _file.DisconnectDriver(n);
@@ -464,43 +616,17 @@ internal sealed unsafe class UsbfsDevice : IUsbHostDevice, IEventHandler
         return 0;
     }
 
-    private void ReleaseAll()
+    private void ReleaseAll(UsbfsWorker? worker)
     {
         for (int n = 0; n < MaxInterfaces; n++)
         {
             if (_claimed[n])
             {
                 _claimed[n] = false;
+                worker?.Step("RELEASEINTERFACE", n);
                 _file.ReleaseInterface(n);
             }
         }
-    }
-
-    /// <summary>Releases every claim and asks the kernel to bind drivers where there were some. Returns how many were handed back.</summary>
-    private int ReleaseAndReconnect()
-    {
-        ReleaseAll();
-        int reconnected = 0;
-        for (int n = 0; n < MaxInterfaces; n++)
-        {
-            if (!_hadDriver[n])
-            {
-                continue;
-            }
-            _hadDriver[n] = false;
-            // USBDEVFS_CONNECT returns device_attach()'s result: 1 = a driver was bound, 0 = none wanted the interface.
-            int rc = _file.ConnectDriver(n);
-            if (rc > 0)
-            {
-                reconnected++;
-            }
-            else if (rc < 0 && rc != -EBUSY)
-            {
-                // EBUSY: a driver is bound already. ENOENT/EINVAL: that interface is not in the current configuration.
-                _logger.UsbfsReconnectFailed(BusId, n, -rc);
-            }
-        }
-        return reconnected;
     }
 
     private static bool IsSubmittable(UsbTransfer t)
@@ -520,12 +646,6 @@ internal sealed unsafe class UsbfsDevice : IUsbHostDevice, IEventHandler
     {
         if (_byTransfer.TryGetValue(transfer, out UrbEntry? entry))
         {
-            if (transfer.Type == UsbTransferType.Isochronous && !entry.HasIsoRoom)
-            {
-                NativeMemory.Free(entry.Urb);
-                entry.Urb = AllocateUrb(iso: true);
-                entry.HasIsoRoom = true;
-            }
             return entry;
         }
         bool iso = transfer.Type == UsbTransferType.Isochronous;
@@ -546,6 +666,14 @@ internal sealed unsafe class UsbfsDevice : IUsbHostDevice, IEventHandler
         return (usbdevfs_urb*)NativeMemory.AllocZeroed(size);
     }
 
+    private enum OperationKind
+    {
+        SetConfiguration,
+        SetInterface,
+        ClearHalt,
+        Reset,
+    }
+
     private sealed class UrbEntry(UsbTransfer transfer, int index, usbdevfs_urb* urb)
     {
         public UsbTransfer Transfer { get; } = transfer;
@@ -559,5 +687,75 @@ internal sealed unsafe class UsbfsDevice : IUsbHostDevice, IEventHandler
         public bool HasIsoRoom { get; set; }
 
         public bool Pending { get; set; }
+
+        /// <summary>The discard last queued for <see cref="Urb"/>, until the entry is submitted again.</summary>
+        public DiscardWork? Discard { get; set; }
+    }
+
+    /// <summary>A control operation and its result: the Task completes (asynchronously) with 0 or -errno.</summary>
+    private sealed class Operation(UsbfsDevice device, OperationKind kind, int argument, int argument2)
+        : TaskCompletionSource<int>(TaskCreationOptions.RunContinuationsAsynchronously), IUsbfsWork
+    {
+        public void Run(UsbfsWorker worker)
+        {
+            int rc = -EIO;
+            try
+            {
+                rc = device.RunOperation(kind, argument, argument2);
+            }
+            finally
+            {
+                TrySetResult(rc);
+            }
+        }
+    }
+
+    /// <summary>
+    /// DISCARDURB of one submission's URB. State: Queued until the ioctl returned (Done), unless the loop
+    /// resubmitted the entry meanwhile and gave the address up to it (Retired): then this frees it.
+    /// </summary>
+    private sealed class DiscardWork(UsbfsDevice device, usbdevfs_urb* urb) : IUsbfsWork
+    {
+        private const int Queued = 0;
+        private const int Done = 1;
+        private const int Retired = 2;
+
+        private int _state;
+
+        public bool IsDone => Volatile.Read(ref _state) == Done;
+
+        /// <summary>Loop thread: hands the URB to this discard if it has not returned yet.</summary>
+        public bool TryRetire() => Interlocked.CompareExchange(ref _state, Retired, Queued) == Queued;
+
+        public void Run(UsbfsWorker worker)
+        {
+            // After Dispose or unplug the discard is moot: the release and the close kill every URB.
+            if (!device._disposed && !device._gone)
+            {
+                worker.Step("DISCARDURB");
+                // EINVAL: it completed already (the reap delivers it); ENODEV: POLLHUP is on its way.
+                device._file.DiscardUrb(urb);
+            }
+            if (Interlocked.CompareExchange(ref _state, Done, Queued) == Retired)
+            {
+                NativeMemory.Free(urb);
+                Interlocked.Decrement(ref device._retired);
+            }
+        }
+    }
+
+    private sealed class TeardownWork(UsbfsDevice device) : IUsbfsWork
+    {
+        public void Run(UsbfsWorker worker)
+        {
+            try
+            {
+                device.Teardown(worker);
+            }
+            finally
+            {
+                device._released.TrySetResult();
+            }
+        }
     }
 }

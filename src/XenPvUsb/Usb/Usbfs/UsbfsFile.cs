@@ -18,6 +18,9 @@ internal sealed unsafe class UsbfsFile : IUsbfsFile
     /// <summary>Opens a usbfs node; throws <see cref="UsbDeviceException"/> with errno and path.</summary>
     public static UsbfsFile Open(string path) => new(SafeUsbDevFsHandle.Open(path));
 
+    /// <summary>Takes over a usbfs fd handed down by systemd (LISTEN_FDS).</summary>
+    public static UsbfsFile Adopt(SafeHandle inherited) => new(SafeUsbDevFsHandle.Adopt(inherited));
+
     public int SubmitUrb(usbdevfs_urb* urb) => UsbDevFs.SubmitUrb(_fd, urb);
 
     public int DiscardUrb(usbdevfs_urb* urb) => UsbDevFs.DiscardUrb(_fd, urb);
@@ -41,6 +44,12 @@ internal sealed unsafe class UsbfsFile : IUsbfsFile
     public int ClearHalt(int endpoint) => UsbDevFs.ClearHalt(_fd, (uint)endpoint);
 
     public int Reset() => UsbDevFs.Reset(_fd);
+
+    public int ClaimPort(int port) => UsbDevFs.ClaimPort(_fd, (uint)port);
+
+    public int ReleasePort(int port) => UsbDevFs.ReleasePort(_fd, (uint)port);
+
+    public int GetConnInfo(out int busNum, out int devNum) => UsbDevFs.GetConnInfo(_fd, out busNum, out devNum);
 
     public int GetSpeed() => UsbDevFs.GetSpeed(_fd);
 

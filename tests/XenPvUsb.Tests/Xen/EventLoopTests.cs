@@ -1,0 +1,131 @@
+using XenPvUsb.Interop.Linux;
+using XenPvUsb.Xen;
+
+namespace XenPvUsb.Tests.Xen;
+
+[TestFixture]
+public sealed class EventLoopTests
+{
+    private sealed class ThrowingHandler : IEventHandler, IFaultContained
+    {
+        public int Events;
+        public Exception? Fault;
+
+        public void OnEvent(uint events)
+        {
+            Events++;
+            throw new InvalidOperationException("injected");
+        }
+
+        public void OnFault(Exception exception) => Fault = exception;
+    }
+
+    private sealed class ThrowingPollable : IBusyPollable, IFaultContained
+    {
+        public Exception? Fault;
+
+        public bool Poll() => throw new InvalidOperationException("injected poll");
+
+        public bool Arm() => false;
+
+        public void OnFault(Exception exception) => Fault = exception;
+    }
+
+    [Test]
+    public async Task ThrowingHandler_IsStoppedAndTold_TheLoopGoesOn()
+    {
+        using var loop = new EventLoop(busyPollMicroseconds: 0);
+        int fd = EventFd.Create();
+        try
+        {
+            var handler = new ThrowingHandler();
+            loop.Register(fd, handler);
+            EventFd.Signal(fd);
+            await Task.Delay(50);
+            Assert.That(await loop.InvokeAsync(() => handler.Fault), Is.InstanceOf<InvalidOperationException>());
+            // Level-triggered and still readable: had the loop kept it, it would have fired again and again.
+            Assert.That(handler.Events, Is.EqualTo(1));
+            Assert.That(loop.Completion.IsCompleted, Is.False);
+        }
+        finally
+        {
+            loop.Dispose();
+            EventFd.Close(fd);
+        }
+    }
+
+    [Test]
+    public async Task ThrowingPostedWork_DoesNotStopTheLoop()
+    {
+        using var loop = new EventLoop(busyPollMicroseconds: 0);
+        loop.Post(() => throw new InvalidOperationException("injected"));
+        Assert.That(await loop.InvokeAsync(() => 42).WaitAsync(TimeSpan.FromSeconds(5)), Is.EqualTo(42));
+    }
+
+    [Test]
+    public async Task ThrowingPolledRing_IsStoppedAndTold()
+    {
+        using var loop = new EventLoop(busyPollMicroseconds: 0);
+        var ring = new ThrowingPollable();
+        await loop.InvokeAsync(() => loop.RequestPoll(ring));
+        await Task.Delay(20);
+        Assert.That(await loop.InvokeAsync(() => ring.Fault), Is.InstanceOf<InvalidOperationException>());
+        Assert.That(loop.Completion.IsCompleted, Is.False);
+    }
+
+    [Test]
+    public async Task Heartbeat_BeatsOnTheLoopThreadWhileIdle()
+    {
+        int beats = 0;
+        bool onLoop = true;
+        EventLoop? loopRef = null;
+        using var loop = new EventLoop(null, new EventLoopOptions
+        {
+            BusyPollMicroseconds = 0,
+            HeartbeatInterval = TimeSpan.FromMilliseconds(20),
+            Heartbeat = () =>
+            {
+                onLoop &= loopRef?.IsLoopThread ?? true;
+                Interlocked.Increment(ref beats);
+            },
+        });
+        loopRef = loop;
+        await Task.Delay(300);
+        Assert.That(Volatile.Read(ref beats), Is.GreaterThanOrEqualTo(3), "an idle loop still wakes to say it is alive");
+        Assert.That(onLoop, Is.True);
+    }
+
+    [Test]
+    public async Task RequestPoll_ComesBackAfterTheReadyFdsWereServed()
+    {
+        using var loop = new EventLoop(busyPollMicroseconds: 0);
+        var order = new List<string>();
+        var ring = new CountingPollable(order, rounds: 3, loop);
+        await loop.InvokeAsync(() => loop.RequestPoll(ring));
+        await Task.Delay(50);
+        List<string> seen = await loop.InvokeAsync(() => order.ToList());
+        Assert.That(seen, Is.EqualTo(new[] { "poll", "posted", "poll", "poll" }), "work posted during a pass runs before the ring's next pass");
+    }
+
+    private sealed class CountingPollable(List<string> order, int rounds, EventLoop loop) : IBusyPollable
+    {
+        private readonly int _rounds = rounds;
+        private int _left = rounds;
+
+        public bool Poll()
+        {
+            order.Add("poll");
+            if (_left == _rounds)
+            {
+                loop.Post(() => order.Add("posted"));
+            }
+            if (--_left > 0)
+            {
+                loop.RequestPoll(this);
+            }
+            return true;
+        }
+
+        public bool Arm() => false;
+    }
+}
