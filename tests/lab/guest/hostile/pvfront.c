@@ -426,7 +426,18 @@ static int wait_rsp(uint16_t id, int count, int timeout_ms)
 /* ---------------------------------------------------------------------------------------------
  * Requests. */
 static struct gpage data_rw, data_ro;  /* a writable and a read-only granted data page */
-static uint32_t freed_gref;            /* a grant ref we granted and revoked: not granted any more */
+
+/* A grant ref that is not granted: one we grant and revoke right away. Taken just before its use:
+ * Linux hands revoked refs out again first, so any later grant (a ring page!) may get the same ref. */
+static uint32_t ungranted_ref(void)
+{
+    struct gpage g;
+    if (gpage_alloc(&g, 1) < 0)
+        die("cannot grant a page");
+    uint32_t ref = g.gref;
+    gpage_free(&g);
+    return ref;
+}
 
 static uint32_t pipe_of(int port, int dev, int ep, int type, int in)
 {
@@ -736,14 +747,14 @@ static void malformed_games(void)
     expect_error("wlength-beyond-buffer", r[0]);
 
     /* grants */
-    r[0] = ctrl_req(new_id(), ADDR, 0x80, 6, 0x0100, 0, 18, freed_gref, 0, 18);
+    r[0] = ctrl_req(new_id(), ADDR, 0x80, 6, 0x0100, 0, 18, ungranted_ref(), 0, 18);
     expect_error("ungranted-ref-in", r[0]);
     r[0] = ctrl_req(new_id(), ADDR, 0x80, 6, 0x0100, 0, 18, 0x7ffffff0u, 0, 18);
     expect_error("bogus-ref-in", r[0]);
     r[0] = ctrl_req(new_id(), ADDR, 0x80, 6, 0x0100, 0, 18, data_ro.gref, 0, 18);
     expect_error("read-only-ref-in", r[0]);
     /* HID SET_REPORT(output, 1 byte) from a page we do not grant */
-    r[0] = ctrl_req(new_id(), ADDR, 0x21, 9, 0x0200, 0, 1, freed_gref, 0, 1);
+    r[0] = ctrl_req(new_id(), ADDR, 0x21, 9, 0x0200, 0, 1, ungranted_ref(), 0, 1);
     expect_error("ungranted-ref-out", r[0]);
     memset(&r[0], 0, sizeof r[0]);
     r[0].id = new_id();
@@ -918,12 +929,6 @@ static int cmd_games(int devid)
 
     if (gpage_alloc(&data_rw, 1) < 0 || gpage_alloc(&data_ro, 0) < 0)
         die("cannot grant the data pages");
-    struct gpage tmp;
-    if (gpage_alloc(&tmp, 1) < 0)
-        die("cannot grant a page");
-    freed_gref = tmp.gref;
-    gpage_free(&tmp);
-
     if (fe_connect() < 0 || fe_enumerate() < 0) {
         printf("GUEST-RESULT pvfront-connect failed backend-state=%d\n", be_state());
         return 1;
