@@ -50,6 +50,7 @@ public sealed partial class UnitSecurityTests
         Assert.That(s.GetValueOrDefault("Type"), Is.EqualTo(new[] { "notify" }));
         Assert.That(s.GetValueOrDefault("NotifyAccess"), Is.EqualTo(new[] { "main" }));
         Assert.That(s.GetValueOrDefault("Restart"), Is.EqualTo(new[] { "on-failure" }));
+        Assert.That(s.GetValueOrDefault("WatchdogSec"), Is.EqualTo(new[] { "20s" }), "the loop thread sends WATCHDOG=1");
         Assert.That(s.GetValueOrDefault("RuntimeDirectory"), Is.EqualTo(new[] { "xenpvusb" }), "per-controller recovery state lives in /run/xenpvusb");
         Assert.That(s.GetValueOrDefault("RuntimeDirectoryPreserve"), Is.EqualTo(new[] { "yes" }), "/run/xenpvusb must survive restarts");
         Assert.That(s.GetValueOrDefault("FileDescriptorStoreMax"), Is.EqualTo(new[] { "512" }), "USB port claims are kept in the fd store across restarts");
