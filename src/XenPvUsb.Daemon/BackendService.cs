@@ -1,8 +1,8 @@
-using System.Globalization;
 using Microsoft.Extensions.Hosting;
-using Microsoft.Extensions.Hosting.Systemd;
 using Microsoft.Extensions.Logging;
 using XenPvUsb.Backend;
+using XenPvUsb.Host;
+using XenPvUsb.Usb.Usbfs;
 using XenPvUsb.Xen;
 
 namespace XenPvUsb.Daemon;
@@ -27,14 +27,15 @@ internal sealed class BackendService : IHostedService
     private readonly IHostApplicationLifetime _lifetime;
     private readonly ILogger _logger;
     private readonly int _busyPollMicroseconds;
-    private readonly ISystemdNotifier? _notifier;
+    private readonly SystemdNotifier? _notifier;
     private EventLoop? _loop;
     private BackendRegistry? _registry;
+    private BackendHost? _host;
     private Task _watchdog = Task.CompletedTask;
     private volatile bool _stopping;
 
     public BackendService(Func<EventLoop, Task<BackendHost>> hostFactory, IHostApplicationLifetime lifetime, ILogger<BackendService> logger,
-        DaemonOptions options, ISystemdNotifier? notifier = null)
+        DaemonOptions options, SystemdNotifier? notifier = null)
     {
         _notifier = notifier;
         _busyPollMicroseconds = options.BusyPollMicroseconds;
@@ -53,6 +54,12 @@ internal sealed class BackendService : IHostedService
             host = await _hostFactory(loop).WaitAsync(cancellationToken).ConfigureAwait(false);
             registry = new BackendRegistry(host);
             await registry.StartAsync(cancellationToken).ConfigureAwait(false);
+            if (host.Usb is UsbfsHost usbfs)
+            {
+                // Every assigned device present was opened by the first scan, taking over its port claim from
+                // the predecessor; claims nobody took over go back to dom0's drivers.
+                await usbfs.HandBackInheritedClaimsAsync().WaitAsync(cancellationToken).ConfigureAwait(false);
+            }
         }
         catch (Exception e)
         {
@@ -68,6 +75,7 @@ internal sealed class BackendService : IHostedService
             throw new ServiceStartException(e);
         }
         _loop = loop;
+        _host = host;
         _registry = registry;
         _watchdog = WatchAsync(loop, host);
     }
@@ -75,6 +83,9 @@ internal sealed class BackendService : IHostedService
     public async Task StopAsync(CancellationToken cancellationToken)
     {
         _stopping = true;
+        // A stopping daemon is normally restarted (upgrade, systemctl restart, a lost xenstored): guests keep
+        // their controllers and dom0 keeps off their devices; the successor takes over.
+        (_host?.Usb as UsbfsHost)?.KeepClaimsForRestart();
         if (_registry is not null)
         {
             await _registry.DisposeAsync().ConfigureAwait(false);
@@ -86,8 +97,8 @@ internal sealed class BackendService : IHostedService
 
     private EventLoopOptions LoopOptions()
     {
-        TimeSpan? watchdog = WatchdogInterval();
-        ISystemdNotifier? notifier = _notifier;
+        TimeSpan? watchdog = SystemdNotifier.WatchdogInterval();
+        SystemdNotifier? notifier = _notifier;
         if (watchdog is not null && notifier is not null)
         {
             _logger.WatchdogEnabled(watchdog.Value.TotalSeconds);
@@ -95,25 +106,10 @@ internal sealed class BackendService : IHostedService
         return new EventLoopOptions
         {
             BusyPollMicroseconds = _busyPollMicroseconds,
-            Heartbeat = watchdog is not null && notifier is not null ? () => notifier.Notify(new ServiceState("WATCHDOG=1")) : null,
+            Heartbeat = watchdog is not null && notifier is not null ? () => notifier.NotifyWatchdog() : null,
             HeartbeatInterval = watchdog is { } w ? w / 2 : TimeSpan.FromSeconds(5),
             OnFatal = FatalExit,
         };
-    }
-
-    /// <summary>systemd's watchdog interval, if it watches this process (WATCHDOG_USEC, and WATCHDOG_PID ours or unset).</summary>
-    private static TimeSpan? WatchdogInterval()
-    {
-        if (!ulong.TryParse(Environment.GetEnvironmentVariable("WATCHDOG_USEC"), NumberStyles.None, CultureInfo.InvariantCulture, out ulong usec) || usec == 0)
-        {
-            return null;
-        }
-        string? pid = Environment.GetEnvironmentVariable("WATCHDOG_PID");
-        if (pid is not null && pid != Environment.ProcessId.ToString(CultureInfo.InvariantCulture))
-        {
-            return null;
-        }
-        return TimeSpan.FromMicroseconds(usec);
     }
 
     private static void FatalExit(Exception e)

@@ -9,13 +9,16 @@ internal sealed record DaemonOptions(bool Simulate, bool Demo, string? RunDirect
     /// <summary>Data path of controllers whose backend has no grant-mode node.</summary>
     public GrantMode GrantMode { get; init; } = GrantMode.Copy;
 
+    /// <summary>Where controllers keep their recovery journals (null: $RUNTIME_DIRECTORY or /run/xenpvusb).</summary>
+    public string? StateDirectory { get; init; }
+
     /// <summary>How long the event loop keeps polling a busy ring (microseconds; 0: never).</summary>
     public int BusyPollMicroseconds { get; init; } = EventLoop.DefaultBusyPollMicroseconds;
 
     public static DaemonOptions Parse(string[] args)
     {
         bool simulate = false, demo = false, verbose = false;
-        string? runDir = null, image = null, cli = null;
+        string? runDir = null, image = null, cli = null, stateDir = null;
         GrantMode grantMode = GrantMode.Copy;
         int busyPoll = EventLoop.DefaultBusyPollMicroseconds;
         for (int i = 0; i < args.Length; i++)
@@ -34,6 +37,9 @@ internal sealed record DaemonOptions(bool Simulate, bool Demo, string? RunDirect
                     break;
                 case "--run-dir" when i + 1 < args.Length:
                     runDir = args[++i];
+                    break;
+                case "--state-dir" when i + 1 < args.Length:
+                    stateDir = args[++i];
                     break;
                 case "--image" when i + 1 < args.Length:
                     image = args[++i];
@@ -60,12 +66,12 @@ internal sealed record DaemonOptions(bool Simulate, bool Demo, string? RunDirect
                     throw new UsageException($"unknown argument '{args[i]}'");
             }
         }
-        return new DaemonOptions(simulate, demo, runDir, image, cli, verbose) { GrantMode = grantMode, BusyPollMicroseconds = busyPoll };
+        return new DaemonOptions(simulate, demo, runDir, image, cli, verbose) { GrantMode = grantMode, BusyPollMicroseconds = busyPoll, StateDirectory = stateDir };
     }
 
     public const string Usage = """
         usage: xenpvusbd [--simulate [--run-dir DIR]] [--demo [--image FILE] [--cli PATH]]
-                         [--grant-mode copy|map] [--busy-poll USEC] [-v]
+                         [--grant-mode copy|map] [--busy-poll USEC] [--state-dir DIR] [-v]
 
           (no option)   serve backend/vusb on this Xen dom0
           --simulate    serve a built-in simulated Xen host instead (xenstored socket in --run-dir)
@@ -76,6 +82,9 @@ internal sealed record DaemonOptions(bool Simulate, bool Demo, string? RunDirect
                         interrupt pages mapped and handed to the device in place)
           --busy-poll   keep polling a busy ring this many microseconds before sleeping on its
                         event channel (default 50; 0 disables)
+          --state-dir   where connected controllers keep their recovery journals, so that a
+                        restarted daemon takes them over (default $RUNTIME_DIRECTORY, else
+                        /run/xenpvusb; a tmpfs: it must survive the daemon, not the host)
           -v            debug logging
         """;
 }

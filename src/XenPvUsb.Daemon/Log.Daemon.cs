@@ -13,6 +13,6 @@ internal static partial class Log
     [LoggerMessage(EventId = 4, Level = LogLevel.Information, Message = "systemd watchdog: {Seconds} s; the event loop says it is alive at half that")]
     public static partial void WatchdogEnabled(this ILogger logger, double seconds);
 
-    [LoggerMessage(EventId = 3, Level = LogLevel.Information, Message = "stopped: every controller and device released")]
+    [LoggerMessage(EventId = 3, Level = LogLevel.Information, Message = "stopped: controllers left connected for the next xenpvusbd, their devices kept from dom0's drivers")]
     public static partial void ServiceStopped(this ILogger logger);
 }

@@ -3,6 +3,7 @@ using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 using XenPvUsb.Backend;
+using XenPvUsb.Host;
 using XenPvUsb.Simulation.Host;
 using XenPvUsb.Xen;
 using XenPvUsb.XenStore;
@@ -48,8 +49,16 @@ internal static class Program
     private static async Task<int> RunOnDom0Async(DaemonOptions options)
     {
         XenPvUsb.Interop.Libraries.UseShimBesideExecutable();
+        // Before anything can start a child process: the fds systemd kept for us (port claims of the
+        // predecessor) are taken and made close-on-exec, and $LISTEN_FDS is cleared.
+        SystemdNotifier? notifier = SystemdNotifier.FromEnvironment();
+        IFdStore fdStore = SystemdFdStore.FromEnvironment(notifier);
         HostApplicationBuilder builder = CreateHostBuilder();
         builder.Services.AddSystemd();
+        if (notifier is not null)
+        {
+            builder.Services.AddSingleton(notifier);
+        }
         builder.Logging.SetMinimumLevel(options.Verbose ? LogLevel.Debug : LogLevel.Information);
         var owned = new List<IAsyncDisposable>();
         var disposables = new List<IDisposable>();
@@ -60,9 +69,13 @@ internal static class Program
             owned.Add(store);
             var grants = new XenGrantTable();
             disposables.Add(grants);
-            var usb = new XenPvUsb.Usb.Usbfs.UsbfsHost(loop, logger: lf.CreateLogger("XenPvUsb.Usb"));
+            var usb = new XenPvUsb.Usb.Usbfs.UsbfsHost(loop, logger: lf.CreateLogger("XenPvUsb.Usb"), fdStore: fdStore);
             disposables.Add(usb);
-            return new BackendHost(store, grants, new XenEventChannels(), usb, loop, lf, DomId.Dom0) { GrantMode = options.GrantMode };
+            return new BackendHost(store, grants, new XenEventChannels(), usb, loop, lf, DomId.Dom0)
+            {
+                GrantMode = options.GrantMode,
+                StateDirectory = options.StateDirectory ?? DefaultStateDirectory(),
+            };
         });
         builder.Services.AddSingleton(options);
         builder.Services.AddHostedService<BackendService>();
@@ -89,6 +102,13 @@ internal static class Program
             }
         }
         return Environment.ExitCode;
+    }
+
+    /// <summary>systemd's RuntimeDirectory= (xenpvusb, preserved across restarts), else /run/xenpvusb.</summary>
+    private static string DefaultStateDirectory()
+    {
+        string? runtime = Environment.GetEnvironmentVariable("RUNTIME_DIRECTORY");
+        return string.IsNullOrEmpty(runtime) ? "/run/xenpvusb" : runtime.Split(':')[0];
     }
 
     /// <summary>
@@ -127,6 +147,7 @@ internal static class Program
             store = await XenStoreConnection.ConnectAsync(sim.Dom0SocketPath).ConfigureAwait(false);
             BackendHost host = sim.CreateBackendHost(store, loop, sp.GetRequiredService<ILoggerFactory>());
             host.GrantMode = options.GrantMode;
+            host.StateDirectory = options.StateDirectory ?? Path.Combine(runDir, "state");
             return host;
         });
         builder.Services.AddSingleton(options);

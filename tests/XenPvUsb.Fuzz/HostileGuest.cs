@@ -393,18 +393,33 @@ public sealed partial class HostileGuest
         }
         foreach ((ushort Id, uint Pipe) t in targets)
         {
-            if (!_frontend.IsConnected)
+            // The ring may be full of unlinks already: each is answered at once, so wait for room rather
+            // than give up (an unlink never sent is an answer never owed).
+            long start = Stopwatch.GetTimestamp();
+            while (true)
             {
-                return;
-            }
-            if (_frontend.UrbRingFreeSlots == 0)
-            {
+                if (!_frontend.IsConnected)
+                {
+                    return;
+                }
+                if (_frontend.UrbRingFreeSlots > 0)
+                {
+                    var req = new usbif_urb_request { id = FreshId(), pipe = t.Pipe | USBIF_PIPE_UNLINK, u_unlink_unlink_id = t.Id };
+                    if (Send(req, Describe(req, "unlink"), push: true))
+                    {
+                        break;
+                    }
+                }
+                if (Stopwatch.GetElapsedTime(start) > s_answerLimit)
+                {
+                    Finding($"the urb ring stayed full for {s_answerLimit.TotalSeconds} s while unlinking everything in flight");
+                    await RecoverAsync("ring full").ConfigureAwait(false);
+                    return;
+                }
+                _frontend.Kick();
                 await WaitQuietAsync(2, 50).ConfigureAwait(false);
-            }
-            var req = new usbif_urb_request { id = FreshId(), pipe = t.Pipe | USBIF_PIPE_UNLINK, u_unlink_unlink_id = t.Id };
-            if (!Send(req, Describe(req, "unlink"), push: true))
-            {
-                break;
+                _frontend.PollResponses();
+                Drain();
             }
         }
         _frontend.Kick();

@@ -44,12 +44,18 @@ public sealed class BackendRegistry : IAsyncDisposable
         }
     }
 
-    /// <summary>Starts watching. Existing controllers are picked up at once (a watch fires when set).</summary>
+    /// <summary>
+    /// Starts watching, after a first scan of what is there already: when this returns, every existing
+    /// controller is served or re-adopted (and its present devices opened), stale ones are removed.
+    /// </summary>
     public async Task StartAsync(CancellationToken cancellationToken = default)
     {
         _vusbWatch = await _host.Store.WatchAsync(_root, cancellationToken).ConfigureAwait(false);
         _releaseWatch = await _host.Store.WatchAsync("@releaseDomain", cancellationToken).ConfigureAwait(false);
         _host.Usb.Hotplug += OnHotplug;
+        // Events that arrive meanwhile wait in the watch's channel; the loop starts after the scan, so the
+        // two never work on one controller at once.
+        await RescanAsync(null).ConfigureAwait(false);
         _vusbLoop = VusbLoopAsync(_vusbWatch);
         _releaseLoop = ReleaseLoopAsync(_releaseWatch);
         _logger.RegistryStarted(_root);

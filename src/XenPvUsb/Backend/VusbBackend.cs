@@ -333,6 +333,13 @@ internal sealed class VusbBackend : IAsyncDisposable
                     await WriteStateAsync(XenbusState.Closing).ConfigureAwait(false);
                     break;
                 case XenbusState.Closed or XenbusState.Unknown when _state is not XenbusState.Closed and not XenbusState.InitWait:
+                    // The frontend may have seen the toolstack's own state=5 and closed before our removal ran.
+                    if (await _host.Store.ReadAsync($"{BackendPath}/online").ConfigureAwait(false) == "0")
+                    {
+                        _removing = true;
+                        await FinishRemovalLockedAsync().ConfigureAwait(false);
+                        break;
+                    }
                     await DisconnectLockedAsync(releaseDevices: false).ConfigureAwait(false);
                     await WriteStateAsync(XenbusState.Closed).ConfigureAwait(false);
                     break;
