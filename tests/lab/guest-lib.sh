@@ -135,6 +135,30 @@ usb_disk_by_serial() {
   for b in "$d"/*/host*/target*/*/block/*; do [ -e "$b" ] && { echo "${b##*/}"; return 0; }; done
   return 1
 }
+# lab_stick_id SERIAL: the QEMU device id of a stick (for lab_request unplug|replug).
+lab_stick_id() {
+  case $1 in
+    "$LAB_STICK_EHCI_SERIAL") echo stick;;
+    "$LAB_STICK_EHCI3_SERIAL") echo stick3;;
+    "$LAB_STICK_XHCI_SERIAL") echo ssstick;;
+  esac
+}
+# lab_recover_stick SERIAL: for cleanups, after the checks: if dom0 has no block device for the stick
+# (a daemon that did not hand it back), QEMU unplugs and replugs it, so that a fresh enumeration binds
+# usb-storage and the next scenarios find dom0 as they expect. Says so loudly; 0 if the stick is back.
+lab_recover_stick() {
+  local s=$1 id
+  usb_has_disk $s && return 0
+  id=$(lab_stick_id $s)
+  echo "LAB-RECOVERY: dom0 has no block device for $s ($(d=$(usb_dev_by_serial $s) && echo "${d##*/}, drivers: $(usb_drivers ${d##*/})" || echo "not in sysfs")); QEMU unplugs and replugs $id"
+  if usb_has_serial $s; then
+    lab_request unplug $id
+    wait_for 60 eval "! usb_has_serial $s"
+  fi
+  lab_request replug $id
+  wait_for 90 usb_has_disk $s
+}
+
 # usb_busdev SERIAL: "BUS DEV" numbers (decimal) of a USB device, for xl usbdev-attach.
 usb_busdev() {
   local d b n
@@ -304,7 +328,7 @@ pv_ensure() {
 # "Deactivated successfully" (exit status 0), the daemon's "stopped" line and no error in the journal.
 # Figure xenpvusbd-stop-s.
 pv_stop() {
-  local t0 dt pid st log errs
+  local t0 dt pid st log errs stopped
   pid=$(pv_pid)
   [ "${pid:-0}" -gt 0 ] || { reason "xenpvusbd is not running"; return 1; }
   t0=$(lab_now)
@@ -317,8 +341,11 @@ pv_stop() {
   log=$(journalctl -u xenpvusbd --since "@$((t0 / 1000000))" -o cat --no-pager 2>&1)
   # systemd says "Deactivated successfully" only if the main process exited with status 0 by itself
   echo "$log" | grep -q "Deactivated successfully" || { pv_log; reason "systemd did not report a successful exit"; return 1; }
-  echo "$log" | grep -q "stopped: every controller and device released" || { pv_log; reason "no 'stopped' line from pid $pid"; return 1; }
+  # "stopped: every controller and device released", or (controllers still connected) "stopped:
+  # controllers left connected for the next xenpvusbd, their devices kept from dom0's drivers"
+  echo "$log" | grep -q "stopped: " || { pv_log; reason "no 'stopped' line from pid $pid"; return 1; }
+  stopped=$(echo "$log" | grep -m1 -o "stopped: .*")
   errs=$(journalctl -u xenpvusbd _PID="$pid" -p err --since "@$((t0 / 1000000))" -o cat --no-pager 2>&1 | grep -v '^-- ')
   [ -z "$errs" ] || { echo "$errs"; reason "errors while stopping: $(echo "$errs" | head -n1)"; return 1; }
-  reason "pid $pid stopped in $dt s: $st, journal: stopped: every controller and device released; Deactivated successfully"
+  reason "pid $pid stopped in $dt s: $st, journal: $stopped; Deactivated successfully"
 }

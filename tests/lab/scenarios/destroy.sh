@@ -62,15 +62,17 @@ ds_attach() {
 # until usb-storage is bound to it again (the daemon's part: figure destroy-handback-s, aim 2 s) and
 # until its block device is there (plus usb-storage's own settle delay and SCSI scan in dom0).
 ds_destroy() {
-  local a t0 dt dd pid n=0
+  local a t0 dt dd pid n=0 up
   read -r a < $DS/busid-a
   guest_wait dsa 'GUEST-RESULT read1-progress|GUEST-RESULT read1 ' 300 || { pv_log 20; reason "dsa's read did not get going"; return 1; }
   guest_log dsa | grep -q 'GUEST-RESULT read1 ' && { reason "dsa's read ended before the destroy"; return 1; }
   guest_log dsb | grep -q 'GUEST-RESULT read1 ' && { reason "dsb's read ended before the destroy: the reads did not overlap"; return 1; }
   pid=$(pv_pid); echo $pid > $DS/pid
   lab_now > $DS/t-destroy
+  read -r up _ < /proc/uptime; echo "destroy: xl destroy dsa begins at dom0 uptime $up"
   xl destroy dsa || { reason "xl destroy failed"; return 1; }
   t0=$(lab_now); echo $t0 > $DS/t-destroyed
+  read -r up _ < /proc/uptime; echo "destroy: xl destroy dsa returned at dom0 uptime $up (the journal's monotonic clock)"
   guest_unfollow dsa
   until usb_bound_to $a usb-storage; do
     n=$((n + 1))
@@ -78,6 +80,7 @@ ds_destroy() {
     lab_sleep 0.05
   done
   dt=$(lab_elapsed $t0)
+  read -r up _ < /proc/uptime; echo "destroy: usb-storage bound to $a at dom0 uptime $up"
   until usb_has_disk $LAB_STICK_EHCI_SERIAL; do
     n=$((n + 1))
     [ $n -gt 1200 ] && { pv_log 30; reason "usb-storage bound after $dt s, but no block device within 60 s of xl destroy"; return 1; }
@@ -179,10 +182,13 @@ ds_cleanup() {
     [ -f $DS/$g.id ] || continue
     read -r id < $DS/$g.id
     xl destroy $g > /dev/null 2>&1; guest_unfollow $g
-    xenstore-exists /local/domain/0/backend/vusb/$id 2>/dev/null && { echo "destroy: removing backend/vusb/$id by hand"; xenstore-rm /local/domain/0/backend/vusb/$id; }
+    wait_for 15 eval "! xenstore-exists /local/domain/0/backend/vusb/$id 2>/dev/null" \
+      || { echo "destroy: backend/vusb/$id still there 15 s after its domain died; removing it by hand"; xenstore-rm /local/domain/0/backend/vusb/$id; }
   done
-  wait_for 60 eval 'usb_has_disk $LAB_STICK_EHCI_SERIAL && usb_has_disk $LAB_STICK_EHCI3_SERIAL' \
-    || { reason "dom0 does not have both sticks back"; return 1; }
+  if ! wait_for 60 eval 'usb_has_disk $LAB_STICK_EHCI_SERIAL && usb_has_disk $LAB_STICK_EHCI3_SERIAL'; then
+    for g in $LAB_STICK_EHCI_SERIAL $LAB_STICK_EHCI3_SERIAL; do lab_recover_stick $g; done
+    reason "dom0 did not get both sticks back by itself (replugged in QEMU for the next scenarios)"; return 1
+  fi
   reason "no guests; both sticks in dom0"
 }
 

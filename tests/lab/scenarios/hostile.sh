@@ -159,11 +159,12 @@ hs_cleanup() {
     xenpvusb usb-hc-destroy $g 0 > /dev/null 2>&1
   done
   for g in hsh hsb; do
-    [ -f $HS/$g.id ] && read -r id < $HS/$g.id
+    id=; [ -f $HS/$g.id ] && read -r id < $HS/$g.id
     guest_destroy $g > /dev/null
-    [ -n "$id" ] && xenstore-exists /local/domain/0/backend/vusb/$id 2>/dev/null && { echo "hostile: removing backend/vusb/$id by hand"; xenstore-rm /local/domain/0/backend/vusb/$id; }
+    [ -n "$id" ] && ! wait_for 15 eval "! xenstore-exists /local/domain/0/backend/vusb/$id 2>/dev/null" \
+      && { echo "hostile: backend/vusb/$id still there 15 s after its domain died; removing it by hand"; xenstore-rm /local/domain/0/backend/vusb/$id; }
   done
-  wait_for 60 usb_has_disk $LAB_STICK_EHCI_SERIAL || { reason "the stick is not back in dom0"; return 1; }
+  wait_for 60 usb_has_disk $LAB_STICK_EHCI_SERIAL || { lab_recover_stick $LAB_STICK_EHCI_SERIAL; reason "the stick did not come back to dom0 by itself (replugged in QEMU for the next scenarios)"; return 1; }
   reason "guests destroyed, stick in dom0"
 }
 

@@ -204,12 +204,20 @@ rs_cleanup() {
   for g in rsg rss; do
     id=; [ -f $RS/$g.id ] && read -r id < $RS/$g.id
     guest_destroy $g > /dev/null
-    [ -n "$id" ] && xenstore-exists /local/domain/0/backend/vusb/$id 2>/dev/null && { echo "restart: removing backend/vusb/$id by hand"; xenstore-rm /local/domain/0/backend/vusb/$id; }
   done
   for f in $RS/watch-*.pid; do [ -f "$f" ] && rs_watch_stop ${f%.pid}; done
   [ "$(pv_prop ActiveState)" = active ] || systemctl start xenpvusbd
-  wait_for 60 eval 'usb_has_disk $LAB_STICK_EHCI_SERIAL && usb_has_disk $LAB_STICK_EHCI3_SERIAL' \
-    || { reason "dom0 does not have both sticks back"; return 1; }
+  for g in rsg rss; do
+    id=; [ -f $RS/$g.id ] && read -r id < $RS/$g.id
+    [ -n "$id" ] || continue
+    wait_for 15 eval "! xenstore-exists /local/domain/0/backend/vusb/$id 2>/dev/null" \
+      || { echo "restart: backend/vusb/$id still there 15 s after its domain died; removing it by hand"; xenstore-rm /local/domain/0/backend/vusb/$id; }
+  done
+  if ! wait_for 60 eval 'usb_has_disk $LAB_STICK_EHCI_SERIAL && usb_has_disk $LAB_STICK_EHCI3_SERIAL'; then
+    pv_log 20
+    for g in $LAB_STICK_EHCI_SERIAL $LAB_STICK_EHCI3_SERIAL; do lab_recover_stick $g; done
+    reason "dom0 did not get both sticks back by itself (replugged in QEMU for the next scenarios)"; return 1
+  fi
   reason "guests destroyed, both sticks in dom0, xenpvusbd $(pv_prop ActiveState)"
 }
 
