@@ -9,6 +9,9 @@ internal sealed record DaemonOptions(bool Simulate, bool Demo, string? RunDirect
     /// <summary>Data path of controllers whose backend has no grant-mode node.</summary>
     public GrantMode GrantMode { get; init; } = GrantMode.Copy;
 
+    /// <summary>Per-controller cap on usbfs memory in flight, in bytes (null: 1/16 of usbcore's usbfs_memory_mb, at least 256 KiB).</summary>
+    public long? UsbfsBudget { get; init; }
+
     /// <summary>Where controllers keep their recovery journals (null: $RUNTIME_DIRECTORY or /run/xenpvusb).</summary>
     public string? StateDirectory { get; init; }
 
@@ -19,6 +22,7 @@ internal sealed record DaemonOptions(bool Simulate, bool Demo, string? RunDirect
     {
         bool simulate = false, demo = false, verbose = false;
         string? runDir = null, image = null, cli = null, stateDir = null;
+        long? usbfsBudget = null;
         GrantMode grantMode = GrantMode.Copy;
         int busyPoll = EventLoop.DefaultBusyPollMicroseconds;
         for (int i = 0; i < args.Length; i++)
@@ -37,6 +41,14 @@ internal sealed record DaemonOptions(bool Simulate, bool Demo, string? RunDirect
                     break;
                 case "--run-dir" when i + 1 < args.Length:
                     runDir = args[++i];
+                    break;
+                case "--usbfs-budget" when i + 1 < args.Length:
+                    if (!long.TryParse(args[++i], System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out long kib)
+                        || kib is < 64 or > 1024 * 1024)
+                    {
+                        throw new UsageException($"--usbfs-budget takes KiB from 64 to 1048576, not '{args[i]}'");
+                    }
+                    usbfsBudget = kib * 1024;
                     break;
                 case "--state-dir" when i + 1 < args.Length:
                     stateDir = args[++i];
@@ -66,12 +78,13 @@ internal sealed record DaemonOptions(bool Simulate, bool Demo, string? RunDirect
                     throw new UsageException($"unknown argument '{args[i]}'");
             }
         }
-        return new DaemonOptions(simulate, demo, runDir, image, cli, verbose) { GrantMode = grantMode, BusyPollMicroseconds = busyPoll, StateDirectory = stateDir };
+        return new DaemonOptions(simulate, demo, runDir, image, cli, verbose) { GrantMode = grantMode, BusyPollMicroseconds = busyPoll, StateDirectory = stateDir, UsbfsBudget = usbfsBudget };
     }
 
     public const string Usage = """
         usage: xenpvusbd [--simulate [--run-dir DIR]] [--demo [--image FILE] [--cli PATH]]
-                         [--grant-mode copy|map] [--busy-poll USEC] [--state-dir DIR] [-v]
+                         [--grant-mode copy|map] [--busy-poll USEC] [--state-dir DIR]
+                         [--usbfs-budget KIB] [-v]
 
           (no option)   serve backend/vusb on this Xen dom0
           --simulate    serve a built-in simulated Xen host instead (xenstored socket in --run-dir)
@@ -82,6 +95,9 @@ internal sealed record DaemonOptions(bool Simulate, bool Demo, string? RunDirect
                         interrupt pages mapped and handed to the device in place)
           --busy-poll   keep polling a busy ring this many microseconds before sleeping on its
                         event channel (default 50; 0 disables)
+          --usbfs-budget  usbfs memory (KiB) one controller may have in flight at its devices;
+                        more waits (default 1/16 of usbcore's usbfs_memory_mb, so one guest
+                        cannot use up what every usbfs user in dom0 shares)
           --state-dir   where connected controllers keep their recovery journals, so that a
                         restarted daemon takes them over (default $RUNTIME_DIRECTORY, else
                         /run/xenpvusb; a tmpfs: it must survive the daemon, not the host)

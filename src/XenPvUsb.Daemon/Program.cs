@@ -75,6 +75,7 @@ internal static class Program
             {
                 GrantMode = options.GrantMode,
                 StateDirectory = options.StateDirectory ?? DefaultStateDirectory(),
+                UsbfsBudget = options.UsbfsBudget ?? DefaultUsbfsBudget(),
             };
         });
         builder.Services.AddSingleton(options);
@@ -102,6 +103,23 @@ internal static class Program
             }
         }
         return Environment.ExitCode;
+    }
+
+    /// <summary>1/16 of usbcore's usbfs_memory_mb (0 there means no kernel limit: then the built-in 1 MiB), at least 256 KiB.</summary>
+    private static long DefaultUsbfsBudget()
+    {
+        try
+        {
+            string text = File.ReadAllText("/sys/module/usbcore/parameters/usbfs_memory_mb").Trim();
+            if (long.TryParse(text, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out long mb) && mb > 0)
+            {
+                return Math.Max(256 * 1024, mb * 1024 * 1024 / 16);
+            }
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+        }
+        return VusbController.DefaultUsbfsBudget;
     }
 
     /// <summary>systemd's RuntimeDirectory= (xenpvusb, preserved across restarts), else /run/xenpvusb.</summary>

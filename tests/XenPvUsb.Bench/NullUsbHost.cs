@@ -53,6 +53,10 @@ internal sealed class NullUsbHost : IUsbHost
         {
         }
 
+        public void Forget(UsbTransfer transfer)
+        {
+        }
+
         public void Dispose()
         {
         }

@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Globalization;
 using XenPvUsb.Backend;
+using XenPvUsb.Simulation.Devices;
 using XenPvUsb.Simulation.Guest;
 using XenPvUsb.Simulation.Host;
 using XenPvUsb.Toolstack;
@@ -34,16 +35,111 @@ internal static class Program
                 await RunAsync(n, busyPoll).ConfigureAwait(false);
             }
         }
+        Console.WriteLine();
+        Console.WriteLine("isolation: one guest streams (as above, 1 controller) while another guest's controller has");
+        Console.WriteLine("  devices: a device whose operations take 2 s (SET_CONFIGURATION and CLEAR_HALT, in a loop) and one that never");
+        Console.WriteLine("           completes a transfer nor a cancel (URBs submitted, then unlinked)");
+        Console.WriteLine("  flood:   its ring flooded with malformed requests as fast as its thread can (it shares these cores)");
+        Console.WriteLine($"{"run",-28} {"URB/s",10} {"p50 us",8} {"p99 us",8} {"p99.9 us",9}");
+        foreach (int busyPoll in new[] { 0, EventLoop.DefaultBusyPollMicroseconds })
+        {
+            (double quietP99, _) = await RunAsync(1, busyPoll, Disturbance.None, $"quiet, busy-poll {busyPoll} us").ConfigureAwait(false);
+            (double devicesP99, HostileCounts d) = await RunAsync(1, busyPoll, Disturbance.Devices, $"devices, busy-poll {busyPoll} us").ConfigureAwait(false);
+            (double floodP99, HostileCounts f) = await RunAsync(1, busyPoll, Disturbance.Flood, $"flood, busy-poll {busyPoll} us").ConfigureAwait(false);
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                $"{"",-28} p99 devices/quiet = {devicesP99 / quietP99:0.00} ({d.SlowOperations} slow operations, {d.HungUrbs} URBs hung and unlinked); flood/quiet = {floodP99 / quietP99:0.00} ({f.Flooded} malformed requests refused)"));
+        }
         return 0;
     }
 
-    private static async Task RunAsync(int controllers, int busyPollMicroseconds)
+    private enum Disturbance
+    {
+        None,
+        Devices,
+        Flood,
+    }
+
+    private sealed class HostileCounts
+    {
+        public long SlowOperations;
+        public long HungUrbs;
+        public long Flooded;
+    }
+
+    /// <summary>
+    /// A guest whose controller has a slow device on port 1 (2 s per operation), a device on port 2 that never
+    /// completes a transfer or a cancel, and a null device on port 3; it keeps all three busy until <paramref name="stop"/> is cancelled.
+    /// </summary>
+    private static async Task<(SimulatedFrontend Frontend, Task Work)> StartHostileGuestAsync(SimulatedXenHost sim, VusbToolstack toolstack,
+        XenStoreConnection dom0, HostileCounts counts, Disturbance disturbance, CancellationTokenSource stop)
+    {
+        SimulatedGuest guest = await sim.CreateGuestAsync("hostile").ConfigureAwait(false);
+        Task<SimulatedFrontend> connecting = guest.ConnectFrontendAsync(0);
+        int devId = await toolstack.CreateControllerAsync(guest.Id, 2, 3).ConfigureAwait(false);
+        SimulatedFrontend fe = await connecting.ConfigureAwait(false);
+        string be = $"/local/domain/0/backend/vusb/{guest.Id.Value}/{devId}";
+        await dom0.WriteAsync($"{be}/port/1", "2-90").ConfigureAwait(false);
+        await dom0.WriteAsync($"{be}/port/2", "2-91").ConfigureAwait(false);
+        await dom0.WriteAsync($"{be}/port/3", "2-92").ConfigureAwait(false);
+        for (int p = 1; p <= 3; p++)
+        {
+            await fe.WaitForPortAsync(p, connected: true, TimeSpan.FromSeconds(10)).ConfigureAwait(false);
+        }
+        if (disturbance == Disturbance.Flood)
+        {
+            return (fe, Task.Run(async () =>
+            {
+                var bad = new usbif_urb_request { id = 900, pipe = UsbifPipe.Create(3, 0, 1, true, UsbTransferType.Bulk).Value, nr_buffer_segs = 40 };
+                while (!stop.IsCancellationRequested)
+                {
+                    var batch = new Task<usbif_urb_response>[8];
+                    for (int i = 0; i < batch.Length; i++)
+                    {
+                        bad.id = (ushort)(900 + i);
+                        batch[i] = fe.SubmitRawAsync(bad);
+                    }
+                    await Task.WhenAll(batch).ConfigureAwait(false);
+                    Interlocked.Add(ref counts.Flooded, batch.Length);
+                }
+            }));
+        }
+        Task slow = Task.Run(async () =>
+        {
+            UsbifPipe ctrl = UsbifPipe.Create(1, 0, 0, false, UsbTransferType.Control);
+            while (!stop.IsCancellationRequested)
+            {
+                Task<UrbResult> setConfig = fe.SubmitAsync(ctrl, GuestUsbDevice.Setup(0x00, 9, 1, 0, 0), Memory<byte>.Empty);
+                Task<UrbResult> clearHalt = fe.SubmitAsync(ctrl, GuestUsbDevice.Setup(0x02, 1, 0, 0x81, 0), Memory<byte>.Empty);
+                await Task.WhenAll(setConfig, clearHalt).ConfigureAwait(false);
+                Interlocked.Add(ref counts.SlowOperations, 2);
+            }
+        });
+        Task hung = Task.Run(async () =>
+        {
+            UsbifPipe bulk = UsbifPipe.Create(2, 0, 1, true, UsbTransferType.Bulk);
+            for (int i = 0; i < 4 && !stop.IsCancellationRequested; i++)
+            {
+                // Unlinked 10 ms after submission; the device never gives it back: it holds its slot for good.
+                using var cts = new CancellationTokenSource(TimeSpan.FromMilliseconds(10));
+                _ = fe.SubmitAsync(bulk, 0, new byte[4096], cancellationToken: cts.Token);
+                Interlocked.Increment(ref counts.HungUrbs);
+                await Task.Delay(50, CancellationToken.None).ConfigureAwait(false);
+            }
+        });
+        return (fe, Task.WhenAll(slow, hung));
+    }
+
+    private static async Task<(double P99Microseconds, HostileCounts Counts)> RunAsync(int controllers, int busyPollMicroseconds,
+        Disturbance disturbance = Disturbance.None, string? label = null)
     {
         string dir = Path.Combine(Path.GetTempPath(), $"xenpvusb-bench-{Environment.ProcessId}-{controllers}");
         await using SimulatedXenHost sim = await SimulatedXenHost.StartAsync(dir).ConfigureAwait(false);
         using var loop = new EventLoop(busyPollMicroseconds: busyPollMicroseconds);
         await using XenStoreConnection dom0 = await XenStoreConnection.ConnectAsync(sim.Dom0SocketPath).ConfigureAwait(false);
-        await using var registry = new BackendRegistry(sim.CreateBackendHost(dom0, loop, usb: new NullUsbHost()));
+        var usb = new DecoratingUsbHost(new NullUsbHost());
+        usb.Wrap("2-90", d => new SlowUsbDevice(d) { OperationDelay = TimeSpan.FromSeconds(2) });
+        usb.Wrap("2-91", d => new SlowUsbDevice(d) { HungEndpoint = 0x81, IgnoresCancels = true });
+        await using var registry = new BackendRegistry(sim.CreateBackendHost(dom0, loop, usb: usb));
         await registry.StartAsync().ConfigureAwait(false);
         var toolstack = new VusbToolstack(dom0, sim.SysfsRoot);
         long rssIdle = Rss();
@@ -68,6 +164,12 @@ internal static class Program
             }
         }
 
+        var counts = new HostileCounts();
+        using var stopHostile = new CancellationTokenSource();
+        (SimulatedFrontend Frontend, Task Work)? hostile = disturbance != Disturbance.None
+            ? await StartHostileGuestAsync(sim, toolstack, dom0, counts, disturbance, stopHostile).ConfigureAwait(false)
+            : null;
+
         var threads = new Thread[controllers];
         var samples = new List<long>[controllers];
         long stopAt = 0;
@@ -85,19 +187,35 @@ internal static class Program
             t.Join();
         }
         long rssLoaded = Rss();
+        stopHostile.Cancel();
 
         List<long> all = samples.SelectMany(s => s).ToList();
         all.Sort();
         double us(long ticks) => ticks * 1e6 / Stopwatch.Frequency;
         double rate = all.Count / s_measure.TotalSeconds;
-        Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-            $"{controllers,-12} {rate,10:0} {us(Percentile(all, 0.50)),8:0.0} {us(Percentile(all, 0.99)),8:0.0} {us(Percentile(all, 0.999)),9:0.0} {rssLoaded / 1048576.0,8:0.0}"));
-        Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-            $"{"",-12} process RSS before guests {rssIdle / 1048576.0:0.0} MiB (daemon side + simulator), after {rssLoaded / 1048576.0:0.0} MiB (with {controllers} simulated guests in the same process)"));
+        if (label is not null)
+        {
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                $"{label,-28} {rate,10:0} {us(Percentile(all, 0.50)),8:0.0} {us(Percentile(all, 0.99)),8:0.0} {us(Percentile(all, 0.999)),9:0.0}"));
+        }
+        else
+        {
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                $"{controllers,-12} {rate,10:0} {us(Percentile(all, 0.50)),8:0.0} {us(Percentile(all, 0.99)),8:0.0} {us(Percentile(all, 0.999)),9:0.0} {rssLoaded / 1048576.0,8:0.0}"));
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                $"{"",-12} process RSS before guests {rssIdle / 1048576.0:0.0} MiB (daemon side + simulator), after {rssLoaded / 1048576.0:0.0} MiB (with {controllers} simulated guests in the same process)"));
+        }
         foreach (SimulatedFrontend fe in frontends)
         {
             await fe.DisposeAsync().ConfigureAwait(false);
         }
+        if (hostile is { } h)
+        {
+            // Its hung URBs are never answered: its teardown gives up after the frontend's removal timeout.
+            SimulatedFrontend.RemovalTimeout = TimeSpan.FromMilliseconds(100);
+            await h.Frontend.DisposeAsync().ConfigureAwait(false);
+        }
+        return (us(Percentile(all, 0.99)), counts);
     }
 
     private static void Drive(SimulatedFrontend fe, List<long> samples, long measureFrom, long stopAt)

@@ -314,6 +314,11 @@ public abstract class EmulatedUsbDevice : IUsbHostDevice
 
     public Task<int> ResetAsync() => Task.FromResult(Reset());
 
+    /// <summary>Nothing is kept per transfer once it completed.</summary>
+    public void Forget(UsbTransfer transfer)
+    {
+    }
+
     /// <summary>No host drivers here: closing for a successor is releasing the claim.</summary>
     public void Close() => Dispose();
 

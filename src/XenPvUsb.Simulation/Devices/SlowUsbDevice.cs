@@ -98,6 +98,8 @@ public sealed class SlowUsbDevice : IUsbHostDevice
 
     public Task<int> ResetAsync() => Slowly(() => _inner.ResetAsync());
 
+    public void Forget(UsbTransfer transfer) => _inner.Forget(transfer);
+
     public void Close() => Dispose();
 
     public void Dispose()

@@ -42,6 +42,9 @@ public sealed class BackendHost
     /// </summary>
     public string? StateDirectory { get; set; }
 
+    /// <summary>Cap on the usbfs memory each controller may have at devices at once (see VusbController.UsbfsBudget).</summary>
+    public long UsbfsBudget { get; set; } = VusbController.DefaultUsbfsBudget;
+
     /// <summary>The domain this backend runs in (dom0).</summary>
     public DomId Self { get; }
 }

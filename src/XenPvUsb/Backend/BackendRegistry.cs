@@ -135,17 +135,8 @@ public sealed class BackendRegistry : IAsyncDisposable
             all = [.. _backends.Values];
             _backends.Clear();
         }
-        foreach (VusbBackend b in all)
-        {
-            if (crash)
-            {
-                await b.CrashAsync().ConfigureAwait(false);
-            }
-            else
-            {
-                await b.SuspendAsync(SuspendGrace).ConfigureAwait(false);
-            }
-        }
+        // All at once: each gives its requests in flight the same grace, so stopping takes that long, not that times N.
+        await Task.WhenAll(all.Select(b => crash ? b.CrashAsync() : b.SuspendAsync(SuspendGrace))).ConfigureAwait(false);
         _cts.Dispose();
     }
 

@@ -42,6 +42,9 @@ internal sealed class UrbSlot
     /// <summary>The guest's pages, when the transfer works on them in place (<see cref="GrantMode.Map"/>); unmapped at release.</summary>
     public GrantMapping? Mapping { get; set; }
 
+    /// <summary>What the transfer this slot submitted costs in usbfs memory (0 when it has none at a device).</summary>
+    public long DeviceCost { get; set; }
+
     /// <summary>Stopwatch timestamp of the submission to the device.</summary>
     public long SubmittedAt { get; set; }
 
@@ -129,6 +132,11 @@ internal sealed class UrbSlot
         Transfer = t;
         Cancelled = false;
     }
+
+    /// <summary>The transfers this slot keeps for its next requests (to drop them when the controller idles).</summary>
+    public UsbTransfer? SmallTransfer => _small;
+
+    public UsbTransfer? LargeTransfer => _large;
 
     /// <summary>
     /// Forgets the transfers this slot owns, so that a device still holding one can complete it into

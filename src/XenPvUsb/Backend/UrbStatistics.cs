@@ -27,6 +27,14 @@ public struct UrbStatistics
 
     public long MergedTransfers;
 
+    /// <summary>Times a request waited for the usbfs memory budget, and the most memory this controller had at devices at once.</summary>
+    public long Deferred;
+
+    public long PeakDeviceBytes;
+
+    /// <summary>Times the controller idled long enough to give its buffers back.</summary>
+    public long BufferReleases;
+
     public long DeviceTicks;
 
     public long GrantTicks;

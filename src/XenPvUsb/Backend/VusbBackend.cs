@@ -104,7 +104,10 @@ internal sealed class VusbBackend : IAsyncDisposable
             }
             _controller = await _host.Loop.InvokeAsync(() =>
             {
-                var c = new VusbController(Frontend, DevId, numPorts, usbVer, _host.Grants, _host.Loop, _logger, grantMode, mergeBulkIn);
+                var c = new VusbController(Frontend, DevId, numPorts, usbVer, _host.Grants, _host.Loop, _logger, grantMode, mergeBulkIn)
+                {
+                    UsbfsBudget = _host.UsbfsBudget,
+                };
                 c.RingErrorLatched = OnRingError;
                 c.Failed = OnControllerFailed;
                 return c;
@@ -744,10 +747,27 @@ internal sealed class VusbBackend : IAsyncDisposable
         }
     }
 
+    /// <summary>
+    /// Writes our xenbus state, unless the toolstack removed the backend directory meanwhile: a write would
+    /// make it again, a zombie node that nobody removes.
+    /// </summary>
     private async Task WriteStateAsync(XenbusState state)
     {
-        await _host.Store.WriteAsync($"{BackendPath}/state", ((int)state).ToString(CultureInfo.InvariantCulture)).ConfigureAwait(false);
+        XenStoreConnection xs = _host.Store;
+        string text = ((int)state).ToString(CultureInfo.InvariantCulture);
+        bool written = await xs.TransactAsync(async tx =>
+        {
+            if (await xs.ReadAsync(BackendPath, tx).ConfigureAwait(false) is null)
+            {
+                return false;
+            }
+            await xs.WriteAsync($"{BackendPath}/state", text, tx).ConfigureAwait(false);
+            return true;
+        }).ConfigureAwait(false);
         _state = state;
-        _logger.BackendState(Frontend.Value, DevId, state);
+        if (written)
+        {
+            _logger.BackendState(Frontend.Value, DevId, state);
+        }
     }
 }

@@ -22,6 +22,11 @@ internal sealed partial class VusbController
     {
         while (true)
         {
+            // Requests of the last batch still waiting for device memory go first, in ring order.
+            if (_batchNext < _batchCount && !HandleBatch())
+            {
+                return;
+            }
             if (!_urbRing.TryReadRequestProd(out uint prod))
             {
                 LatchRingError("urb ring", prod);
@@ -43,13 +48,11 @@ internal sealed partial class VusbController
             {
                 _stats.Batches++;
                 _stats.Requests += count;
+                _batchNext = 0;
+                _batchCount = count;
                 // Consumed, not yet answered or in a slot: a successor must count them as in flight.
-                SaveSnapshot(count);
-            }
-            for (int i = 0; i < count;)
-            {
-                i += HandleRequest(i, count);
-                if (_ringError || _evtchn is null)
+                SaveSnapshot();
+                if (!HandleBatch())
                 {
                     return;
                 }
@@ -68,6 +71,30 @@ internal sealed partial class VusbController
                 return;
             }
         }
+    }
+
+    /// <summary>
+    /// Serves the batch from <c>_batchNext</c>. Returns false if it stopped before the end: the ring broke,
+    /// the connection went, or the next request waits for this controller's usbfs memory budget (it is
+    /// served, in order, when transfers in flight complete).
+    /// </summary>
+    private bool HandleBatch()
+    {
+        while (_batchNext < _batchCount)
+        {
+            int taken = HandleRequest(_batchNext, _batchCount);
+            if (taken == 0)
+            {
+                _stats.Deferred++;
+                return false;
+            }
+            _batchNext += taken;
+            if (_ringError || _evtchn is null)
+            {
+                return false;
+            }
+        }
+        return true;
     }
 
     /// <summary>Serves the request at <paramref name="index"/> of the batch; returns how many requests it took (more than one when merged).</summary>
@@ -127,9 +154,18 @@ internal sealed partial class VusbController
             int members = MergeableRun(index, count, pipe, dataLength, out int total);
             if (members > 1)
             {
+                if (!FitsBudget(total))
+                {
+                    return 0;
+                }
                 SubmitMerged(index, members, pipe, p, total);
                 return members;
             }
+        }
+        int deviceBytes = pipe.Type == UsbTransferType.Control ? UsbTransfer.SetupSize + (int)(req.u_ctrl >> 48) : dataLength;
+        if (!FitsBudget(deviceBytes))
+        {
+            return 0;
         }
         Submit(ref req, pipe, p, dataLength);
         return 1;
@@ -173,17 +209,28 @@ internal sealed partial class VusbController
         }
     }
 
-    private void StartOperation(ref usbif_urb_request req, UsbifPipe pipe, VusbPort p, Task<int> operation)
+    /// <summary>A free slot holding a copy of <paramref name="req"/> for this connection, or null (refused) when none is free.</summary>
+    private UrbSlot? TakeSlot(ref usbif_urb_request req, UsbifPipe pipe, VusbPort p)
     {
         if (!_freeSlots.TryPop(out UrbSlot? slot))
         {
+            // Cannot happen while the ring arithmetic holds (one slot per ring entry); refuse rather than grow.
             Reject(req.id, USBIF_STATUS_SHUTDOWN, "no free request slot", p.Number);
-            return;
+            return null;
         }
         slot.Request = req;
         slot.Pipe = pipe;
         slot.Port = p.Number;
         slot.Epoch = _epoch;
+        return slot;
+    }
+
+    private void StartOperation(ref usbif_urb_request req, UsbifPipe pipe, VusbPort p, Task<int> operation)
+    {
+        if (TakeSlot(ref req, pipe, p) is not { } slot)
+        {
+            return;
+        }
         slot.BeginOperation();
         if (operation.IsCompleted)
         {
@@ -217,21 +264,16 @@ internal sealed partial class VusbController
 
     private unsafe void Submit(ref usbif_urb_request req, UsbifPipe pipe, VusbPort p, int segmentBytes)
     {
-        if (!_freeSlots.TryPop(out UrbSlot? slot))
+        if (TakeSlot(ref req, pipe, p) is not { } slot)
         {
-            // Cannot happen while the ring arithmetic holds (one slot per ring entry); refuse rather than grow.
-            Reject(req.id, USBIF_STATUS_SHUTDOWN, "no free request slot", p.Number);
             return;
         }
-        slot.Request = req;
-        slot.Pipe = pipe;
-        slot.Port = p.Number;
-        slot.Epoch = _epoch;
 
         bool control = pipe.Type == UsbTransferType.Control;
         int dataLength = control ? (int)(req.u_ctrl >> 48) : segmentBytes;
         int setupLength = control ? UsbTransfer.SetupSize : 0;
         UsbTransfer t = slot.Rent(setupLength + dataLength);
+        _buffersHeld = true;
         t.Type = pipe.Type;
         t.Length = setupLength + dataLength;
         bool isIn;
@@ -269,6 +311,7 @@ internal sealed partial class VusbController
         }
         slot.SubmittedAt = Stopwatch.GetTimestamp();
         _stats.GrantTicks += slot.SubmittedAt - start;
+        ChargeDevice(slot, t.Length);
         p.Device!.Submit(t);
     }
 
@@ -305,6 +348,7 @@ internal sealed partial class VusbController
             UrbRequestVerdict verdict = UrbRequestValidator.Validate(in next, NumPorts);
             int length = verdict.DataLength;
             if (!verdict.IsValid || length == 0 || total + length > MaxMergedBytes
+                || _deviceBytes + total + length + UsbfsOverheadPerUrb > UsbfsBudget
                 || FindInFlight(next.id) is not null || IdInBatch(next.id, index, j))
             {
                 break;
@@ -337,6 +381,7 @@ internal sealed partial class VusbController
         if (!_mergedTransfers.TryPop(out UsbTransfer? t))
         {
             t = new UsbTransfer(MaxMergedBytes);
+            _buffersHeld = true;
             _mergedTransfersMade++;
         }
         UrbSlot lead = _freeSlots.Pop();
@@ -363,6 +408,7 @@ internal sealed partial class VusbController
         _stats.Merged += members;
         _stats.MergedTransfers++;
         lead.SubmittedAt = Stopwatch.GetTimestamp();
+        ChargeDevice(lead, total);
         p.Device!.Submit(t);
     }
 
@@ -596,6 +642,7 @@ internal sealed partial class VusbController
         {
             return; // a transfer the slot let go of (answered already, abandoned): nothing to answer
         }
+        CreditDevice(slot);
         if (slot.IsGroupLead)
         {
             CompleteMerged(slot, Stopwatch.GetTimestamp());
@@ -636,6 +683,16 @@ internal sealed partial class VusbController
     public void AnswerAllInFlight(int status = USBIF_STATUS_SHUTDOWN)
     {
         AssertLoopThread();
+        // Consumed requests that waited for device memory are in flight for the guest too (unless the one
+        // being handled when something threw already has its slot: it is answered with the slots).
+        while (_batchNext < _batchCount)
+        {
+            ushort id = _batch[_batchNext++].id;
+            if (FindInFlight(id) is null)
+            {
+                Respond(id, status, 0);
+            }
+        }
         foreach (UrbSlot s in _slots)
         {
             if (!s.InFlight)
@@ -648,6 +705,7 @@ internal sealed partial class VusbController
                 _mergedTransfersMade--; // that pooled buffer is the device's now; make another when needed
             }
             int port = s.Port;
+            CreditDevice(s);
             s.AbandonTransfers();
             Finish(s, status, 0);
             // After the answer: a device that completes the cancel at once finds a slot that let go of it.

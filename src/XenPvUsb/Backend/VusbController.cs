@@ -37,6 +37,15 @@ internal sealed partial class VusbController : IEventHandler, IBusyPollable, IFa
     /// </summary>
     public const int RequestsPerPass = 2 * Usbif.Usbif.USB_URB_RING_SIZE;
 
+    /// <summary>usbfs's own memory per URB beyond its buffer (struct async + struct urb), as charged against usbfs_memory_mb.</summary>
+    public const int UsbfsOverheadPerUrb = 512;
+
+    /// <summary>Default cap on the usbfs memory one controller may have in flight: 1/16 of usbfs_memory_mb's default 16 MiB.</summary>
+    public const long DefaultUsbfsBudget = 1024 * 1024;
+
+    /// <summary>How long a controller must see no request before it gives its transfer buffers back.</summary>
+    public static TimeSpan IdleRelease { get; set; } = TimeSpan.FromSeconds(30);
+
     private readonly usbif_urb_request[] _batch = new usbif_urb_request[Usbif.Usbif.USB_URB_RING_SIZE];
     private readonly int[] _mergeLengths = new int[Usbif.Usbif.USB_URB_RING_SIZE];
     private readonly Stack<UsbTransfer> _mergedTransfers = new(MaxMergedInFlight);
@@ -58,6 +67,13 @@ internal sealed partial class VusbController : IEventHandler, IBusyPollable, IFa
     private bool _suspended;
     private ControllerJournal? _journal;
     private int _passBudget;
+    private int _batchNext;
+    private int _batchCount;
+    private long _deviceBytes;
+    private long _lastRequest;
+    private bool _buffersHeld;
+    private Timer? _idleTimer;
+    private readonly Action _idleCheck;
     private UrbStatistics _stats;
 
     public VusbController(DomId frontend, int devId, int numPorts, int usbVersion, IGrantTable grants, EventLoop loop, ILogger logger,
@@ -88,6 +104,7 @@ internal sealed partial class VusbController : IEventHandler, IBusyPollable, IFa
             _freeSlots.Push(_slots[i]);
         }
         _drainForeignCompletions = DrainForeignCompletions;
+        _idleCheck = () => Contained(static c => c.ReleaseBuffersIfIdle());
     }
 
     public DomId Frontend { get; }
@@ -151,7 +168,7 @@ internal sealed partial class VusbController : IEventHandler, IBusyPollable, IFa
         }
         Bind(evtchn, journal);
         _logger.ControllerConnected(Frontend.Value, DevId, urbRingRef.Value, connRingRef.Value, evtchn.LocalPort.Value);
-        SaveSnapshot(0);
+        SaveSnapshot();
 
         // Devices assigned before the frontend connected are announced now (QEMU does the same).
         for (int p = 1; p <= NumPorts; p++)
@@ -165,89 +182,6 @@ internal sealed partial class VusbController : IEventHandler, IBusyPollable, IFa
         {
             c.FlushConnEvents();
             c.ProcessRings();
-        });
-    }
-
-    /// <summary>
-    /// Takes over a connection a predecessor daemon served (its journal's snapshot): the rings at the
-    /// snapshot's indexes, the guest's device addresses and what it was told of each port. A push the
-    /// predecessor did not finish is finished; the requests it had in flight are answered IOERROR (its
-    /// URBs died with it; xen-hcd gives -EPROTO, which class drivers recover from by retrying or
-    /// resetting); requests posted since are then served as usual. Devices are attached afterwards
-    /// with <see cref="AttachDevice"/>, which tells the guest nothing it already knows. Throws
-    /// <see cref="InvalidDataException"/> if the snapshot does not fit the rings (the frontend is then
-    /// served afresh).
-    /// </summary>
-    public unsafe void Adopt(GrantRef urbRingRef, GrantRef connRingRef, IEventChannel evtchn, ControllerJournal journal, in ControllerSnapshot snapshot)
-    {
-        AssertLoopThread();
-        MapRings(urbRingRef, connRingRef, out GrantMapping urb, out GrantMapping conn);
-        var urbRing = new BackRing<usbif_urb_request, usbif_urb_response>(urb.Address, snapshot.UrbReqCons, snapshot.UrbRspProdPvt);
-        var connRing = new BackRing<usbif_conn_request, usbif_conn_response>(conn.Address, snapshot.ConnReqCons, snapshot.ConnRspProdPvt);
-        if (!Fits(urbRing.SharedResponseProd, snapshot.UrbRspProdPvt, snapshot.UrbReqCons, urbRing.SharedRequestProd, urbRing.Size)
-            || !Fits(connRing.SharedResponseProd, snapshot.ConnRspProdPvt, snapshot.ConnReqCons, connRing.SharedRequestProd, connRing.Size)
-            || snapshot.ConnReqCons != snapshot.ConnRspProdPvt || snapshot.InFlightCount is < 0 or > ControllerSnapshot.MaxInFlight
-            || snapshot.UrbReqCons - snapshot.UrbRspProdPvt < (uint)snapshot.InFlightCount)
-        {
-            _urbMapping?.Dispose();
-            _connMapping?.Dispose();
-            _urbMapping = _connMapping = null;
-            throw new InvalidDataException("the recovery snapshot does not fit the rings");
-        }
-        _urbRing = urbRing;
-        _connRing = connRing;
-        for (int p = 1; p <= NumPorts; p++)
-        {
-            _ports[p].Address = snapshot.Address[p];
-            _ports[p].AnnouncedSpeed = snapshot.AnnouncedSpeed[p];
-            _ports[p].QueuedSpeed = snapshot.AnnouncedSpeed[p];
-        }
-        Bind(evtchn, journal);
-        for (int i = 0; i < snapshot.InFlightCount; i++)
-        {
-            Respond(snapshot.InFlight[i], Usbif.Usbif.USBIF_STATUS_IOERROR, 0);
-        }
-        _logger.ControllerAdopted(Frontend.Value, DevId, snapshot.InFlightCount, urbRing.SharedRequestProd - snapshot.UrbReqCons);
-        SaveSnapshot(0);
-        // Requests wait until the devices are back on their ports (ResumeAdopted).
-        _suspended = true;
-        Contained(static c =>
-        {
-            c.PushResponses();
-            // The guest may have been waiting on us since before the predecessor died.
-            c._evtchn?.Notify();
-        });
-    }
-
-    /// <summary>
-    /// After <see cref="Adopt"/> and the devices' return to their ports: ports the guest believes occupied
-    /// whose device is gone get their unplug event, and requests are served again.
-    /// </summary>
-    public void ResumeAdopted()
-    {
-        AssertLoopThread();
-        _suspended = false;
-        AnnounceAbsentPorts();
-        Contained(static c => c.ProcessRings());
-    }
-
-    /// <summary>A snapshot fits a live ring: published ≤ answered ≤ consumed ≤ produced, all within a ring's worth.</summary>
-    private static bool Fits(uint published, uint answered, uint consumed, uint produced, uint size) =>
-        answered - published <= size && consumed - answered <= size && produced - consumed <= size - (consumed - answered);
-
-    private void AnnounceAbsentPorts()
-    {
-        for (int p = 1; p <= NumPorts; p++)
-        {
-            if (_ports[p].Device is null && _ports[p].QueuedSpeed != Usbif.Usbif.USBIF_SPEED_NONE)
-            {
-                QueueConnEvent(p, Usbif.Usbif.USBIF_SPEED_NONE);
-            }
-        }
-        Contained(static c =>
-        {
-            c.FlushConnEvents();
-            c.PushResponses();
         });
     }
 
@@ -281,87 +215,9 @@ internal sealed partial class VusbController : IEventHandler, IBusyPollable, IFa
         _journal = journal;
         _evtchn = evtchn;
         _evtchnRegistration = _loop.Register(evtchn.Fd, this);
-    }
-
-    /// <summary>
-    /// Records the recovery snapshot (see <see cref="ControllerSnapshot"/>). <paramref name="consumedUnhandled"/>
-    /// is how many requests at the end of the batch are consumed but not yet in a slot or answered: they
-    /// count as in flight.
-    /// </summary>
-    private unsafe void SaveSnapshot(int consumedUnhandled)
-    {
-        if (_journal is null)
-        {
-            return;
-        }
-        ControllerSnapshot snap = default;
-        snap.UrbReqCons = _urbRing.ReqCons;
-        snap.UrbRspProdPvt = _urbRing.RspProdPvt;
-        snap.ConnReqCons = _connRing.ReqCons;
-        snap.ConnRspProdPvt = _connRing.RspProdPvt;
-        int n = 0;
-        foreach (UrbSlot slot in _slots)
-        {
-            if (slot.InFlight && n < ControllerSnapshot.MaxInFlight && slot.Epoch == _epoch)
-            {
-                snap.InFlight[n++] = slot.Request.id;
-            }
-        }
-        for (int i = 0; i < consumedUnhandled && n < ControllerSnapshot.MaxInFlight; i++)
-        {
-            snap.InFlight[n++] = _batch[i].id;
-        }
-        snap.InFlightCount = n;
-        for (int p = 1; p <= NumPorts; p++)
-        {
-            snap.Address[p] = (byte)_ports[p].Address;
-            snap.AnnouncedSpeed[p] = _ports[p].AnnouncedSpeed;
-        }
-        _journal.Write(in snap);
-    }
-
-    /// <summary>
-    /// The daemon stops and a successor will take over: serve nothing more (requests wait in the ring),
-    /// let what is in flight finish (the caller waits a little, then <see cref="AnswerAllInFlight"/>),
-    /// then <see cref="Release"/>.
-    /// </summary>
-    public void Suspend()
-    {
-        AssertLoopThread();
-        _suspended = true;
-        _loop.RemoveHot(this);
-    }
-
-    /// <summary>
-    /// Lets go of the connection without telling the guest anything: rings unmapped, event channel
-    /// unbound, the journal kept for a successor. With <paramref name="crash"/>, nothing is answered or
-    /// pushed first: what the kernel does when the daemon's process dies (tests). Devices are the caller's.
-    /// </summary>
-    public void Release(bool crash = false)
-    {
-        AssertLoopThread();
-        if (_evtchn is null)
-        {
-            return;
-        }
-        if (!crash)
-        {
-            Contained(static c => c.PushResponses());
-        }
-        _loop.Unregister(_evtchnRegistration, _evtchn.Fd);
-        _loop.RemoveHot(this);
-        IEventChannel evtchn = _evtchn;
-        _evtchn = null;
-        evtchn.Dispose();
-        _urbMapping?.Dispose();
-        _connMapping?.Dispose();
-        _urbMapping = null;
-        _connMapping = null;
-        _urbRing = default;
-        _connRing = default;
-        _pendingConnEvents.Clear();
-        _journal?.Dispose();
-        _journal = null;
+        _batchNext = _batchCount = 0;
+        TimeSpan tick = IdleRelease / 3 > TimeSpan.Zero ? IdleRelease / 3 : TimeSpan.FromSeconds(1);
+        _idleTimer = new Timer(static s => ((VusbController)s!).PostIdleCheck(), this, tick, tick);
     }
 
     /// <summary>Enters closing mode (see <see cref="IsClosing"/>). Loop thread.</summary>
@@ -379,6 +235,10 @@ internal sealed partial class VusbController : IEventHandler, IBusyPollable, IFa
             c.CancelInFlight(port: 0);
             c.PushResponses();
         });
+        if (_batchNext < _batchCount)
+        {
+            _loop.RequestPoll(this); // requests that waited for memory are answered SHUTDOWN now
+        }
     }
 
     public void OnFault(Exception exception) => Fail(exception);
@@ -432,20 +292,7 @@ internal sealed partial class VusbController : IEventHandler, IBusyPollable, IFa
         {
             return;
         }
-        _loop.Unregister(_evtchnRegistration, _evtchn.Fd);
-        _loop.RemoveHot(this);
-        IEventChannel evtchn = _evtchn;
-        _evtchn = null;
-        CancelInFlight(port: 0);
-        DrainForeignCompletionsNow();
-        evtchn.Dispose();
-        _urbMapping?.Dispose();
-        _connMapping?.Dispose();
-        _urbMapping = null;
-        _connMapping = null;
-        _urbRing = default;
-        _connRing = default;
-        _pendingConnEvents.Clear();
+        Unbind(cancelInFlight: true);
         _journal?.Delete();
         _journal = null;
         _logger.ControllerDisconnected(Frontend.Value, DevId);
@@ -455,6 +302,33 @@ internal sealed partial class VusbController : IEventHandler, IBusyPollable, IFa
                 _stats.MeanDeviceMicroseconds, _stats.MeanGrantMicroseconds, _stats.MeanBatch,
                 _stats.Merged, _stats.MergedTransfers);
         }
+    }
+
+    /// <summary>
+    /// Stops serving the connection: the event channel unbound, the rings unmapped. With
+    /// <paramref name="cancelInFlight"/> the URBs in flight are cancelled (and dropped unanswered: the ring
+    /// is going away); without, they stay with their devices for the caller to deal with.
+    /// </summary>
+    private void Unbind(bool cancelInFlight)
+    {
+        _loop.Unregister(_evtchnRegistration, _evtchn!.Fd);
+        _loop.RemoveHot(this);
+        StopIdleTimer();
+        IEventChannel evtchn = _evtchn;
+        _evtchn = null;
+        if (cancelInFlight)
+        {
+            CancelInFlight(port: 0);
+            DrainForeignCompletionsNow();
+        }
+        evtchn.Dispose();
+        _urbMapping?.Dispose();
+        _connMapping?.Dispose();
+        _urbMapping = null;
+        _connMapping = null;
+        _urbRing = default;
+        _connRing = default;
+        _pendingConnEvents.Clear();
     }
 
     /// <summary>Puts a claimed device on a port and tells the guest (if connected).</summary>
@@ -511,15 +385,6 @@ internal sealed partial class VusbController : IEventHandler, IBusyPollable, IFa
         return device;
     }
 
-    /// <summary>Takes a device off its port without a word to the guest (the daemon stops; a successor attaches it again).</summary>
-    public IUsbHostDevice? TakeDevice(int port)
-    {
-        AssertLoopThread();
-        IUsbHostDevice? device = _ports[port].Device;
-        _ports[port].Device = null;
-        return device;
-    }
-
     public void OnEvent(uint events)
     {
         if (_evtchn is null)
@@ -553,6 +418,10 @@ internal sealed partial class VusbController : IEventHandler, IBusyPollable, IFa
         }
         uint before = _urbRing.ReqCons;
         _passBudget = RequestsPerPass;
+        if (_urbRing.HasUnconsumedRequests())
+        {
+            _lastRequest = System.Diagnostics.Stopwatch.GetTimestamp();
+        }
         _dispatchDepth++;
         try
         {
@@ -574,7 +443,7 @@ internal sealed partial class VusbController : IEventHandler, IBusyPollable, IFa
             return;
         }
         // The snapshot first: a successor that finds the push undone finishes it from the snapshot.
-        SaveSnapshot(0);
+        SaveSnapshot();
         bool notify = _urbRing.IsAttached && _urbRing.PushResponsesAndCheckNotify();
         notify |= _connRing.IsAttached && _connRing.PushResponsesAndCheckNotify();
         if (notify)

@@ -96,6 +96,9 @@ internal static partial class Log
     [LoggerMessage(EventId = 238, Level = LogLevel.Warning, Message = "vusb {DomId}/{DevId}: connected, but cannot be re-adopted ({Reason}); serving it afresh")]
     public static partial void AdoptionImpossible(this ILogger logger, int domId, int devId, string reason);
 
+    [LoggerMessage(EventId = 239, Level = LogLevel.Debug, Message = "vusb {DomId}/{DevId}: idle; transfer buffers given back")]
+    public static partial void BuffersReleased(this ILogger logger, int domId, int devId);
+
     [LoggerMessage(EventId = 231, Level = LogLevel.Warning, Message = "vusb {DomId}/{DevId}: backend node grant-mode = '{Value}' is not copy or map; using {Default}")]
     public static partial void GrantModeInvalid(this ILogger logger, int domId, int devId, string value, XenPvUsb.Backend.GrantMode @default);
 }

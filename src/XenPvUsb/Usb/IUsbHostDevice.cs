@@ -34,6 +34,12 @@ public interface IUsbHostDevice : IDisposable
     /// </summary>
     void Cancel(UsbTransfer transfer);
 
+    /// <summary>
+    /// The owner will not submit <paramref name="transfer"/> again (it gives its buffers back): drop whatever
+    /// the device keeps for it (usbfs: its native URB), so that it can be collected. Not for a pending transfer.
+    /// </summary>
+    void Forget(UsbTransfer transfer);
+
     /// <summary>USBDEVFS_SETCONFIGURATION, off the caller's thread. Completes with 0 or a negative errno.</summary>
     Task<int> SetConfigurationAsync(int configurationValue);
 

@@ -117,6 +117,8 @@ public sealed class ContainmentTests
 
         public void Close() => _inner.Close();
 
+        public void Forget(UsbTransfer transfer) => _inner.Forget(transfer);
+
         public void Dispose() => _inner.Dispose();
     }
 }

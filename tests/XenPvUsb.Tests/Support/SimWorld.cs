@@ -64,10 +64,29 @@ internal sealed class SimWorld : IAsyncDisposable
     /// <summary>Where the backend keeps its recovery journals (the daemon's /run/xenpvusb).</summary>
     public string StateDirectory => Path.Combine(Directory, "state");
 
+    /// <summary>Cap on each new controller's usbfs memory in flight (the daemon's default unless set).</summary>
+    public long UsbfsBudget
+    {
+        get => _usbfsBudget;
+        set
+        {
+            _usbfsBudget = value;
+            if (_backendHost is not null)
+            {
+                _backendHost.UsbfsBudget = value;
+            }
+        }
+    }
+
+    private long _usbfsBudget = VusbController.DefaultUsbfsBudget;
+    private BackendHost? _backendHost;
+
     private BackendRegistry NewRegistry()
     {
         BackendHost host = Host.CreateBackendHost(Dom0, Loop, usb: Usb);
         host.StateDirectory = StateDirectory;
+        host.UsbfsBudget = _usbfsBudget;
+        _backendHost = host;
         return new BackendRegistry(host);
     }
 

@@ -59,7 +59,8 @@ internal sealed unsafe class UsbfsDevice : IUsbHostDevice, IEventHandler
 
     // Loop thread.
     private readonly Dictionary<UsbTransfer, UrbEntry> _byTransfer = new(ReferenceEqualityComparer.Instance);
-    private readonly List<UrbEntry> _entries = new();
+    private readonly List<UrbEntry?> _entries = new();
+    private readonly Stack<int> _freeEntries = new();
     private long _registration;
     private bool _handleRefAdded;
     private int _pending;
@@ -204,6 +205,30 @@ internal sealed unsafe class UsbfsDevice : IUsbHostDevice, IEventHandler
     }
 
     /// <summary>
+    /// Loop thread: the owner gave <paramref name="transfer"/> up; its entry and native URB go (a discard still
+    /// holding the URB frees it when it returns). Its index is reused by the next new transfer.
+    /// </summary>
+    public void Forget(UsbTransfer transfer)
+    {
+        ArgumentNullException.ThrowIfNull(transfer);
+        if (_disposed || !_byTransfer.TryGetValue(transfer, out UrbEntry? entry) || entry.Pending)
+        {
+            return;
+        }
+        _byTransfer.Remove(transfer);
+        _entries[entry.Index] = null;
+        _freeEntries.Push(entry.Index);
+        if (entry.Discard is { } discard && discard.TryRetire())
+        {
+            Interlocked.Increment(ref _retired);
+        }
+        else
+        {
+            NativeMemory.Free(entry.Urb);
+        }
+    }
+
+    /// <summary>
     /// Queues USBDEVFS_DISCARDURB on the worker (usb_kill_urb waits for the host controller to give the URB
     /// back, which a sick controller or device can make take long). The URB then waits on the completed
     /// list and the next EPOLLOUT reaps it (-ENOENT, or its real status if it finished first).
@@ -338,12 +363,11 @@ internal sealed unsafe class UsbfsDevice : IUsbHostDevice, IEventHandler
     {
         nint context = (nint)urb->usercontext;
         int index = (int)context - 1;
-        if (index < 0 || index >= _entries.Count || _entries[index].Urb != urb || !_entries[index].Pending)
+        if (index < 0 || index >= _entries.Count || _entries[index] is not { } entry || entry.Urb != urb || !entry.Pending)
         {
             _logger.UsbfsUnknownUrb(BusId, context);
             return;
         }
-        UrbEntry entry = _entries[index];
         entry.Pending = false;
         _pending--;
         UsbTransfer t = entry.Transfer;
@@ -380,8 +404,7 @@ internal sealed unsafe class UsbfsDevice : IUsbHostDevice, IEventHandler
     {
         for (int i = 0; i < _entries.Count; i++)
         {
-            UrbEntry entry = _entries[i];
-            if (entry.Pending)
+            if (_entries[i] is { Pending: true } entry)
             {
                 entry.Pending = false;
                 _pending--;
@@ -519,8 +542,12 @@ internal sealed unsafe class UsbfsDevice : IUsbHostDevice, IEventHandler
         }
         worker.Step("close");
         _file.Dispose();
-        foreach (UrbEntry entry in _entries)
+        foreach (UrbEntry? entry in _entries)
         {
+            if (entry is null)
+            {
+                continue;
+            }
             // A discard still owning this URB has run already: the queue is serial and the teardown is last.
             NativeMemory.Free(entry.Urb);
         }
@@ -649,13 +676,21 @@ internal sealed unsafe class UsbfsDevice : IUsbHostDevice, IEventHandler
             return entry;
         }
         bool iso = transfer.Type == UsbTransferType.Isochronous;
-        entry = new UrbEntry(transfer, _entries.Count, AllocateUrb(iso))
+        int index = _freeEntries.Count > 0 ? _freeEntries.Pop() : _entries.Count;
+        entry = new UrbEntry(transfer, index, AllocateUrb(iso))
         {
             HasIsoRoom = iso,
             // UsbTransfer buffers are allocated on the pinned object heap, so this address is stable.
             Buffer = Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(transfer.Buffer)),
         };
-        _entries.Add(entry);
+        if (index == _entries.Count)
+        {
+            _entries.Add(entry);
+        }
+        else
+        {
+            _entries[index] = entry;
+        }
         _byTransfer.Add(transfer, entry);
         return entry;
     }
