@@ -14,6 +14,8 @@ internal sealed class NullUsbHost : IUsbHost
 
     public IReadOnlyList<UsbDeviceInfo> Enumerate() => [];
 
+    public Task HandBackAsync(string busId) => Task.CompletedTask;
+
     public UsbDeviceInfo? Find(string busId) => UsbSysfs.IsValidBusId(busId)
         ? new UsbDeviceInfo(busId, 1, 2, 0x1209, 0x0001, 0, UsbSpeed.High, 0, null, "null device", null)
         : null;

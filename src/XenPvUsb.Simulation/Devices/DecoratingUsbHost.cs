@@ -11,6 +11,7 @@ public sealed class DecoratingUsbHost : IUsbHost
     private readonly IUsbHost _inner;
     private readonly Dictionary<string, Func<IUsbHostDevice, IUsbHostDevice>> _wrappers = new(StringComparer.Ordinal);
     private readonly Lock _lock = new();
+    private readonly List<string> _handedBack = new();
 
     public DecoratingUsbHost(IUsbHost inner)
     {
@@ -33,6 +34,27 @@ public sealed class DecoratingUsbHost : IUsbHost
     }
 
     public IReadOnlyList<UsbDeviceInfo> Enumerate() => _inner.Enumerate();
+
+    /// <summary>Bus ids the backend asked to give back to the host's drivers (tests).</summary>
+    public IReadOnlyList<string> HandedBack
+    {
+        get
+        {
+            lock (_lock)
+            {
+                return [.. _handedBack];
+            }
+        }
+    }
+
+    public Task HandBackAsync(string busId)
+    {
+        lock (_lock)
+        {
+            _handedBack.Add(busId);
+        }
+        return _inner.HandBackAsync(busId);
+    }
 
     public UsbDeviceInfo? Find(string busId) => _inner.Find(busId);
 

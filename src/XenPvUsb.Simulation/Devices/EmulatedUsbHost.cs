@@ -215,6 +215,9 @@ public sealed class EmulatedUsbHost : IUsbHost, IDisposable
         }
     }
 
+    /// <summary>No host drivers here: nothing to give back.</summary>
+    public Task HandBackAsync(string busId) => Task.CompletedTask;
+
     /// <summary>Claims the device at <paramref name="busId"/>; disposing the returned device releases the claim.</summary>
     public IUsbHostDevice Open(string busId)
     {

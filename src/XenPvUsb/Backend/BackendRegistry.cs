@@ -248,8 +248,23 @@ public sealed class BackendRegistry : IAsyncDisposable
                 // A leftover of a dead domain (destroyed while the daemon was down, or whose nodes nobody
                 // removed): never served, its devices never claimed.
                 _logger.StaleController(dom, dev);
+                List<string> assigned = await AssignedBusIdsAsync(dom, dev).ConfigureAwait(false);
                 bool domainGone = await _host.Store.ReadAsync($"/local/domain/{dom}").ConfigureAwait(false) is null;
                 await VusbBackend.RemoveNodesAsync(_host, _logger, new DomId(dom), dev, includeLibxl: domainGone).ConfigureAwait(false);
+                // Its devices were closed by a predecessor without hand-back: dom0 gets them back now,
+                // unless another controller serves one.
+                foreach (string busId in assigned)
+                {
+                    bool taken;
+                    lock (_lock)
+                    {
+                        taken = _busIds.ContainsKey(busId);
+                    }
+                    if (!taken)
+                    {
+                        await _host.Usb.HandBackAsync(busId).ConfigureAwait(false);
+                    }
+                }
                 return;
             }
             backend = new VusbBackend(_host, this, new DomId(dom), dev);
@@ -274,6 +289,21 @@ public sealed class BackendRegistry : IAsyncDisposable
                 await RemoveAsync(backend).ConfigureAwait(false);
             }
         }
+    }
+
+    private async Task<List<string>> AssignedBusIdsAsync(ushort dom, int dev)
+    {
+        var busIds = new List<string>();
+        string be = $"{_root}/{dom}/{dev}";
+        foreach (string port in await _host.Store.DirectoryAsync($"{be}/port").ConfigureAwait(false))
+        {
+            string? busId = await _host.Store.ReadAsync($"{be}/port/{port}").ConfigureAwait(false);
+            if (!string.IsNullOrEmpty(busId) && Host.UsbSysfs.IsValidBusId(busId))
+            {
+                busIds.Add(busId);
+            }
+        }
+        return busIds;
     }
 
     private async Task RemoveAsync(VusbBackend backend)

@@ -12,6 +12,13 @@ public interface IUsbHost
     /// <summary>Opens and claims the device at a bus id. Throws <see cref="UsbDeviceException"/> if absent or busy.</summary>
     IUsbHostDevice Open(string busId);
 
+    /// <summary>
+    /// Gives the device at a bus id, which no controller serves, back to the host's drivers: for the devices of
+    /// a stale controller whose domain died while no daemon ran (its predecessor closed them without hand-back).
+    /// A device open here now is left alone.
+    /// </summary>
+    Task HandBackAsync(string busId);
+
     /// <summary>A device appeared at or vanished from a bus id. Raised on any thread.</summary>
     event Action<UsbHotplugEvent>? Hotplug;
 }

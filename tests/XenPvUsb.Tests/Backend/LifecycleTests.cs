@@ -117,6 +117,7 @@ public sealed class LifecycleTests
         }
         Assert.That(_world.Registry.Count, Is.Zero);
         Assert.That(_world.Host.Usb.GetDevice(stick)!.IsClaimed, Is.False, "its device was never claimed");
+        Assert.That(_world.Usb.HandedBack, Is.EqualTo(new[] { stick }), "and it goes back to dom0's drivers");
     }
 
     [Test]

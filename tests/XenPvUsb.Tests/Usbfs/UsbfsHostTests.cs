@@ -349,6 +349,38 @@ public sealed class UsbfsHostTests
     }
 
     [Test]
+    public void HandBack_OfAStaleControllersDevice_WithoutAnyClaim_OffersItsInterfacesToDom0()
+    {
+        // The predecessor closed it without hand-back and systemd dropped the claim with the stop.
+        _sysfs.AddInterface("12-1.4", 1, 0);
+        _sysfs.AddInterface("12-1.4", 1, 1, driver: "usbhid");
+        Wait(_host.HandBackAsync("12-1.4"));
+        Assert.That(Journal(), Is.EqualTo(new[] { "012/103: connect 0", "012/103: close" }), "no port to release; every interface without a driver offered");
+    }
+
+    [Test]
+    public void HandBack_OfADeviceWithAnInheritedClaim_ReleasesThePortFirst()
+    {
+        _host.Dispose();
+        _sysfs.AddInterface("12-1.4", 1, 0);
+        _store.Inherit("xenpvusb-port-12-1.4");
+        _host = CreateHost();
+        Wait(_host.HandBackAsync("12-1.4"));
+        Assert.That(Journal(), Is.EqualTo(new[] { "inherited: release_port 4", "inherited: close", "012/103: connect 0", "012/103: close" }));
+        Wait(_host.HandBackInheritedClaimsAsync());
+        Assert.That(Journal(), Has.Length.EqualTo(4), "handed back once");
+    }
+
+    [Test]
+    public void HandBack_OfADeviceOpenHere_LeavesItAlone()
+    {
+        using IUsbHostDevice device = _host.Open("1-2");
+        int before = Journal().Length;
+        Wait(_host.HandBackAsync("1-2"));
+        Assert.That(Journal(), Has.Length.EqualTo(before));
+    }
+
+    [Test]
     public void InheritedClaim_DeviceNoLongerThere_OnlyReleasesThePort()
     {
         _host.Dispose();

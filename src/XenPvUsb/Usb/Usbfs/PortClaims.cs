@@ -326,17 +326,48 @@ internal sealed class PortClaims : IDisposable
     private Task StartHandBack(PortClaim claim, string reason)
     {
         var worker = new UsbfsWorker(claim.BusId, _logger, _slowThreshold);
-        worker.PostLast(new HandBackWork(this, claim, reason));
+        worker.PostLast(new HandBackWork(this, claim, claim.BusId, reason));
         return worker.Completion;
     }
 
-    private void HandBack(PortClaim claim, string reason, UsbfsWorker worker)
+    /// <summary>
+    /// Gives a device no controller serves back to dom0's drivers (a stale controller's, removed at start-up):
+    /// an inherited claim of its port is released first; a port someone holds now is left alone.
+    /// </summary>
+    public Task HandBackAsync(string busId, string reason)
     {
-        Release(claim, worker);
-        UsbDeviceInfo? info = Host.UsbSysfs.Read(_sysfsRoot, claim.BusId);
+        PortClaim? inherited = null;
+        lock (_lock)
+        {
+            if (_claims.TryGetValue(busId, out PortClaim? c))
+            {
+                if (c.State != PortClaimState.Inherited)
+                {
+                    return Task.CompletedTask; // held by an open device, or already on its way back
+                }
+                c.State = PortClaimState.HandingBack;
+                inherited = c;
+            }
+        }
+        if (inherited is not null)
+        {
+            return StartHandBack(inherited, reason);
+        }
+        var worker = new UsbfsWorker(busId, _logger, _slowThreshold);
+        worker.PostLast(new HandBackWork(this, null, busId, reason));
+        return worker.Completion;
+    }
+
+    private void HandBack(PortClaim? claim, string busId, string reason, UsbfsWorker worker)
+    {
+        if (claim is not null)
+        {
+            Release(claim, worker);
+        }
+        UsbDeviceInfo? info = Host.UsbSysfs.Read(_sysfsRoot, busId);
         if (info is null || info.IsHub)
         {
-            _logger.UsbfsHandedBack(claim.BusId, reason + "; no device there now", 0);
+            _logger.UsbfsHandedBack(busId, reason + "; no device there now", 0);
             return;
         }
         IUsbfsFile file;
@@ -347,14 +378,14 @@ internal sealed class PortClaims : IDisposable
         }
         catch (UsbDeviceException e)
         {
-            _logger.UsbfsHandBackFailed(claim.BusId, "open", e.Errno);
+            _logger.UsbfsHandBackFailed(busId, "open", e.Errno);
             return;
         }
         using (file)
         {
-            int bound = Math.Max(0, UsbfsHandBack.Reattach(file, _sysfsRoot, claim.BusId, null, worker, _logger));
+            int bound = Math.Max(0, UsbfsHandBack.Reattach(file, _sysfsRoot, busId, null, worker, _logger));
             worker.Step("close");
-            _logger.UsbfsHandedBack(claim.BusId, reason, bound);
+            _logger.UsbfsHandedBack(busId, reason, bound);
         }
     }
 
@@ -398,8 +429,8 @@ internal sealed class PortClaims : IDisposable
         }
     }
 
-    private sealed class HandBackWork(PortClaims registry, PortClaim claim, string reason) : IUsbfsWork
+    private sealed class HandBackWork(PortClaims registry, PortClaim? claim, string busId, string reason) : IUsbfsWork
     {
-        public void Run(UsbfsWorker worker) => registry.HandBack(claim, reason, worker);
+        public void Run(UsbfsWorker worker) => registry.HandBack(claim, busId, reason, worker);
     }
 }

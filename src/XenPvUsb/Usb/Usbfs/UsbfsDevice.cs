@@ -528,16 +528,19 @@ internal sealed unsafe class UsbfsDevice : IUsbHostDevice, IEventHandler
             if (!gone)
             {
                 ReleaseAll(worker);
-                var hadDriver = new List<int>();
-                for (int n = 0; n < MaxInterfaces; n++)
+                // Every interface we held is offered to dom0's drivers, not only those we took a driver from:
+                // a device re-adopted after a restart had none left to take (the predecessor closed it without
+                // hand-back). USBDEVFS_CONNECT binds nothing where no driver wants the interface.
+                var offer = new List<int>();
+                foreach (UsbInterfaceInfo iface in UsbSysfs.ReadInterfaces(_sysfsRoot, BusId))
                 {
-                    if (_hadDriver[n])
+                    if (iface.Number < MaxInterfaces && (_hadDriver[iface.Number] || iface.Driver is null || iface.Driver == UsbfsDriverName))
                     {
-                        _hadDriver[n] = false;
-                        hadDriver.Add(n);
+                        offer.Add(iface.Number);
                     }
                 }
-                reconnected = Math.Max(0, UsbfsHandBack.Reattach(_file, _sysfsRoot, BusId, hadDriver, worker, _logger));
+                Array.Clear(_hadDriver);
+                reconnected = Math.Max(0, UsbfsHandBack.Reattach(_file, _sysfsRoot, BusId, offer, worker, _logger));
             }
         }
         worker.Step("close");

@@ -171,6 +171,9 @@ public sealed class UsbfsHost : IUsbHost, IDisposable
     /// </summary>
     public Task HandBackInheritedClaimsAsync() => _claims.HandBackInheritedAsync();
 
+    public Task HandBackAsync(string busId) =>
+        UsbSysfs.IsValidBusId(busId) ? _claims.HandBackAsync(busId, "its controller's domain is gone") : Task.CompletedTask;
+
     /// <summary>
     /// Call when the daemon stops to be started again (systemctl restart, upgrade): from now on devices
     /// disposed keep their port claims in the fd store for the next daemon instead of going back to dom0.
