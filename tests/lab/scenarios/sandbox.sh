@@ -31,10 +31,12 @@ sb_process() {
   [ "$seccomp" = 2 ] || { reason "Seccomp: $seccomp (2 = filter)"; return 1; }
   [ "$nnp" = 1 ] || { reason "NoNewPrivs: $nnp"; return 1; }
   [ "$net" != "$net1" ] || { reason "same network namespace as PID 1 ($net)"; return 1; }
-  # xenfs's privcmd (hypercalls) is covered by an inaccessible node in the daemon's mount namespace
-  pc=$(stat -L -c '%a %F' /proc/$pid/root/proc/xen/privcmd 2>&1)
-  [ "${pc%% *}" = 0 ] || { reason "/proc/xen/privcmd in the daemon's namespace: $pc"; return 1; }
-  reason "MainPID $pid: CapEff=0 CapBnd=0, Seccomp=2, NoNewPrivs=1, network namespace $net (PID 1: $net1); its /proc/xen/privcmd: $pc"
+  # its own /proc (ProtectProc=, ProcSubset=pid): no xenfs, so no privcmd (hypercalls), and no /proc/sys
+  [ ! -e /proc/$pid/root/proc/xen/privcmd ] || { reason "/proc/xen/privcmd exists in the daemon's namespace"; return 1; }
+  [ ! -e /proc/$pid/root/proc/sys/kernel ] || { reason "/proc/sys is visible in the daemon's namespace (ProcSubset=pid)"; return 1; }
+  pc=$(grep -c xenfs /proc/$pid/mountinfo)
+  [ "$pc" = 0 ] || { reason "xenfs is mounted in the daemon's namespace"; return 1; }
+  reason "MainPID $pid: CapEff=0 CapBnd=0, Seccomp=2, NoNewPrivs=1, network namespace $net (PID 1: $net1); its /proc: no xenfs, no privcmd, no /proc/sys"
 }
 
 sb_denials() {

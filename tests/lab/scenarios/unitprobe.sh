@@ -1,7 +1,7 @@
 # Scenario "unitprobe" (diagnostics, not in ALL): which of the unit's sandbox settings stops what.
 #   access     for each hardening setting of packaging/systemd/xenpvusbd.service alone, and for all of
 #              them together, a transient unit (systemd-run) tries what the daemon does first: read
-#              /proc/xen/capabilities, open /dev/xen/{gntdev,evtchn,xenbus} and a usbfs node, connect to
+#              /proc/xen/capabilities (or /sys/hypervisor, as the daemon does), open /dev/xen/{gntdev,evtchn,xenbus} and a usbfs node, connect to
 #              xenstored's socket
 #   bisect     if the real unit does not start: one drop-in per setting that undoes just that setting
 #              (boolean -> no, list -> reset), and whether the daemon starts then
@@ -18,8 +18,8 @@ up_settings() {
 
 UP_TEST='r=""
 if [ -n "$UP_VERBOSE" ]; then ls -la /proc/xen/; grep -E " /proc(/xen)? " /proc/self/mountinfo; cat /proc/xen/capabilities; id; grep -E "^(Cap|Seccomp|NoNewPrivs)" /proc/self/status; fi
-c=$(cat /proc/xen/capabilities 2>&1) || r="$r capabilities($c)"
-case $c in *control_d*) ;; *) r="$r no-control_d($c)";; esac
+if c=$(cat /proc/xen/capabilities 2>/dev/null); then case $c in *control_d*) ;; *) r="$r no-control_d($c)";; esac
+else [ "$(cat /sys/hypervisor/type 2>&1)" = xen ] && [ "$(cat /sys/hypervisor/uuid 2>&1)" = 00000000-0000-0000-0000-000000000000 ] || r="$r not-dom0(no /proc/xen/capabilities, /sys/hypervisor: $(cat /sys/hypervisor/type /sys/hypervisor/uuid 2>&1 | tr "\n" " "))"; fi
 for d in gntdev evtchn xenbus; do ( exec 3<> /dev/xen/$d ) 2> /dev/null || r="$r $d"; done
 u=$(ls /dev/bus/usb/*/* 2> /dev/null | head -n 1); ( exec 3<> $u ) 2> /dev/null || r="$r usbfs($u)"
 [ -S /run/xenstored/socket ] && { xenstore-read /local/domain/0/name > /dev/null 2>&1 || r="$r xenstored"; }
