@@ -62,7 +62,7 @@ ds_attach() {
 # until usb-storage is bound to it again (the daemon's part: figure destroy-handback-s, aim 2 s) and
 # until its block device is there (plus usb-storage's own settle delay and SCSI scan in dom0).
 ds_destroy() {
-  local a t0 dt dd pid n=0 up
+  local a t0 dt dd pid n=0 up up_ret kt
   read -r a < $DS/busid-a
   guest_wait dsa 'GUEST-RESULT read1-progress|GUEST-RESULT read1 ' 300 || { pv_log 20; reason "dsa's read did not get going"; return 1; }
   guest_log dsa | grep -q 'GUEST-RESULT read1 ' && { reason "dsa's read ended before the destroy"; return 1; }
@@ -73,7 +73,8 @@ ds_destroy() {
   xl destroy dsa || { reason "xl destroy failed"; return 1; }
   t0=$(lab_now); echo $t0 > $DS/t-destroyed
   read -r up _ < /proc/uptime; echo "destroy: xl destroy dsa returned at dom0 uptime $up (the journal's monotonic clock)"
-  guest_unfollow dsa
+  up_ret=$up
+  # (the console follower is stopped afterwards: guest_unfollow takes seconds, which would count here)
   until usb_bound_to $a usb-storage; do
     n=$((n + 1))
     [ $n -gt 1200 ] && { pv_log 30; reason "usb-storage not bound to the stick within 60 s of xl destroy (drivers: $(usb_drivers $a))"; return 1; }
@@ -87,6 +88,10 @@ ds_destroy() {
     lab_sleep 0.05
   done
   dd=$(lab_elapsed $t0)
+  guest_unfollow dsa
+  # the kernel's own time of usb-storage's probe, against the uptime at xl destroy's return
+  kt=$(dmesg | grep "usb-storage $a:1.0: USB Mass Storage device detected" | tail -n 1 | sed -n 's/^\[ *\([0-9.]*\)\].*/\1/p')
+  [ -n "$kt" ] && figure destroy-handback-kernel-s "$(awk -v a=$up_ret -v b=$kt 'BEGIN { printf "%.2f", b - a }')" s
   echo $dt > $DS/handback
   figure destroy-handback-s $dt s
   figure destroy-handback-disk-s $dd s
@@ -162,13 +167,13 @@ ds_destroy_idle() {
   read -r a < $DS/busid-a; read -r b < $DS/busid-b; read -r id < $DS/dsb.id
   xl destroy dsb || { reason "xl destroy dsb failed"; return 1; }
   t0=$(lab_now)
-  guest_unfollow dsb
   until usb_bound_to $a usb-storage && usb_bound_to $b usb-storage && usb_has_disk $LAB_STICK_EHCI_SERIAL && usb_has_disk $LAB_STICK_EHCI3_SERIAL; do
     n=$((n + 1))
     [ $n -gt 1200 ] && { pv_log 30; reason "sticks not back within 60 s (drivers: $a: $(usb_drivers $a); $b: $(usb_drivers $b))"; return 1; }
     lab_sleep 0.05
   done
   dt=$(lab_elapsed $t0)
+  guest_unfollow dsb
   figure destroy-handback-idle-s $dt s
   ds_nodes_gone $id || return 1
   reason "both sticks back in dom0 $dt s after xl destroy returned; nodes of domain $id gone"
