@@ -78,6 +78,24 @@ figure() { echo "FIGURE $1 $2 $3"; }
 LAB_REQ_N=0
 lab_request() { LAB_REQ_N=$((LAB_REQ_N + 1)); echo "LAB-REQUEST r$$-$LAB_REQ_N $*"; }
 
+# lab_sleep SECONDS: sleep without a fork (read -t on a FIFO nobody writes; fractions work).
+lab_sleep() {
+  if [ -z "${LAB_SLEEP_FD:-}" ]; then
+    [ -p "$LAB_TMP/sleep.fifo" ] || mkfifo "$LAB_TMP/sleep.fifo"
+    exec {LAB_SLEEP_FD}<> "$LAB_TMP/sleep.fifo"
+  fi
+  read -r -t "$1" -u "$LAB_SLEEP_FD" _ || true
+}
+
+# usb_drivers BUSID: the drivers bound to the device's interfaces, space-separated ("" if none; builtins only).
+usb_drivers() {
+  local f out=
+  for f in /sys/bus/usb/drivers/*/"$1":*; do [ -e "$f" ] || continue; f=${f%/*}; out="$out${out:+ }${f##*/}"; done
+  echo "$out"
+}
+# usb_bound_to BUSID DRIVER: an interface of the device is bound to DRIVER (builtins only, no output).
+usb_bound_to() { local f; for f in /sys/bus/usb/drivers/"$2"/"$1":*; do [ -e "$f" ] && return 0; done; return 1; }
+
 # wait_for TIMEOUT_S CMD...: run CMD every second (keep CMD cheap: builtins) until it succeeds.
 wait_for() {
   local end=$((SECONDS + $1)); shift
@@ -117,6 +135,30 @@ usb_disk_by_serial() {
   for b in "$d"/*/host*/target*/*/block/*; do [ -e "$b" ] && { echo "${b##*/}"; return 0; }; done
   return 1
 }
+# lab_stick_id SERIAL: the QEMU device id of a stick (for lab_request unplug|replug).
+lab_stick_id() {
+  case $1 in
+    "$LAB_STICK_EHCI_SERIAL") echo stick;;
+    "$LAB_STICK_EHCI3_SERIAL") echo stick3;;
+    "$LAB_STICK_XHCI_SERIAL") echo ssstick;;
+  esac
+}
+# lab_recover_stick SERIAL: for cleanups, after the checks: if dom0 has no block device for the stick
+# (a daemon that did not hand it back), QEMU unplugs and replugs it, so that a fresh enumeration binds
+# usb-storage and the next scenarios find dom0 as they expect. Says so loudly; 0 if the stick is back.
+lab_recover_stick() {
+  local s=$1 id
+  usb_has_disk $s && return 0
+  id=$(lab_stick_id $s)
+  echo "LAB-RECOVERY: dom0 has no block device for $s ($(d=$(usb_dev_by_serial $s) && echo "${d##*/}, drivers: $(usb_drivers ${d##*/})" || echo "not in sysfs")); QEMU unplugs and replugs $id"
+  if usb_has_serial $s; then
+    lab_request unplug $id
+    wait_for 60 eval "! usb_has_serial $s"
+  fi
+  lab_request replug $id
+  wait_for 90 usb_has_disk $s
+}
+
 # usb_busdev SERIAL: "BUS DEV" numbers (decimal) of a USB device, for xl usbdev-attach.
 usb_busdev() {
   local d b n
@@ -140,11 +182,15 @@ read_disk() {
 # --- PV guests -------------------------------------------------------------------------------------
 # guest_create NAME SCRIPT [XL-CONFIG-LINE...]: start a PV guest (dom0 kernel + lab initramfs) whose
 # init sources SCRIPT (a file in dom0; it may use the helpers of tests/lab/guest/init).
+# Environment: GUEST_SKIP_MODULES (modules of the load order not to load, e.g. xen_hcd),
+# GUEST_EXTRA_MODULES (optional modules to load: xen_gntalloc xen_evtchn), GUEST_MEMORY (MiB, default 512).
 guest_create() {
   local name=$1 script=$2 d=$LAB_GUESTS/$1
   shift 2
   rm -rf "$d"; mkdir -p "$d/root/lab"
   cp "$script" "$d/root/lab/script.sh"
+  [ -n "${GUEST_SKIP_MODULES:-}" ] && printf '%s\n' $GUEST_SKIP_MODULES > "$d/root/lab/modules.skip"
+  [ -n "${GUEST_EXTRA_MODULES:-}" ] && printf '%s\n' $GUEST_EXTRA_MODULES > "$d/root/lab/modules.extra"
   { cat /payload/guest/initrd.gz
     (cd "$d/root" && find . | cpio -o -H newc --quiet -R 0:0 | gzip -1)
   } > "$d/initrd.gz"
@@ -154,7 +200,7 @@ guest_create() {
     echo 'kernel = "/lab/guest-vmlinuz"'
     echo "ramdisk = \"$d/initrd.gz\""
     echo 'extra = "console=hvc0"'
-    echo 'memory = 512'
+    echo "memory = ${GUEST_MEMORY:-512}"
     echo 'vcpus = 1'
     echo 'on_poweroff = "destroy"'
     echo 'on_crash = "destroy"'
@@ -282,7 +328,7 @@ pv_ensure() {
 # "Deactivated successfully" (exit status 0), the daemon's "stopped" line and no error in the journal.
 # Figure xenpvusbd-stop-s.
 pv_stop() {
-  local t0 dt pid st log errs
+  local t0 dt pid st log errs stopped
   pid=$(pv_pid)
   [ "${pid:-0}" -gt 0 ] || { reason "xenpvusbd is not running"; return 1; }
   t0=$(lab_now)
@@ -295,8 +341,11 @@ pv_stop() {
   log=$(journalctl -u xenpvusbd --since "@$((t0 / 1000000))" -o cat --no-pager 2>&1)
   # systemd says "Deactivated successfully" only if the main process exited with status 0 by itself
   echo "$log" | grep -q "Deactivated successfully" || { pv_log; reason "systemd did not report a successful exit"; return 1; }
-  echo "$log" | grep -q "stopped: every controller and device released" || { pv_log; reason "no 'stopped' line from pid $pid"; return 1; }
+  # "stopped: every controller and device released", or (controllers still connected) "stopped:
+  # controllers left connected for the next xenpvusbd, their devices kept from dom0's drivers"
+  echo "$log" | grep -q "stopped: " || { pv_log; reason "no 'stopped' line from pid $pid"; return 1; }
+  stopped=$(echo "$log" | grep -m1 -o "stopped: .*")
   errs=$(journalctl -u xenpvusbd _PID="$pid" -p err --since "@$((t0 / 1000000))" -o cat --no-pager 2>&1 | grep -v '^-- ')
   [ -z "$errs" ] || { echo "$errs"; reason "errors while stopping: $(echo "$errs" | head -n1)"; return 1; }
-  reason "pid $pid stopped in $dt s: $st, journal: stopped: every controller and device released; Deactivated successfully"
+  reason "pid $pid stopped in $dt s: $st, journal: $stopped; Deactivated successfully"
 }

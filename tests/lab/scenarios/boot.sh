@@ -4,14 +4,15 @@
 usb_present() {
   lsusb
   ls -l /dev/bus/usb/*/ | head -n 40
-  local s n=0 want="$LAB_STICK_EHCI_SERIAL $LAB_STICK_XHCI_SERIAL"
-  wait_for 60 eval 'usb_has_disk $LAB_STICK_EHCI_SERIAL && usb_has_disk $LAB_STICK_XHCI_SERIAL' \
+  local s n=0 want="$LAB_STICK_EHCI_SERIAL $LAB_STICK_XHCI_SERIAL $LAB_STICK_EHCI3_SERIAL"
+  wait_for 60 eval 'usb_has_disk $LAB_STICK_EHCI_SERIAL && usb_has_disk $LAB_STICK_XHCI_SERIAL && usb_has_disk $LAB_STICK_EHCI3_SERIAL' \
     || { reason "sticks not found: $(for s in $want; do usb_disk_by_serial $s >/dev/null || echo -n "$s "; done)"; return 1; }
   lsusb -d 0627:0001 >/dev/null || { reason "no QEMU keyboard/tablet (0627:0001)"; return 1; }
   n=$(lsusb | wc -l)
-  local e x
-  e=$(usb_dev_by_serial $LAB_STICK_EHCI_SERIAL); x=$(usb_dev_by_serial $LAB_STICK_XHCI_SERIAL)
-  reason "$n USB devices; EHCI stick ${e##*/} $(cat $e/speed)M /dev/$(usb_disk_by_serial $LAB_STICK_EHCI_SERIAL), xHCI stick ${x##*/} $(cat $x/speed)M; $(ls /dev/bus/usb/*/* | wc -l) usbfs nodes"
+  local e x e3
+  e=$(usb_dev_by_serial $LAB_STICK_EHCI_SERIAL); x=$(usb_dev_by_serial $LAB_STICK_XHCI_SERIAL); e3=$(usb_dev_by_serial $LAB_STICK_EHCI3_SERIAL)
+  [ "$(cat $e3/speed)" = 480 ] || { reason "second EHCI stick ${e3##*/} at $(cat $e3/speed)M, not high speed"; return 1; }
+  reason "$n USB devices; EHCI sticks ${e##*/} $(cat $e/speed)M /dev/$(usb_disk_by_serial $LAB_STICK_EHCI_SERIAL) and ${e3##*/} $(cat $e3/speed)M /dev/$(usb_disk_by_serial $LAB_STICK_EHCI3_SERIAL), xHCI stick ${x##*/} $(cat $x/speed)M; $(ls /dev/bus/usb/*/* | wc -l) usbfs nodes"
 }
 
 xl_info() {

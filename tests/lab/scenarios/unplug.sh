@@ -129,7 +129,7 @@ un_cleanup() {
     lab_request replug stick
     wait_for 60 usb_has_serial $LAB_STICK_EHCI_SERIAL || echo "unplug: the stick did not come back"
   fi
-  wait_for 60 usb_has_disk $LAB_STICK_EHCI_SERIAL || { reason "dom0 does not have the stick back"; return 1; }
+  wait_for 60 usb_has_disk $LAB_STICK_EHCI_SERIAL || { lab_recover_stick $LAB_STICK_EHCI_SERIAL; reason "dom0 did not get the stick back by itself (replugged in QEMU for the next scenarios)"; return 1; }
   reason "guest destroyed, stick in dom0 as /dev/$(usb_disk_by_serial $LAB_STICK_EHCI_SERIAL)"
 }
 
