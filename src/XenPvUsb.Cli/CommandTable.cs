@@ -15,6 +15,9 @@ namespace XenPvUsb.Cli;
 /// </summary>
 internal static class CommandTable
 {
+    // How long an attach waits for the daemon's verdict (port-status/N); a new controller under TCG takes seconds.
+    private static readonly TimeSpan s_verdictTimeout = TimeSpan.FromSeconds(10);
+
     public static RootCommand Build()
     {
         var root = new RootCommand("xenpvusb: give Xen guests USB devices through PVUSB (backend: xenpvusbd)");
@@ -62,7 +65,9 @@ internal static class CommandTable
         yield return Verb("usb-attach", "Attach a host USB device to a port of a virtual controller", [domain, devId, port, busId], async (r, ctx, ct) =>
         {
             DomId d = await ctx.Toolstack.ResolveDomainAsync(r.GetValue(domain)!, ct);
-            await ctx.Toolstack.AttachAsync(d, Int(r.GetValue(devId), "DevId"), Int(r.GetValue(port), "Port"), r.GetValue(busId)!, ct);
+            (int c, int p, string b) = (Int(r.GetValue(devId), "DevId"), Int(r.GetValue(port), "Port"), r.GetValue(busId)!);
+            await ctx.Toolstack.AttachAsync(d, c, p, b, ct);
+            await ReportVerdictAsync(ctx, d, c, p, b, ct);
         });
         yield return Verb("usb-detach", "Detach the device on a port of a virtual controller", [domain, devId, port], async (r, ctx, ct) =>
         {
@@ -110,16 +115,38 @@ internal static class CommandTable
                 throw new ToolstackException($"type={type}: only hostdev devices exist");
             }
             DomId d = await ctx.Toolstack.ResolveDomainAsync(r.GetValue(domain)!, ct);
-            (int c, int p) = await ctx.Toolstack.AttachByAddressAsync(d, Int(bus, "hostbus"), Int(addr, "hostaddr"),
+            (int c, int p, string b) = await ctx.Toolstack.AttachByAddressAsync(d, Int(bus, "hostbus"), Int(addr, "hostaddr"),
                 kv.TryGetValue("controller", out string? cs) ? Int(cs, "controller") : null,
                 kv.TryGetValue("port", out string? ps) ? Int(ps, "port") : null, ct);
-            Console.WriteLine($"attached to controller {c} port {p}");
+            await ReportVerdictAsync(ctx, d, c, p, b, ct);
+            Console.WriteLine($"attached {b} to controller {c} port {p}");
         });
         yield return Verb("usbdev-detach", "Detach a device: usbdev-detach <Domain> <controller> <port>", [domain, devId, port], async (r, ctx, ct) =>
         {
             DomId d = await ctx.Toolstack.ResolveDomainAsync(r.GetValue(domain)!, ct);
             await ctx.Toolstack.DetachAsync(d, Int(StripKey(r.GetValue(devId)!, "controller"), "controller"), Int(StripKey(r.GetValue(port)!, "port"), "port"), ct);
         });
+    }
+
+    /// <summary>
+    /// The daemon's verdict on an assignment, for the person who asked: a refusal is an error (the daemon
+    /// has emptied the port again); no answer at all is a warning (the assignment stays and is served
+    /// once a daemon runs).
+    /// </summary>
+    private static async Task ReportVerdictAsync(CliContext ctx, DomId domain, int devId, int port, string busId, CancellationToken ct)
+    {
+        PortStatus? verdict = await ctx.Toolstack.WaitForVerdictAsync(domain, devId, port, busId, s_verdictTimeout, ct);
+        switch (verdict)
+        {
+            case null:
+                Console.Error.WriteLine($"xenpvusb: warning: no answer from xenpvusbd within {s_verdictTimeout.TotalSeconds:0} s (is it running?); port {port} of controller {devId} stays assigned {busId}");
+                break;
+            case { Verdict: PortStatus.Refused } v:
+                throw new ToolstackException($"xenpvusbd refused {busId} on port {port} of controller {devId}: {v.Reason}");
+            case { Verdict: PortStatus.Waiting }:
+                Console.WriteLine($"port {port}: {busId} is not plugged in; xenpvusbd attaches it when it is");
+                break;
+        }
     }
 
     private static Command Verb(string name, string description, Argument[] arguments, Func<ParseResult, CliContext, CancellationToken, Task> action)

@@ -239,6 +239,7 @@ internal sealed class VusbBackend : IAsyncDisposable
                 else
                 {
                     await DetachLockedAsync(port, keepAssignment: true).ConfigureAwait(false);
+                    await PublishPortStatusAsync(port, new PortStatus(PortStatus.Waiting, e.BusId, null).ToString()).ConfigureAwait(false);
                 }
             }
         }
@@ -629,16 +630,17 @@ internal sealed class VusbBackend : IAsyncDisposable
             await DetachLockedAsync(port, keepAssignment: false).ConfigureAwait(false);
             if (busId is null)
             {
+                await PublishPortStatusAsync(port, null).ConfigureAwait(false);
                 continue;
             }
             if (!UsbSysfs.IsValidBusId(busId))
             {
-                _logger.PortAssignmentRefused(Frontend.Value, DevId, port, busId, "not a USB bus id");
+                await RefuseLockedAsync(port, busId, "not a USB bus id").ConfigureAwait(false);
                 continue;
             }
             if (!_registry.TryClaimBusId(busId, this, port))
             {
-                _logger.PortAssignmentRefused(Frontend.Value, DevId, port, busId, "already assigned to another port");
+                await RefuseLockedAsync(port, busId, "already assigned to another controller or port").ConfigureAwait(false);
                 continue;
             }
             _assigned[port] = busId;
@@ -649,6 +651,7 @@ internal sealed class VusbBackend : IAsyncDisposable
             else
             {
                 _logger.DeviceAbsent(Frontend.Value, DevId, port, busId);
+                await PublishPortStatusAsync(port, new PortStatus(PortStatus.Waiting, busId, null).ToString()).ConfigureAwait(false);
             }
         }
     }
@@ -671,18 +674,78 @@ internal sealed class VusbBackend : IAsyncDisposable
         }
         catch (UsbDeviceException e)
         {
+            if (_host.Usb.Find(busId) is null)
+            {
+                // Gone between the look and the open: the assignment waits for it like any unplugged device.
+                _logger.DeviceAbsent(Frontend.Value, DevId, port, busId);
+                await PublishPortStatusAsync(port, new PortStatus(PortStatus.Waiting, busId, null).ToString()).ConfigureAwait(false);
+                return;
+            }
             _logger.DeviceOpenFailed(Frontend.Value, DevId, port, busId, e.Message);
+            await RefuseLockedAsync(port, busId, e.IsBusy ? "the device is busy (another program holds it)" : $"cannot claim the device: {e.Message}").ConfigureAwait(false);
             return;
         }
         byte wire = VusbSpeed.ToWire(device.Speed, c.UsbVersion);
         if (wire == Usbif.Usbif.USBIF_SPEED_NONE)
         {
-            _logger.PortAssignmentRefused(Frontend.Value, DevId, port, busId, $"a {device.Speed}-speed device cannot be served on a USB {c.UsbVersion}.x controller");
             device.Dispose();
+            await RefuseLockedAsync(port, busId, $"a {device.Speed}-speed device cannot be served on a USB {c.UsbVersion}.x controller").ConfigureAwait(false);
             return;
         }
         await _host.Loop.InvokeAsync(() => c.AttachDevice(port, device, wire)).ConfigureAwait(false);
         _logger.DeviceAttached(Frontend.Value, DevId, port, busId, device.Speed);
+        await PublishPortStatusAsync(port, new PortStatus(PortStatus.Attached, busId, null).ToString()).ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// A refused assignment: logged, its verdict published for whoever asked, and the port emptied
+    /// (port/N cleared if it still names the device), so that it neither blocks the port nor shows in usb-list.
+    /// </summary>
+    private async Task RefuseLockedAsync(int port, string busId, string reason)
+    {
+        _logger.PortAssignmentRefused(Frontend.Value, DevId, port, busId, reason);
+        if (_assigned[port] == busId)
+        {
+            _registry.ReleaseBusId(busId, this);
+            _assigned[port] = null;
+        }
+        XenStoreConnection xs = _host.Store;
+        await xs.TransactAsync(async tx =>
+        {
+            if (await xs.ReadAsync(BackendPath, tx).ConfigureAwait(false) is null)
+            {
+                return false;
+            }
+            if (await xs.ReadAsync($"{BackendPath}/port/{port}", tx).ConfigureAwait(false) == busId)
+            {
+                await xs.WriteAsync($"{BackendPath}/port/{port}", "", tx).ConfigureAwait(false);
+            }
+            await xs.WriteAsync($"{BackendPath}/{PortStatus.Directory}/{port}", new PortStatus(PortStatus.Refused, busId, reason).ToString(), tx).ConfigureAwait(false);
+            return true;
+        }).ConfigureAwait(false);
+    }
+
+    /// <summary>Writes (or, for null, removes) port-status/N; never recreates a backend directory the toolstack removed.</summary>
+    private async Task PublishPortStatusAsync(int port, string? status)
+    {
+        XenStoreConnection xs = _host.Store;
+        string path = $"{BackendPath}/{PortStatus.Directory}/{port}";
+        await xs.TransactAsync(async tx =>
+        {
+            if (await xs.ReadAsync(BackendPath, tx).ConfigureAwait(false) is null || await xs.ReadAsync(path, tx).ConfigureAwait(false) == status)
+            {
+                return false;
+            }
+            if (status is null)
+            {
+                await xs.RemoveAsync(path, tx).ConfigureAwait(false);
+            }
+            else
+            {
+                await xs.WriteAsync(path, status, tx).ConfigureAwait(false);
+            }
+            return true;
+        }).ConfigureAwait(false);
     }
 
     private async Task DetachLockedAsync(int port, bool keepAssignment)

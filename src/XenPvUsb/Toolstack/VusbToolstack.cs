@@ -174,7 +174,40 @@ public sealed class VusbToolstack
                 throw new ToolstackException($"port {port} of controller {devId} is occupied by {current}");
             }
             await _xs.WriteAsync($"{be}/port/{port}", busId, tx, cancellationToken).ConfigureAwait(false);
+            // An old verdict on this port must not pass for the daemon's answer to this assignment.
+            if (await _xs.ReadAsync($"{be}/{PortStatus.Directory}", tx, cancellationToken).ConfigureAwait(false) is not null)
+            {
+                await _xs.RemoveAsync($"{be}/{PortStatus.Directory}/{port}", tx, cancellationToken).ConfigureAwait(false);
+            }
         }, cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// The daemon's verdict on port <paramref name="port"/>'s assignment of <paramref name="busId"/>
+    /// (port-status/N): attached, waiting for the device, or refused (the daemon emptied the port then).
+    /// Null if no verdict came within <paramref name="timeout"/> (no daemon serves the controller).
+    /// </summary>
+    public async Task<PortStatus?> WaitForVerdictAsync(DomId domain, int devId, int port, string busId, TimeSpan timeout, CancellationToken cancellationToken = default)
+    {
+        string path = $"{BackendRoot}/{domain.Value}/{devId}/{PortStatus.Directory}/{port}";
+        using var cts = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        cts.CancelAfter(timeout);
+        try
+        {
+            await using XenStoreWatch watch = await _xs.WatchAsync(path, cts.Token).ConfigureAwait(false);
+            while (true)
+            {
+                if (PortStatus.Parse(await _xs.ReadAsync(path, cancellationToken: cts.Token).ConfigureAwait(false)) is { } status && status.BusId == busId)
+                {
+                    return status;
+                }
+                await watch.Events.ReadAsync(cts.Token).ConfigureAwait(false);
+            }
+        }
+        catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
+        {
+            return null;
+        }
     }
 
     /// <summary>usb-detach: clears port/N.</summary>
@@ -197,7 +230,7 @@ public sealed class VusbToolstack
     }
 
     /// <summary>usbdev-attach hostbus= hostaddr= [controller= [port=]]: picks a free port (and a controller if none is named).</summary>
-    public async Task<(int DevId, int Port)> AttachByAddressAsync(DomId domain, int hostBus, int hostAddr, int? devId, int? port, CancellationToken cancellationToken = default)
+    public async Task<(int DevId, int Port, string BusId)> AttachByAddressAsync(DomId domain, int hostBus, int hostAddr, int? devId, int? port, CancellationToken cancellationToken = default)
     {
         UsbDeviceInfo info = UsbSysfs.FindByAddress(_sysfsRoot, hostBus, hostAddr) ?? throw new ToolstackException($"no USB device at bus {hostBus} address {hostAddr}");
         if (port is not null && devId is null)
@@ -214,14 +247,14 @@ public sealed class VusbToolstack
             if (port is { } p)
             {
                 await AttachAsync(domain, c.DevId, p, info.BusId, cancellationToken).ConfigureAwait(false);
-                return (c.DevId, p);
+                return (c.DevId, p, info.BusId);
             }
             for (int i = 1; i <= c.NumPorts; i++)
             {
                 if (string.IsNullOrEmpty(c.Ports[i - 1]))
                 {
                     await AttachAsync(domain, c.DevId, i, info.BusId, cancellationToken).ConfigureAwait(false);
-                    return (c.DevId, i);
+                    return (c.DevId, i, info.BusId);
                 }
             }
         }
@@ -231,7 +264,7 @@ public sealed class VusbToolstack
         }
         int created = await CreateControllerAsync(domain, 2, 8, cancellationToken: cancellationToken).ConfigureAwait(false);
         await AttachAsync(domain, created, 1, info.BusId, cancellationToken).ConfigureAwait(false);
-        return (created, 1);
+        return (created, 1, info.BusId);
     }
 
     public async Task<IReadOnlyList<VusbControllerInfo>> ListAsync(DomId domain, CancellationToken cancellationToken = default)

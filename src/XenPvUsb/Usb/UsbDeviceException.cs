@@ -14,4 +14,7 @@ public sealed class UsbDeviceException : Exception
 
     /// <summary>The errno behind the failure, 0 if none.</summary>
     public int Errno { get; }
+
+    /// <summary>EBUSY: another program (or a hand-back in progress) holds the device.</summary>
+    public bool IsBusy => Errno == 16;
 }

@@ -151,7 +151,10 @@ public sealed class SuperSpeedTests
         (string stick, _) = PlugSuperSpeedStick();
         GuestHandle g = await _world.AddGuestAsync("g1", 4, 1);
         await _world.Toolstack.AttachAsync(g.Id, g.DevId, 1, stick);
-        Assert.ThrowsAsync<TimeoutException>(() => g.Frontend.WaitForPortAsync(1, connected: true, TimeSpan.FromSeconds(1)));
+        PortStatus? verdict = await _world.Toolstack.WaitForVerdictAsync(g.Id, g.DevId, 1, stick, TimeSpan.FromSeconds(10));
+        Assert.That(verdict?.Verdict, Is.EqualTo(PortStatus.Refused));
+        Assert.That(verdict?.Reason, Does.Contain("USB 1.x controller"));
+        Assert.That(await _world.Dom0.ReadAsync($"/local/domain/0/backend/vusb/{g.Id.Value}/{g.DevId}/port/1"), Is.Empty, "a refused assignment leaves no port node behind");
         Assert.That(g.Frontend.PortSpeed(1), Is.EqualTo(USBIF_SPEED_NONE));
     }
 }

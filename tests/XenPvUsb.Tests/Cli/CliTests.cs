@@ -185,6 +185,48 @@ public sealed class CliTests
     }
 
     [Test]
+    public async Task DaemonRefusal_ReachesTheCaller_AndLeavesThePortFree()
+    {
+        Assert.That((await RunAsync("usb-hc-create", "alpha", "1", "2")).Exit, Is.Zero);
+        (int exit, _, string err) = await RunAsync("usb-attach", "alpha", "0", "1", _stick);
+        Assert.That(exit, Is.EqualTo(1));
+        Assert.That(err, Does.Contain($"xenpvusbd refused {_stick} on port 1 of controller 0").And.Contain("cannot be served on a USB 1.x controller"));
+        Assert.That(await _world.Dom0.ReadAsync("/local/domain/0/backend/vusb/1/0/port/1"), Is.Empty);
+        (_, string list, _) = await RunAsync("usb-list", "alpha");
+        Assert.That(list, Does.Not.Contain(_stick));
+        (exit, _, err) = await RunAsync("usb-attach", "alpha", "0", "1", _keyboard);
+        Assert.That(exit, Is.Zero, err);
+        Assert.That(await _world.Dom0.ReadAsync("/local/domain/0/backend/vusb/1/0/port-status/1"), Is.EqualTo($"attached {_keyboard}"));
+        Assert.That((await RunAsync("usb-detach", "alpha", "0", "1")).Exit, Is.Zero);
+        await _world.WaitForGoneAsync("/local/domain/0/backend/vusb/1/0/port-status/1");
+    }
+
+    [Test]
+    public async Task PortWrittenByHand_ForADeviceAssignedElsewhere_IsRefused()
+    {
+        Assert.That((await RunAsync("usb-hc-create", "alpha", "2", "2")).Exit, Is.Zero);
+        Assert.That((await RunAsync("usb-hc-create", "beta", "2", "2")).Exit, Is.Zero);
+        Assert.That((await RunAsync("usb-attach", "alpha", "0", "1", _stick)).Exit, Is.Zero);
+        // A toolstack that skips the CLI's own check: the daemon still refuses, and says so.
+        await _world.Dom0.WriteAsync("/local/domain/0/backend/vusb/2/0/port/2", _stick);
+        await _world.WaitForStateAsync("/local/domain/0/backend/vusb/2/0/port-status/2", $"refused {_stick}: already assigned to another controller or port");
+        Assert.That(await _world.Dom0.ReadAsync("/local/domain/0/backend/vusb/2/0/port/2"), Is.Empty);
+        Assert.That(await _world.Dom0.ReadAsync("/local/domain/0/backend/vusb/1/0/port-status/1"), Is.EqualTo($"attached {_stick}"), "the first assignment stands");
+    }
+
+    [Test]
+    public async Task AnAbsentDevice_Waits_AndIsAttachedWhenPlugged()
+    {
+        Assert.That((await RunAsync("usb-hc-create", "alpha", "2", "2")).Exit, Is.Zero);
+        await _world.Dom0.WriteAsync("/local/domain/0/backend/vusb/1/0/port/2", "1-7");
+        await _world.WaitForStateAsync("/local/domain/0/backend/vusb/1/0/port-status/2", "waiting 1-7");
+        _world.Host.Usb.Plug("1-7", new HidKeyboardDevice());
+        await _world.WaitForStateAsync("/local/domain/0/backend/vusb/1/0/port-status/2", "attached 1-7");
+        _world.Host.Usb.Unplug("1-7");
+        await _world.WaitForStateAsync("/local/domain/0/backend/vusb/1/0/port-status/2", "waiting 1-7");
+    }
+
+    [Test]
     public async Task XlUnknownOption_IsRefused()
     {
         (int exit, _, string err) = await RunAsync("usbctrl-attach", "alpha", "colour=blue");

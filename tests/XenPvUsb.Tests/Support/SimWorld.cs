@@ -165,6 +165,16 @@ internal sealed class SimWorld : IAsyncDisposable
         }
     }
 
+    public async Task WaitForGoneAsync(string path, int timeoutMs = 10000)
+    {
+        using var cts = new CancellationTokenSource(timeoutMs);
+        await using XenStoreWatch w = await Dom0.WatchAsync(path, cts.Token);
+        while (await Dom0.ReadAsync(path, cancellationToken: cts.Token) is not null)
+        {
+            await w.Events.ReadAsync(cts.Token);
+        }
+    }
+
     /// <summary>Waits until the event loop has run everything posted before now.</summary>
     public Task DrainLoopAsync() => Loop.InvokeAsync(() => { });
 
