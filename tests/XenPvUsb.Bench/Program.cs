@@ -41,15 +41,38 @@ internal static class Program
         Console.WriteLine("           completes a transfer nor a cancel (URBs submitted, then unlinked)");
         Console.WriteLine("  flood:   its ring flooded with malformed requests as fast as its thread can (it shares these cores)");
         Console.WriteLine($"{"run",-28} {"URB/s",10} {"p50 us",8} {"p99 us",8} {"p99.9 us",9}");
+        // Interleaved rounds, medians: on a machine shared with other work, the load drifts between runs.
+        const int Rounds = 3;
         foreach (int busyPoll in new[] { 0, EventLoop.DefaultBusyPollMicroseconds })
         {
-            (double quietP99, _) = await RunAsync(1, busyPoll, Disturbance.None, $"quiet, busy-poll {busyPoll} us").ConfigureAwait(false);
-            (double devicesP99, HostileCounts d) = await RunAsync(1, busyPoll, Disturbance.Devices, $"devices, busy-poll {busyPoll} us").ConfigureAwait(false);
-            (double floodP99, HostileCounts f) = await RunAsync(1, busyPoll, Disturbance.Flood, $"flood, busy-poll {busyPoll} us").ConfigureAwait(false);
+            var p99 = new Dictionary<Disturbance, List<double>>();
+            HostileCounts d = new(), f = new();
+            for (int round = 1; round <= Rounds; round++)
+            {
+                foreach (Disturbance mode in new[] { Disturbance.None, Disturbance.Devices, Disturbance.Flood })
+                {
+                    string name = mode switch { Disturbance.None => "quiet", Disturbance.Devices => "devices", _ => "flood" };
+                    (double value, HostileCounts counts) = await RunAsync(1, busyPoll, mode, $"{name}, busy-poll {busyPoll} us, #{round}").ConfigureAwait(false);
+                    (p99.TryGetValue(mode, out List<double>? list) ? list : p99[mode] = []).Add(value);
+                    HostileCounts total = mode == Disturbance.Flood ? f : d;
+                    total.SlowOperations += counts.SlowOperations;
+                    total.HungUrbs += counts.HungUrbs;
+                    total.Flooded += counts.Flooded;
+                }
+            }
+            double quiet = Median(p99[Disturbance.None]);
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                $"{"",-28} p99 devices/quiet = {devicesP99 / quietP99:0.00} ({d.SlowOperations} slow operations, {d.HungUrbs} URBs hung and unlinked); flood/quiet = {floodP99 / quietP99:0.00} ({f.Flooded} malformed requests refused)"));
+                $"{"",-28} median p99 of {Rounds}: quiet {quiet:0.0} us, devices {Median(p99[Disturbance.Devices]):0.0} us, flood {Median(p99[Disturbance.Flood]):0.0} us"));
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                $"{"",-28} p99 devices/quiet = {Median(p99[Disturbance.Devices]) / quiet:0.00} ({d.SlowOperations} slow operations, {d.HungUrbs} URBs hung and unlinked); flood/quiet = {Median(p99[Disturbance.Flood]) / quiet:0.00} ({f.Flooded} malformed requests refused)"));
         }
         return 0;
+    }
+
+    private static double Median(List<double> values)
+    {
+        double[] sorted = [.. values.Order()];
+        return sorted.Length % 2 == 1 ? sorted[sorted.Length / 2] : (sorted[(sorted.Length / 2) - 1] + sorted[sorted.Length / 2]) / 2;
     }
 
     private enum Disturbance
