@@ -282,6 +282,9 @@ public abstract class EmulatedUsbDevice : IUsbHostDevice
         return result;
     }
 
+    /// <summary>How many times the host reset the device.</summary>
+    public int ResetCount { get; private set; }
+
     /// <summary>
     /// Port reset and re-enumeration as usb_reset_device does it: pending transfers end with
     /// -ESHUTDOWN, halts and alternate settings are cleared, and the active configuration is restored.
@@ -295,6 +298,7 @@ public abstract class EmulatedUsbDevice : IUsbHostDevice
                 return UrbStatus.Enodev;
             }
 
+            ResetCount++;
             KillPendingLocked(UrbStatus.Eshutdown, -1);
             Array.Clear(_halted);
             Array.Clear(_altSetting);

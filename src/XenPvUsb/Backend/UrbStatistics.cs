@@ -35,6 +35,9 @@ public struct UrbStatistics
     /// <summary>Times the controller idled long enough to give its buffers back.</summary>
     public long BufferReleases;
 
+    /// <summary>Devices reset because the guest reset its port and addressed the device again.</summary>
+    public long DeviceResets;
+
     public long DeviceTicks;
 
     public long GrantTicks;

@@ -173,7 +173,7 @@ internal sealed partial class VusbController
     }
 
     /// <summary>
-    /// SET_ADDRESS is answered here; SET_CONFIGURATION, SET_INTERFACE and CLEAR_FEATURE(ENDPOINT_HALT) go to
+    /// SET_ADDRESS is answered here (after a reset of the device when the guest re-addresses it); SET_CONFIGURATION, SET_INTERFACE and CLEAR_FEATURE(ENDPOINT_HALT) go to
     /// the device's own operations, which run off the loop thread: the request holds a slot until its
     /// result comes back. Returns false for a request that goes to the device as a control transfer.
     /// </summary>
@@ -206,6 +206,17 @@ internal sealed partial class VusbController
                 if (wValue == 0 || wValue > 127)
                 {
                     Respond(req.id, USBIF_STATUS_INVAL, 0);
+                    return true;
+                }
+                if (p.Address != 0)
+                {
+                    // An addressed device addressed again: the guest reset its port (xen-hcd emulates port
+                    // resets, the backend never sees them) and enumerates afresh. Reset the device itself too,
+                    // so that it starts from scratch as the guest believes it does: a driver's error
+                    // recovery (usb_reset_device, as usb-storage's after a transfer was cut off) relies on it.
+                    p.Address = wValue;
+                    _stats.DeviceResets++;
+                    StartOperation(ref req, pipe, p, device.ResetAsync());
                     return true;
                 }
                 p.Address = wValue;

@@ -53,6 +53,28 @@ public sealed class EndToEndTests
     }
 
     [Test]
+    public async Task GuestPortReset_ResetsTheDevice_WhenTheGuestAddressesItAgain()
+    {
+        string image = Path.Combine(_world.Directory, "reset.img");
+        StickImage.Create(image, 1024 * 1024, seed: 5);
+        var stick = new MassStorageDevice(image, readOnly: true);
+        GuestHandle g = await _world.AddGuestAsync("g1", 4, 2, _world.Plug(stick));
+        var storage = new GuestMassStorage(await GuestUsbDevice.EnumerateAsync(g.Frontend, 1, 2));
+        await storage.ReadCapacityAsync();
+        Assert.That(stick.ResetCount, Is.Zero, "a first enumeration does not reset the device");
+
+        // usb_reset_device in the guest: xen-hcd resets the port itself, then usbcore enumerates from address 0.
+        storage = new GuestMassStorage(await GuestUsbDevice.EnumerateAsync(g.Frontend, 1, 3));
+        Assert.That(stick.ResetCount, Is.EqualTo(1));
+        byte[] data = new byte[64 * 1024];
+        await storage.ReadCapacityAsync();
+        await storage.ReadAsync(0, data);
+        Assert.That(data, Is.EqualTo(File.ReadAllBytes(image)[..data.Length]));
+        VusbController c = _world.Registry.Find(g.Id, g.DevId)!.Controller!;
+        Assert.That((await _world.Loop.InvokeAsync(() => c.Statistics)).DeviceResets, Is.EqualTo(1));
+    }
+
+    [Test]
     public async Task Guest_ReadsWholeStick_WithMatchingChecksum()
     {
         string image = Path.Combine(_world.Directory, "read.img");
