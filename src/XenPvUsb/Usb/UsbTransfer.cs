@@ -65,14 +65,64 @@ public sealed class UsbTransfer
     /// <summary>Bytes transferred (for control: the data stage only).</summary>
     public int ActualLength { get; set; }
 
+    /// <summary>
+    /// Isochronous: the (micro)frame asked for the first packet (usbdevfs_urb.start_frame). In only: usbfs
+    /// submits with USBDEVFS_URB_ISO_ASAP, so the host controller schedules the transfer when it can and
+    /// ignores the value, and a usbfs reap does not report the frame it chose (processcompl copies status,
+    /// actual_length, error_count and the per-packet results, nothing else). A completion leaves it as submitted.
+    /// </summary>
     public int StartFrame { get; set; }
 
+    /// <summary>Isochronous, at completion: how many packets completed with an error (non-zero <see cref="UsbIsoPacket.Status"/>).</summary>
     public int ErrorCount { get; set; }
 
+    /// <summary>
+    /// Isochronous: how many packets the transfer has, 1 to <see cref="MaxIsoPackets"/> (usbfs refuses others
+    /// with -EINVAL). The first <see cref="NumberOfPackets"/> entries of <see cref="IsoPackets"/> describe them.
+    /// </summary>
     public int NumberOfPackets { get; set; }
 
-    /// <summary>Per-packet descriptors for isochronous transfers (first <see cref="NumberOfPackets"/> used).</summary>
+    /// <summary>
+    /// Per-packet descriptors for isochronous transfers (the first <see cref="NumberOfPackets"/> are used),
+    /// allocated once with the transfer. The owner sets each <see cref="UsbIsoPacket.Length"/> before
+    /// submitting; the device fills in <see cref="UsbIsoPacket.ActualLength"/> and <see cref="UsbIsoPacket.Status"/>.
+    /// </summary>
+    /// <remarks>
+    /// Layout (usbfs's rule): the packets lie back to back in <see cref="Bytes"/>, packet i at the sum of the
+    /// lengths before it (<see cref="GetIsoPacketOffset"/>), whatever their actual lengths turn out to be: an
+    /// IN packet that comes back short leaves a gap (zeros from usbfs) before the next one. usbfs takes
+    /// <see cref="IsoPacketsLength"/> as the transfer's length and ignores <see cref="Length"/>, so the
+    /// owner must keep it within <see cref="Capacity"/>: the kernel would otherwise read or write the
+    /// daemon's memory beyond the buffer. At completion <see cref="ActualLength"/> is the sum of the
+    /// packets' actual lengths and <see cref="Status"/> is the transfer's (0, or -ENOENT, -ESHUTDOWN,
+    /// -ENODEV... for a transfer cut off); errors of single packets are in their <see cref="UsbIsoPacket.Status"/>.
+    /// </remarks>
     public UsbIsoPacket[] IsoPackets { get; } = new UsbIsoPacket[MaxIsoPackets];
+
+    /// <summary>
+    /// Sum of the lengths of the first <see cref="NumberOfPackets"/> packets (the length usbfs gives the
+    /// transfer), or -1 if <see cref="NumberOfPackets"/> is out of range or a length is negative.
+    /// </summary>
+    public int IsoPacketsLength
+    {
+        get
+        {
+            if (NumberOfPackets < 1 || NumberOfPackets > MaxIsoPackets)
+            {
+                return -1;
+            }
+            long total = 0;
+            for (int i = 0; i < NumberOfPackets; i++)
+            {
+                if (IsoPackets[i].Length < 0)
+                {
+                    return -1;
+                }
+                total += IsoPackets[i].Length;
+            }
+            return total > int.MaxValue ? -1 : (int)total;
+        }
+    }
 
     public IUsbTransferOwner? Owner { get; set; }
 
@@ -85,6 +135,25 @@ public sealed class UsbTransfer
     public Span<byte> Data => Type == UsbTransferType.Control
         ? Bytes.Slice(SetupSize, Length - SetupSize)
         : Bytes[..Length];
+
+    /// <summary>Where packet <paramref name="index"/> starts in <see cref="Bytes"/>: the sum of the lengths of the packets before it.</summary>
+    public int GetIsoPacketOffset(int index)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(index);
+        ArgumentOutOfRangeException.ThrowIfGreaterThanOrEqual(index, NumberOfPackets);
+        int offset = 0;
+        for (int i = 0; i < index; i++)
+        {
+            offset += IsoPackets[i].Length;
+        }
+        return offset;
+    }
+
+    /// <summary>
+    /// Packet <paramref name="index"/>'s part of <see cref="Bytes"/> (its requested length). For walking all
+    /// packets, keep a running offset instead: this sums the lengths before it on every call.
+    /// </summary>
+    public Span<byte> GetIsoPacketBytes(int index) => Bytes.Slice(GetIsoPacketOffset(index), IsoPackets[index].Length);
 
     /// <summary>Makes the transfer use <paramref name="capacity"/> bytes at <paramref name="address"/> instead of <see cref="Buffer"/>.</summary>
     public void UseExternalBuffer(nint address, int capacity)
@@ -111,10 +180,22 @@ public sealed class UsbTransfer
     }
 }
 
-/// <summary>usbdevfs_iso_packet_desc in managed form.</summary>
+/// <summary>usbdevfs_iso_packet_desc in managed form: one packet of an isochronous <see cref="UsbTransfer"/>.</summary>
 public struct UsbIsoPacket
 {
+    /// <summary>
+    /// In: bytes the packet may carry. usbfs refuses more than 98304 (-EINVAL) and usbcore more than the
+    /// endpoint's wMaxPacketSize times its high-bandwidth multiplier (-EMSGSIZE), both at submit.
+    /// </summary>
     public int Length;
+
+    /// <summary>Out: bytes moved in this packet (IN: written at the packet's offset; OUT: normally <see cref="Length"/>).</summary>
     public int ActualLength;
+
+    /// <summary>
+    /// Out: the packet's own status: 0, or a negative errno as the host controller reports it (-EXDEV the packet
+    /// was not transferred, e.g. its frame was missed or the transfer was cut off; -EPROTO no answer or bit
+    /// stuffing; -EOVERFLOW babble; -EILSEQ CRC; -ENOSR/-ECOMM buffer under/overrun).
+    /// </summary>
     public int Status;
 }
