@@ -13,6 +13,12 @@ namespace XenPvUsb.Simulation.Devices;
 /// it. Completions are queued under the lock and delivered after it is released, by one thread at a
 /// time and in queue order, so an owner may resubmit from its completion callback and a device never
 /// calls out while holding its lock. Submit delivers inline when it can answer at once.
+///
+/// Isochronous transfers are scheduled as a host controller does with URB_ISO_ASAP: on a (micro)frame
+/// clock (1 ms at low and full speed, 125 µs at high speed and above) each packet takes one service
+/// interval (2^(bInterval-1) frames), a transfer starts at the next free frame, right behind the ones
+/// already queued on its endpoint, and completes once its last frame has passed. Its packets are then
+/// served by <see cref="OnIsochronousPacketLocked"/> in order, on the clock's timer thread.
 /// </remarks>
 public abstract class EmulatedUsbDevice : IUsbHostDevice
 {
@@ -20,6 +26,9 @@ public abstract class EmulatedUsbDevice : IUsbHostDevice
     protected const int Pending = int.MinValue;
 
     private const byte NoEndpoint = 0xFF;
+
+    // devio.c: "arbitrary limit need for USB 3.1 Gen2", 96 DPs of 1024 bytes.
+    private const int MaxIsoPacketLength = 98304;
 
     private readonly Lock _lock = new();
     private readonly byte[] _deviceDescriptor;
@@ -34,7 +43,14 @@ public abstract class EmulatedUsbDevice : IUsbHostDevice
     private readonly ushort[] _activeMaxPacket = new ushort[32];
     private readonly byte[] _activeInterface = new byte[32];
     private readonly bool[] _halted = new bool[32];
+    private readonly byte[] _activeInterval = new byte[32];
+    private readonly byte[] _activeMult = new byte[32];
     private readonly List<UsbTransfer> _pending = new(16);
+    private readonly List<IsoEntry> _isoQueue = new(16);
+    private readonly TimeProvider _time;
+    private readonly long _frameOrigin;
+    private ITimer? _isoTimer;
+    private long _isoTimerFrame = long.MaxValue;
     private readonly Queue<(UsbTransfer Transfer, int Status, int ActualLength)> _completions = new(16);
     private bool _flushing;
     private byte _configurationValue;
@@ -51,12 +67,14 @@ public abstract class EmulatedUsbDevice : IUsbHostDevice
     /// For a high-speed capable device, its configuration at the other speed; then device_qualifier and
     /// other_speed_configuration are answered. Null for a full/low-speed-only device (they stall).
     /// </param>
+    /// <param name="timeProvider">The clock isochronous transfers are scheduled on; the system clock by default.</param>
     protected EmulatedUsbDevice(
         UsbSpeed speed,
         byte[] deviceDescriptor,
         byte[] configuration,
         IReadOnlyList<string?> strings,
-        byte[]? otherSpeedConfiguration = null)
+        byte[]? otherSpeedConfiguration = null,
+        TimeProvider? timeProvider = null)
     {
         ArgumentNullException.ThrowIfNull(deviceDescriptor);
         ArgumentNullException.ThrowIfNull(configuration);
@@ -78,6 +96,9 @@ public abstract class EmulatedUsbDevice : IUsbHostDevice
         }
 
         Speed = speed;
+        _time = timeProvider ?? TimeProvider.System;
+        _frameOrigin = _time.GetTimestamp();
+        FramePeriod = speed is UsbSpeed.Low or UsbSpeed.Full ? TimeSpan.FromMilliseconds(1) : TimeSpan.FromMicroseconds(125);
         _deviceDescriptor = deviceDescriptor;
         _configuration = configuration;
         Descriptors = (byte[])[.. deviceDescriptor, .. configuration];
@@ -198,6 +219,12 @@ public abstract class EmulatedUsbDevice : IUsbHostDevice
         }
     }
 
+    /// <summary>Length of one tick of the isochronous schedule: a frame (1 ms) at low and full speed, a microframe (125 µs) above.</summary>
+    public TimeSpan FramePeriod { get; }
+
+    /// <summary>The (micro)frame the bus is in now, counted from the device's construction.</summary>
+    public long FrameNumber => _time.GetElapsedTime(_frameOrigin).Ticks / FramePeriod.Ticks;
+
     protected Lock SyncRoot => _lock;
 
     /// <summary>String descriptor <paramref name="index"/> as text; null for index 0 or a missing string.</summary>
@@ -239,7 +266,7 @@ public abstract class EmulatedUsbDevice : IUsbHostDevice
                 return;
             }
 
-            _pending.RemoveAt(index);
+            RemovePendingAtLocked(index);
             CompleteLocked(transfer, UrbStatus.Enoent, 0);
         }
 
@@ -360,6 +387,8 @@ public abstract class EmulatedUsbDevice : IUsbHostDevice
 
             _unplugged = true;
             KillPendingLocked(UrbStatus.Enodev, -1);
+            _isoTimer?.Dispose();
+            _isoTimer = null;
             OnUnpluggedLocked();
         }
 
@@ -382,6 +411,20 @@ public abstract class EmulatedUsbDevice : IUsbHostDevice
 
     /// <summary>Moves data on a non-control endpoint that is active and not halted. Returns a status or <see cref="Pending"/>.</summary>
     protected abstract int OnDataTransferLocked(UsbTransfer transfer, out int actualLength);
+
+    /// <summary>
+    /// One packet of an isochronous transfer on an active isochronous endpoint, once the (micro)frame it was
+    /// scheduled in (<paramref name="frame"/>) has passed; the packets of a transfer come in order, and the
+    /// transfers of an endpoint in the order they were submitted. OUT: <paramref name="data"/> is what the host
+    /// sent. IN: <paramref name="data"/> (zeroed) is where the device's bytes go, at most its length; a device
+    /// with more to send babbles (-EOVERFLOW). Returns the packet's status (0 or a negative errno) and the bytes
+    /// moved. Default: the device does not answer (-EXDEV, nothing moved).
+    /// </summary>
+    protected virtual int OnIsochronousPacketLocked(byte endpoint, long frame, Span<byte> data, out int actualLength)
+    {
+        actualLength = 0;
+        return UrbStatus.Exdev;
+    }
 
     /// <summary>Class and vendor requests, and standard requests the base does not know. Default: stall.</summary>
     protected virtual int OnControlLocked(UsbSetupPacket setup, Span<byte> data, out int actualLength)
@@ -420,7 +463,8 @@ public abstract class EmulatedUsbDevice : IUsbHostDevice
     /// <summary>Queues a completion; it is delivered by the next <see cref="FlushCompletions"/>.</summary>
     protected void CompleteLocked(UsbTransfer transfer, int status, int actualLength)
     {
-        if (status == UrbStatus.Success && transfer.ShortNotOk)
+        // usbfs does not pass SHORT_NOT_OK on to isochronous URBs (it only warns about it).
+        if (status == UrbStatus.Success && transfer.ShortNotOk && transfer.Type != UsbTransferType.Isochronous)
         {
             bool isIn;
             int requested;
@@ -495,7 +539,7 @@ public abstract class EmulatedUsbDevice : IUsbHostDevice
             UsbTransfer transfer = _pending[i];
             if (transfer.Endpoint == endpoint)
             {
-                _pending.RemoveAt(i);
+                RemovePendingAtLocked(i);
                 return transfer;
             }
         }
@@ -517,6 +561,10 @@ public abstract class EmulatedUsbDevice : IUsbHostDevice
     }
 
     protected bool IsHaltedLocked(byte endpoint) => _halted[EndpointIndex(endpoint)];
+
+    /// <summary>The alternate setting an interface of the active configuration is in (0 when unconfigured).</summary>
+    protected int AlternateSettingLocked(int interfaceNumber) =>
+        interfaceNumber >= 0 && interfaceNumber < _altSetting.Length ? _altSetting[interfaceNumber] : 0;
 
     /// <summary>wMaxPacketSize of an active endpoint, 0 if none.</summary>
     protected int MaxPacketSizeLocked(byte endpoint) => _activeMaxPacket[EndpointIndex(endpoint)];
@@ -553,12 +601,15 @@ public abstract class EmulatedUsbDevice : IUsbHostDevice
             }
             else if (configuration[i + 1] == UsbDescriptors.EndpointType && currentInterface >= 0)
             {
+                ushort maxPacket = BinaryPrimitives.ReadUInt16LittleEndian(configuration.AsSpan(i + 4));
                 endpoints.Add(new EndpointEntry(
                     (byte)currentInterface,
                     (byte)currentAlt,
                     configuration[i + 2],
                     (byte)(configuration[i + 3] & 3),
-                    (ushort)(BinaryPrimitives.ReadUInt16LittleEndian(configuration.AsSpan(i + 4)) & 0x7FF)));
+                    (ushort)(maxPacket & 0x7FF),
+                    (byte)((maxPacket >> 11) & 3),
+                    configuration[i + 6]));
             }
         }
 
@@ -629,6 +680,11 @@ public abstract class EmulatedUsbDevice : IUsbHostDevice
         if (_halted[index])
         {
             return UrbStatus.Epipe;
+        }
+
+        if (transfer.Type == UsbTransferType.Isochronous)
+        {
+            return ScheduleIsochronousLocked(transfer, index);
         }
 
         return OnDataTransferLocked(transfer, out actualLength);
@@ -875,7 +931,7 @@ public abstract class EmulatedUsbDevice : IUsbHostDevice
             UsbTransfer transfer = _pending[i];
             if (endpointIndex < 0 || EndpointIndex(transfer.Endpoint) == endpointIndex)
             {
-                _pending.RemoveAt(i);
+                RemovePendingAtLocked(i);
                 CompleteLocked(transfer, status, 0);
             }
             else
@@ -883,6 +939,161 @@ public abstract class EmulatedUsbDevice : IUsbHostDevice
                 i++;
             }
         }
+    }
+
+    private void RemovePendingAtLocked(int index)
+    {
+        UsbTransfer transfer = _pending[index];
+        _pending.RemoveAt(index);
+        if (transfer.Type != UsbTransferType.Isochronous)
+        {
+            return;
+        }
+
+        for (int i = 0; i < _isoQueue.Count; i++)
+        {
+            if (_isoQueue[i].Transfer == transfer)
+            {
+                _isoQueue.RemoveAt(i);
+                return;
+            }
+        }
+    }
+
+    // usbfs's and usbcore's submit checks (devio.c proc_do_submiturb, urb.c usb_submit_urb), then the
+    // schedule: ISO_ASAP puts the transfer in the first frame free on its endpoint, on an interval boundary.
+    private int ScheduleIsochronousLocked(UsbTransfer transfer, int index)
+    {
+        int packets = transfer.NumberOfPackets;
+        if (packets < 1 || packets > UsbTransfer.MaxIsoPackets)
+        {
+            return UrbStatus.Einval;
+        }
+
+        int maxPacket = _activeMaxPacket[index] * (Speed == UsbSpeed.High ? 1 + _activeMult[index] : 1);
+        long total = 0;
+        for (int i = 0; i < packets; i++)
+        {
+            int length = transfer.IsoPackets[i].Length;
+            if (length < 0 || length > MaxIsoPacketLength)
+            {
+                return UrbStatus.Einval;
+            }
+
+            total += length;
+        }
+
+        if (total > transfer.Capacity)
+        {
+            // usbfs takes the packets' sum as the length and would read or write past the buffer.
+            return UrbStatus.Efault;
+        }
+
+        for (int i = 0; i < packets; i++)
+        {
+            if (transfer.IsoPackets[i].Length > maxPacket)
+            {
+                return UrbStatus.Emsgsize;
+            }
+        }
+
+        for (int i = 0; i < packets; i++)
+        {
+            transfer.IsoPackets[i].ActualLength = 0;
+            transfer.IsoPackets[i].Status = UrbStatus.Exdev;
+        }
+
+        transfer.ErrorCount = 0;
+        long interval = 1L << (Math.Clamp((int)_activeInterval[index], 1, 16) - 1);
+        long start = FrameNumber + 1;
+        foreach (IsoEntry queued in _isoQueue)
+        {
+            if (EndpointIndex(queued.Transfer.Endpoint) == index)
+            {
+                start = Math.Max(start, queued.NextFree);
+            }
+        }
+
+        start = (start + interval - 1) / interval * interval;
+        var entry = new IsoEntry(transfer, start, interval, start + ((packets - 1) * interval) + 1, start + (packets * interval));
+        _isoQueue.Add(entry);
+        ArmIsoTimerLocked(entry.DoneFrame);
+        return Pending;
+    }
+
+    private void ArmIsoTimerLocked(long frame)
+    {
+        if (frame >= _isoTimerFrame || _unplugged)
+        {
+            return;
+        }
+
+        _isoTimerFrame = frame;
+        _isoTimer ??= _time.CreateTimer(static s => ((EmulatedUsbDevice)s!).OnIsoTimer(), this, Timeout.InfiniteTimeSpan, Timeout.InfiniteTimeSpan);
+        // Whole milliseconds, rounded up: a timer that fires early would spin until the frame is over.
+        long remaining = (frame * FramePeriod.Ticks) - _time.GetElapsedTime(_frameOrigin).Ticks;
+        long milliseconds = remaining <= 0 ? 0 : (remaining + TimeSpan.TicksPerMillisecond - 1) / TimeSpan.TicksPerMillisecond;
+        _isoTimer.Change(TimeSpan.FromMilliseconds(milliseconds), Timeout.InfiniteTimeSpan);
+    }
+
+    private void OnIsoTimer()
+    {
+        lock (_lock)
+        {
+            _isoTimerFrame = long.MaxValue;
+            long now = FrameNumber;
+            long next = long.MaxValue;
+            for (int i = 0; i < _isoQueue.Count;)
+            {
+                IsoEntry entry = _isoQueue[i];
+                if (entry.DoneFrame > now)
+                {
+                    next = Math.Min(next, entry.DoneFrame);
+                    i++;
+                    continue;
+                }
+
+                _isoQueue.RemoveAt(i);
+                _pending.Remove(entry.Transfer);
+                ServeIsochronousLocked(entry);
+            }
+
+            if (next != long.MaxValue)
+            {
+                ArmIsoTimerLocked(next);
+            }
+        }
+
+        FlushCompletions();
+    }
+
+    private void ServeIsochronousLocked(IsoEntry entry)
+    {
+        UsbTransfer transfer = entry.Transfer;
+        Span<byte> bytes = transfer.Bytes;
+        int offset = 0;
+        int actual = 0;
+        int errors = 0;
+        for (int i = 0; i < transfer.NumberOfPackets; i++)
+        {
+            ref UsbIsoPacket packet = ref transfer.IsoPackets[i];
+            Span<byte> data = bytes.Slice(offset, packet.Length);
+            if (transfer.IsIn)
+            {
+                // usbfs clears an IN buffer, so what a short packet leaves is zeros.
+                data.Clear();
+            }
+
+            int status = OnIsochronousPacketLocked(transfer.Endpoint, entry.StartFrame + (i * entry.Interval), data, out int moved);
+            packet.ActualLength = Math.Clamp(moved, 0, packet.Length);
+            packet.Status = status;
+            actual += packet.ActualLength;
+            errors += status != UrbStatus.Success ? 1 : 0;
+            offset += packet.Length;
+        }
+
+        transfer.ErrorCount = errors;
+        CompleteLocked(transfer, UrbStatus.Success, actual);
     }
 
     private void RebuildActiveEndpointsLocked()
@@ -901,10 +1112,15 @@ public abstract class EmulatedUsbDevice : IUsbHostDevice
                 int index = EndpointIndex(entry.Address);
                 _activeType[index] = entry.Type;
                 _activeMaxPacket[index] = entry.MaxPacketSize;
+                _activeMult[index] = entry.Mult;
+                _activeInterval[index] = entry.Interval;
                 _activeInterface[index] = entry.Interface;
             }
         }
     }
 
-    private readonly record struct EndpointEntry(byte Interface, byte AlternateSetting, byte Address, byte Type, ushort MaxPacketSize);
+    private readonly record struct EndpointEntry(byte Interface, byte AlternateSetting, byte Address, byte Type, ushort MaxPacketSize, byte Mult, byte Interval);
+
+    // DoneFrame: the frame after the last packet's, when the transfer completes; NextFree: the endpoint's next slot.
+    private readonly record struct IsoEntry(UsbTransfer Transfer, long StartFrame, long Interval, long DoneFrame, long NextFree);
 }

@@ -40,6 +40,38 @@ internal static class UsbTestIo
         return transfer.Data[..transfer.ActualLength].ToArray();
     }
 
+    /// <summary>An isochronous transfer with one packet per length, laid out back to back as usbfs wants them.</summary>
+    public static UsbTransfer Isochronous(
+        IUsbHostDevice device,
+        TransferRecorder recorder,
+        byte endpoint,
+        ReadOnlySpan<int> packetLengths,
+        ReadOnlySpan<byte> outData = default)
+    {
+        int total = 0;
+        foreach (int length in packetLengths)
+        {
+            total += Math.Max(length, 0);
+        }
+
+        var transfer = new UsbTransfer(Math.Max(total, 1))
+        {
+            Type = UsbTransferType.Isochronous,
+            Endpoint = endpoint,
+            Length = total,
+            NumberOfPackets = packetLengths.Length,
+            Owner = recorder,
+        };
+        for (int i = 0; i < packetLengths.Length && i < UsbTransfer.MaxIsoPackets; i++)
+        {
+            transfer.IsoPackets[i].Length = packetLengths[i];
+        }
+
+        outData.CopyTo(transfer.Buffer);
+        device.Submit(transfer);
+        return transfer;
+    }
+
     public static UsbTransfer Data(
         IUsbHostDevice device,
         TransferRecorder recorder,
