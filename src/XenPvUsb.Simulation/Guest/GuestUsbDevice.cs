@@ -133,6 +133,42 @@ public sealed class GuestUsbDevice
     public Task<UrbResult> InterruptAsync(byte endpoint, Memory<byte> data, CancellationToken cancellationToken = default) =>
         _frontend.SubmitAsync(UsbifPipe.Create(Port, Address, endpoint & 0x0f, (endpoint & 0x80) != 0, UsbTransferType.Interrupt), 0, data, cancellationToken: cancellationToken);
 
+    /// <summary>
+    /// One isochronous URB, as a class driver builds it (snd-usb-audio, uvcvideo): one packet per length, back to
+    /// back in <paramref name="buffer"/>, URB_ISO_ASAP, urb->interval from the endpoint's bInterval as usbcore
+    /// normalises it (2^(bInterval-1) frames at full speed, microframes at high speed). The per-packet results
+    /// come back as the backend left them in the descriptor pages. usbcore's own checks (the endpoint in the
+    /// active alternate setting, packet sizes) are not made here, so a test can send what Linux would refuse.
+    /// </summary>
+    public Task<IsoUrbResult> IsochronousAsync(byte endpoint, Memory<byte> buffer, IReadOnlyList<int> packetLengths, ushort startFrame = 0,
+        CancellationToken cancellationToken = default)
+    {
+        byte bInterval = 1;
+        foreach (GuestEndpoint e in _endpoints)
+        {
+            if (e.Address == endpoint && e.Type == UsbTransferType.Isochronous)
+            {
+                bInterval = e.Interval;
+                break;
+            }
+        }
+        ushort interval = (ushort)(1 << (Math.Clamp((int)bInterval, 1, 16) - 1));
+        var pipe = UsbifPipe.Create(Port, Address, endpoint & 0x0f, (endpoint & 0x80) != 0, UsbTransferType.Isochronous);
+        return _frontend.SubmitIsochronousAsync(pipe, buffer, packetLengths, interval, startFrame, cancellationToken: cancellationToken);
+    }
+
+    /// <summary>SET_INTERFACE, as usb_set_interface sends it (a streaming driver picks alt 1 to start and alt 0 to stop).</summary>
+    public Task<UrbResult> SetInterfaceAsync(byte interfaceNumber, byte alternateSetting, CancellationToken cancellationToken = default) =>
+        ControlAsync(0x01, 0x0B, alternateSetting, interfaceNumber, Memory<byte>.Empty, cancellationToken);
+
+    /// <summary>GET_INTERFACE: the alternate setting the device says an interface is in, or -1 if it did not answer.</summary>
+    public async Task<int> GetInterfaceAsync(byte interfaceNumber, CancellationToken cancellationToken = default)
+    {
+        byte[] alt = new byte[1];
+        UrbResult r = await ControlAsync(0x81, 0x0A, 0, interfaceNumber, alt, cancellationToken).ConfigureAwait(false);
+        return r.Ok && r.ActualLength == 1 ? alt[0] : -1;
+    }
+
     /// <summary>CLEAR_FEATURE(ENDPOINT_HALT), as a class driver does after a stall.</summary>
     public Task<UrbResult> ClearHaltAsync(byte endpoint, CancellationToken cancellationToken = default) =>
         ControlAsync(0x02, 1, 0, endpoint, Memory<byte>.Empty, cancellationToken);
@@ -198,7 +234,7 @@ public sealed class GuestUsbDevice
             }
             else if (type == 5 && i + 7 <= config.Length)
             {
-                var e = new GuestEndpoint(config[i + 2], s_descriptorTypes[config[i + 3] & 3], BinaryPrimitives.ReadUInt16LittleEndian(config.Slice(i + 4)));
+                var e = new GuestEndpoint(config[i + 2], s_descriptorTypes[config[i + 3] & 3], BinaryPrimitives.ReadUInt16LittleEndian(config.Slice(i + 4)), config[i + 6]);
                 _endpoints.Add(e);
                 CheckEndpoint(e);
             }
@@ -230,7 +266,8 @@ public sealed class GuestUsbDevice
     }
 }
 
-public readonly record struct GuestEndpoint(byte Address, UsbTransferType Type, ushort MaxPacketSize)
+/// <summary>An endpoint of any alternate setting; <paramref name="Interval"/> is bInterval as the descriptor has it.</summary>
+public readonly record struct GuestEndpoint(byte Address, UsbTransferType Type, ushort MaxPacketSize, byte Interval = 0)
 {
     public bool IsIn => (Address & 0x80) != 0;
 }

@@ -255,6 +255,7 @@ public sealed partial class SimulatedFrontend
             done += len;
         }
         s.GrantCount = nsegs;
+        s.Iso = null;
         s.UserBuffer = buffer;
         s.PageOffset = pageOffset;
         s.IsIn = isIn;
@@ -280,6 +281,7 @@ public sealed partial class SimulatedFrontend
             u.Pipe = new UsbifPipe(target.Pipe.Value | USBIF_PIPE_UNLINK);
             u.InFlight = true;
             u.GrantCount = 0;
+            u.Iso = null;
             u.UserBuffer = default;
             var req = new usbif_urb_request
             {
@@ -366,7 +368,11 @@ public sealed partial class SimulatedFrontend
             }
         }
         int actual = Math.Clamp(rsp.actual_length, 0, s.UserBuffer.Length);
-        if (s.IsIn && actual > 0)
+        if (s.Iso is { } iso)
+        {
+            FinishIso(s, iso, rsp);
+        }
+        else if (s.IsIn && actual > 0)
         {
             Span<byte> dst = s.UserBuffer.Span;
             int copied = 0;
@@ -380,6 +386,7 @@ public sealed partial class SimulatedFrontend
         }
         s.InFlight = false;
         s.GrantCount = 0;
+        s.Iso = null;
         s.UserBuffer = default;
         var result = new UrbResult(rsp.status, actual);
         if (s.Tcs is { } tcs)

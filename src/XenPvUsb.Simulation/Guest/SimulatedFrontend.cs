@@ -383,5 +383,8 @@ public sealed partial class SimulatedFrontend : IAsyncDisposable
         public bool Done { get; set; }
 
         public UsbifPipe Pipe { get; set; }
+
+        /// <summary>The isochronous side of the URB in flight, or null.</summary>
+        public IsoRequest? Iso { get; set; }
     }
 }
