@@ -432,6 +432,29 @@ public sealed class UsbAudioDeviceTests
         Assert.That(_audio.SpeakerSamples(), Is.Empty);
     }
 
+    [Test]
+    public void PluggedIntoTheEmulatedHost_ShowsThreeAudioInterfaces()
+    {
+        using var temp = new TempDirectory();
+        using var host = new EmulatedUsbHost(temp.File("sys"));
+        var audio = new UsbAudioDevice();
+        host.Plug("1-4", audio);
+
+        UsbDeviceInfo info = host.Find("1-4")!;
+        Assert.That((info.VendorId, info.ProductId, info.DeviceClass, info.Speed), Is.EqualTo((UsbAudioDevice.DefaultVendorId, UsbAudioDevice.DefaultProductId, (byte)0, UsbSpeed.Full)));
+        Assert.That(info.Product, Is.EqualTo("Emulated USB Audio"));
+        Assert.That(audio.ActiveConfiguration, Is.EqualTo(1));
+        for (int i = 0; i < 3; i++)
+        {
+            string directory = Path.Combine(host.SysfsRoot, "bus", "usb", "devices", $"1-4:1.{i}");
+            Assert.That(File.ReadAllText(Path.Combine(directory, "bInterfaceClass")).Trim(), Is.EqualTo("01"), $"interface {i}");
+            Assert.That(File.ReadAllText(Path.Combine(directory, "bInterfaceSubClass")).Trim(), Is.EqualTo(i == 0 ? "01" : "02"));
+        }
+
+        using IUsbHostDevice handle = host.Open("1-4");
+        Assert.That(handle, Is.SameAs(audio));
+    }
+
     private static int[] Packets(int count, int length) => Enumerable.Repeat(length, count).ToArray();
 
     private void StartStreaming()
