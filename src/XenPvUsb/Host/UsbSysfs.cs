@@ -171,9 +171,33 @@ public static partial class UsbSysfs
         {
             return [];
         }
+        // Read to the end, not to the size stat reports: sysfs gives this binary attribute its largest
+        // possible size (18 + 65535 bytes), far beyond what it holds, and File.ReadAllBytes would take the
+        // early end for a truncated file (EndOfStreamException).
+        const int MaxLength = 18 + (8 * 65535);
         try
         {
-            return File.ReadAllBytes(Path.Combine(DevicesDirectory(sysfsRoot), busId, "descriptors"));
+            using var stream = new FileStream(Path.Combine(DevicesDirectory(sysfsRoot), busId, "descriptors"), FileMode.Open, FileAccess.Read, FileShare.ReadWrite, bufferSize: 0);
+            byte[] buffer = new byte[4096];
+            int length = 0;
+            while (true)
+            {
+                if (length == buffer.Length)
+                {
+                    if (buffer.Length >= MaxLength)
+                    {
+                        break;
+                    }
+                    Array.Resize(ref buffer, Math.Min(MaxLength, buffer.Length * 2));
+                }
+                int n = stream.Read(buffer, length, buffer.Length - length);
+                if (n == 0)
+                {
+                    break;
+                }
+                length += n;
+            }
+            return buffer[..length];
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {

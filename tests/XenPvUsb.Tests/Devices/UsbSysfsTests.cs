@@ -37,6 +37,22 @@ public sealed class UsbSysfsTests
     }
 
     [Test]
+    public void ReadDescriptors_ReadsToTheEnd_WhateverTheSize()
+    {
+        byte[] stick = UsbSysfs.ReadDescriptors(_sysfs, "1-1");
+        Assert.That(stick, Has.Length.EqualTo(18 + 32), "device descriptor and the configuration set");
+        Assert.That((stick[1], stick[18 + 1]), Is.EqualTo(((byte)1, (byte)2)));
+        // Longer than the first read: the loop goes on to the end (sysfs reports 18 + 65535 bytes for every
+        // device, which File.ReadAllBytes would take for a truncated file).
+        byte[] big = new byte[10_000];
+        new Random(3).NextBytes(big);
+        File.WriteAllBytes(Path.Combine(_sysfs, "bus", "usb", "devices", "2-3", "descriptors"), big);
+        Assert.That(UsbSysfs.ReadDescriptors(_sysfs, "2-3"), Is.EqualTo(big));
+        Assert.That(UsbSysfs.ReadDescriptors(_sysfs, "1-9"), Is.Empty, "no such device");
+        Assert.That(UsbSysfs.ReadDescriptors(_sysfs, "../etc"), Is.Empty, "not a bus id");
+    }
+
+    [Test]
     public void Mirror_WritesDeviceAttributesInKernelFormats()
     {
         Assert.That(Attribute("1-1", "busnum"), Is.EqualTo("1\n"));
