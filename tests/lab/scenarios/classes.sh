@@ -126,7 +126,7 @@ cl_ss_attach() {
   echo "--- the daemon's journal for $b:"; cl_journal $t0 $b
   # what the daemon's copy of the descriptors comes from: sysfs "descriptors" (its size as stat gives
   # it, the bytes a read to the end gets, in dom0 and in the daemon's own mount namespace)
-  echo "--- /sys/bus/usb/devices/$b/descriptors: st_size $(stat -c %s /sys/bus/usb/devices/$b/descriptors), read to the end: $(wc -c < /sys/bus/usb/devices/$b/descriptors) bytes in dom0, $(nsenter -t $(pv_pid) -m -- cat /sys/bus/usb/devices/$b/descriptors 2>/dev/null | wc -c) in xenpvusbd's mount namespace"
+  echo "--- /sys/bus/usb/devices/$b/descriptors: st_size $(stat -c %s /sys/bus/usb/devices/$b/descriptors), read to the end: $(cat /sys/bus/usb/devices/$b/descriptors | wc -c) bytes in dom0, $(nsenter -t $(pv_pid) -m -- cat /sys/bus/usb/devices/$b/descriptors 2>/dev/null | wc -c) in xenpvusbd's mount namespace"
   bad=$(grep -v '^GUEST-' $CL/ss-console | grep -iE "$CL_BAD")
   hs=$(grep -m1 'new high-speed USB device number' $CL/ss-console | sed 's/^\[ *[0-9.]*\] //')
   dl=$(grep -m1 'GUEST-RESULT disk ' $CL/ss-console)
