@@ -3,7 +3,8 @@
 # Output protocol (read by the host driver tests/lab/run-lab from the serial console):
 #   STAGE <scenario>/<name> PASS|FAIL|SKIP <seconds>s <reason>
 #   FIGURE <name> <value> <unit>
-#   LAB-REQUEST <id> <verb> <args>   ask the host to act on QEMU (verbs: unplug ID, replug ID, hmp CMD)
+#   LAB-REQUEST <id> <verb> <args>   ask the host to act on QEMU (verbs: unplug ID, replug ID, hmp CMD,
+#                                    sendkey KEY... = one HMP sendkey per key, in one monitor session)
 #   GUESTLOG <guest>| <line>         a guest's console log, copied live (guest_follow)
 # Scenario scripts: scenarios/<name>.sh, sourced in a subshell with LAB_SCENARIO=<name>.
 
