@@ -72,7 +72,8 @@ public static class FuzzRunner
             string hostileStick = world.PlugStick(HostileGuest.StickSeed, readOnly: true);
             var keyboard = new HidKeyboardDevice();
             string kbd = world.Plug(keyboard);
-            string spare = world.Plug(new HidKeyboardDevice());
+            // The spare device the toolstack attaches and detaches: a USB audio device, for isochronous traffic.
+            string spare = world.Plug(new UsbAudioDevice());
             const int BystanderSeed = 22;
             string bystanderStick = world.PlugStick(BystanderSeed, readOnly: false);
             var h = await world.AddGuestAsync("hostile", options.GrantMode, hostileStick, kbd).ConfigureAwait(false);

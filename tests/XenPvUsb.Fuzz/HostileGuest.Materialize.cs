@@ -92,6 +92,10 @@ public sealed partial class HostileGuest
                 req.u_ctrl = 0;
             }
         }
+        if (s.Origin == "isochronous" && s.IsoLayout != IsoLayout.Stale)
+        {
+            WriteIsoDescriptors(s, (int)((union >> 32) & 0xffff), sum);
+        }
         req.nr_buffer_segs = s.SegCount ?? (ushort)s.DataSegments;
         req.buffer_length = s.LengthMode switch
         {
@@ -102,6 +106,51 @@ public sealed partial class HostileGuest
 
         entry = Describe(req, s.Origin, s.SelfHarm);
         return req;
+    }
+
+    /// <summary>
+    /// Writes packet descriptors (struct usb_iso_packet_descriptor, 16 bytes each) into the request's descriptor
+    /// segments where they are the guest's writable pages, across page boundaries as a real array would lie.
+    /// </summary>
+    private unsafe void WriteIsoDescriptors(RequestSpec s, int packets, int dataLength)
+    {
+        Span<byte> d = stackalloc byte[16];
+        int segment = s.DataSegments;
+        int into = 0;
+        int next = 0;
+        for (int i = 0; i < packets && segment < Math.Min(s.Segments.Length, USBIF_MAX_SEGMENTS_PER_REQUEST); i++)
+        {
+            (uint offset, uint length) = s.IsoLayout switch
+            {
+                IsoLayout.BackToBack => ((uint)next, (uint)s.IsoPacketLength),
+                IsoLayout.Overlapping => (0u, (uint)dataLength),
+                _ => ((uint)_random.Next() << 1 ^ (uint)_random.Next(), (uint)_random.Next(0, 2) == 0 ? (uint)_random.Next(0, 400) : (uint)_random.Next()),
+            };
+            next += s.IsoPacketLength;
+            System.Buffers.Binary.BinaryPrimitives.WriteUInt32LittleEndian(d, offset);
+            System.Buffers.Binary.BinaryPrimitives.WriteUInt32LittleEndian(d[4..], length);
+            System.Buffers.Binary.BinaryPrimitives.WriteUInt32LittleEndian(d[8..], 0);
+            System.Buffers.Binary.BinaryPrimitives.WriteInt32LittleEndian(d[12..], -18);
+            for (int b = 0; b < 16 && segment < Math.Min(s.Segments.Length, USBIF_MAX_SEGMENTS_PER_REQUEST);)
+            {
+                SegSpec seg = s.Segments[segment];
+                int room = Math.Min(seg.Length, RequestGenerators.PageSize - seg.Offset) - into;
+                if (seg.Kind != GrantKind.Writable || room <= 0)
+                {
+                    segment++;
+                    into = 0;
+                    if (seg.Kind != GrantKind.Writable)
+                    {
+                        return; // not our page to write: what it holds is what the backend reads
+                    }
+                    continue;
+                }
+                int take = Math.Min(room, 16 - b);
+                d.Slice(b, take).CopyTo(new Span<byte>((byte*)_writablePages[seg.Page % RequestGenerators.PoolPages] + seg.Offset + into, take));
+                b += take;
+                into += take;
+            }
+        }
     }
 
     /// <summary>What the model records of a request: the validator's verdict and how long its data stage is.</summary>
@@ -172,6 +221,12 @@ public sealed partial class HostileGuest
             _address[port] = address;
             await ControlAsync(port, address, RequestGenerators.Setup(0x00, 9, 1, 0, 0)).ConfigureAwait(false);
             await ControlAsync(port, address, RequestGenerators.Setup(0x02, 1, 0, 0x81, 0)).ConfigureAwait(false);
+            if (port == SparePort)
+            {
+                // The audio device's speaker and microphone streaming (alternate setting 1 of interfaces 1 and 2).
+                await ControlAsync(port, address, RequestGenerators.Setup(0x01, 11, 1, 1, 0)).ConfigureAwait(false);
+                await ControlAsync(port, address, RequestGenerators.Setup(0x01, 11, 1, 2, 0)).ConfigureAwait(false);
+            }
             if (port == StickPort)
             {
                 await ControlAsync(port, address, RequestGenerators.Setup(0x02, 1, 0, 0x02, 0)).ConfigureAwait(false);

@@ -14,7 +14,7 @@ namespace XenPvUsb.Fuzz;
 
 /// <summary>
 /// The hostile guest: a controller with a (read-only) stick on port 1, a keyboard on port 2 and a
-/// spare keyboard the toolstack plugs into port 3 and out again. It plays <see cref="FuzzOp"/>s
+/// spare USB audio device (isochronous endpoints) the toolstack plugs into port 3 and out again. It plays <see cref="FuzzOp"/>s
 /// against the real backend through the reference frontend's raw hooks, keeps a model of what it
 /// has in flight, checks every response, and re-initialises its controller whenever a game stopped
 /// it (the backend going Closing/Closed is then the right answer).

@@ -219,21 +219,33 @@ public static class RequestGenerators
             DataSegments = Buffer(len, 0, GrantKind.Writable, 0).Length,
         });
 
-    /// <summary>Isochronous requests: packets, descriptor segments, start frame (the backend refuses them today).</summary>
+    /// <summary>
+    /// Isochronous requests, mostly to the spare port's audio device (speaker OUT 0x01, microphone IN 0x82, both
+    /// 192-byte packets, streaming once a SET_INTERFACE picks alternate setting 1): packets, descriptor segments,
+    /// start frame, and descriptors laid out as drivers do or as a hostile guest would.
+    /// </summary>
     public static readonly Gen<RequestSpec> Isochronous = Gen.Select(
-        s_devicePort, Gen.Bool, Gen.OneOf<ushort>(0, 1, 8, 256, 0xffff), Gen.Int[0, 3], Gen.Int[0, 4], Gen.UShort,
-        (port, isIn, packets, descSegs, dataPages, startFrame) =>
+        Gen.Frequency((6, Gen.Const(PortSel.Spare)), (1, Gen.Const(PortSel.Stick)), (1, Gen.Const(PortSel.Keyboard))),
+        Gen.Frequency((4, Gen.Const((1, false))), (4, Gen.Const((2, true))), (1, Gen.Const((1, true))), (1, Gen.Const((2, false)))),
+        Gen.OneOf<ushort>(0, 1, 3, 6, 8, 48, 128, 129, 256, 300, 1024, 1025, 0xffff),
+        Gen.Select(Gen.Int[0, 3], Gen.Int[0, 4], Gen.UShort),
+        Gen.Enum<IsoLayout>(),
+        Gen.OneOf(0, 1, 8, 96, 192, 193, 1023, 4096),
+        (port, ep, packets, sizes, layout, packetLength) =>
         {
+            (int descSegs, int dataPages, ushort startFrame) = sizes;
             SegSpec[] data = dataPages == 0 ? [] : Buffer(dataPages * PageSize, 0, GrantKind.Writable, 0);
             SegSpec[] desc = Buffer(descSegs * PageSize, 0, GrantKind.Writable, 4);
             return new RequestSpec
             {
                 Origin = "isochronous",
                 Port = port,
-                PipeRest = PipeBits(1, isIn, USBIF_PIPE_TYPE_ISOC),
+                PipeRest = PipeBits(ep.Item1, ep.Item2, USBIF_PIPE_TYPE_ISOC),
                 Union = 1UL | ((ulong)startFrame << 16) | ((ulong)packets << 32) | ((ulong)desc.Length << 48),
                 Segments = [.. data, .. desc],
                 DataSegments = data.Length,
+                IsoLayout = layout,
+                IsoPacketLength = packetLength,
             };
         });
 

@@ -60,6 +60,22 @@ public enum GrantKind : byte
 
 public readonly record struct SegSpec(GrantKind Kind, byte Page, ushort Offset, ushort Length, uint Literal = 0);
 
+/// <summary>The packet descriptors an isochronous request carries.</summary>
+public enum IsoLayout : byte
+{
+    /// <summary>What the pages hold already (zeros, or another request's bytes).</summary>
+    Stale,
+
+    /// <summary>Packets of <see cref="RequestSpec.IsoPacketLength"/> bytes back to back from offset 0, as drivers lay them out.</summary>
+    BackToBack,
+
+    /// <summary>Every offset and length random 32-bit values.</summary>
+    Random,
+
+    /// <summary>All packets at offset 0, each as long as the buffer.</summary>
+    Overlapping,
+}
+
 /// <summary>What to put in buffer_length.</summary>
 public enum LengthMode : byte
 {
@@ -134,6 +150,12 @@ public sealed record RequestSpec
 
     /// <summary>Data segments among <see cref="Segments"/> (the rest are iso descriptor segments).</summary>
     public int DataSegments { get; init; }
+
+    /// <summary>What an isochronous request's descriptor segments get written with (when they are the guest's writable pages).</summary>
+    public IsoLayout IsoLayout { get; init; }
+
+    /// <summary>Each packet's length for <see cref="IsoLayout.BackToBack"/>.</summary>
+    public int IsoPacketLength { get; init; }
 
     /// <summary>True if this request can make the guest's own ring unusable (see <see cref="GrantKind.UrbRingPage"/>).</summary>
     public bool SelfHarm
