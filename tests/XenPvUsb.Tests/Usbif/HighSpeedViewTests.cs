@@ -49,6 +49,38 @@ public sealed class HighSpeedViewTests
         Assert.That(BinaryPrimitives.ReadUInt16LittleEndian(hs.AsSpan(2)), Is.EqualTo(hs.Length));
     }
 
+    /// <summary>
+    /// A UAS bridge's SuperSpeed configuration, laid out as lsusb -v shows the common ones (ASMedia ASM1153E,
+    /// 174c:55aa): alternate setting 0 bulk-only, alternate setting 1 UAS (protocol 0x62) with four bulk endpoints,
+    /// each with a companion (the three data and status pipes with 2^4 streams) and a pipe usage descriptor
+    /// (class-specific, type 0x24) after it; bMaxPower 112 (896 mA).
+    /// </summary>
+    private static readonly byte[] s_ssUasConfig = Convert.FromHexString(
+        "0902790001010080" + "70" +
+        "090400000208065000" + "07058102000400" + "06300F000000" + "07050202000400" + "06300F000000" +
+        "090401000408066200" +
+        "07058102000400" + "06300F040000" + "04240200" + // status IN, pipe usage 2
+        "07050202000400" + "06300F040000" + "04240400" + // data OUT, pipe usage 4
+        "07058302000400" + "06300F040000" + "04240300" + // data IN, pipe usage 3
+        "07050402000400" + "063000000000" + "04240100"); // command OUT, pipe usage 1
+
+    [Test]
+    public void UasBridgeConfiguration_KeepsBothAlternateSettingsAndPipeUsage_WithoutCompanions()
+    {
+        Assert.That(BinaryPrimitives.ReadUInt16LittleEndian(s_ssUasConfig.AsSpan(2)), Is.EqualTo(s_ssUasConfig.Length), "the test's own bytes");
+        byte[] hs = HighSpeedView.Configuration(s_ssUasConfig)!;
+        string expected =
+            "0902550001010080" + "FA" +
+            "090400000208065000" + "07058102000200" + "07050202000200" +
+            "090401000408066200" +
+            "07058102000200" + "04240200" +
+            "07050202000200" + "04240400" +
+            "07058302000200" + "04240300" +
+            "07050402000200" + "04240100";
+        Assert.That(Convert.ToHexString(hs), Is.EqualTo(expected));
+        Assert.That(BinaryPrimitives.ReadUInt16LittleEndian(hs.AsSpan(2)), Is.EqualTo(hs.Length));
+    }
+
     [Test]
     public void MaxPower_IsIn2mAUnits_AtMost500mA()
     {
