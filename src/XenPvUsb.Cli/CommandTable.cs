@@ -21,7 +21,7 @@ internal static class CommandTable
     public static RootCommand Build()
     {
         var root = new RootCommand("xenpvusb: give Xen guests USB devices through PVUSB (backend: xenpvusbd)");
-        foreach (Command c in Commands())
+        foreach (Command c in Commands().Concat(AssignmentCommands()))
         {
             root.Subcommands.Add(c);
         }
@@ -126,6 +126,154 @@ internal static class CommandTable
             DomId d = await ctx.Toolstack.ResolveDomainAsync(r.GetValue(domain)!, ct);
             await ctx.Toolstack.DetachAsync(d, Int(StripKey(r.GetValue(devId)!, "controller"), "controller"), Int(StripKey(r.GetValue(port)!, "port"), "port"), ct);
         });
+    }
+
+    /// <summary>The persistent assignment file the verbs edit: XENPVUSB_ASSIGNMENTS, or /etc/xenpvusb/assignments.conf.</summary>
+    private static string AssignmentsPath =>
+        Environment.GetEnvironmentVariable("XENPVUSB_ASSIGNMENTS") is { Length: > 0 } p ? p : AssignmentFile.DefaultPath;
+
+    private static IEnumerable<Command> AssignmentCommands()
+    {
+        var domain = new Argument<string>("Domain") { Description = "guest name (rules follow the name across reboots)" };
+        var match = new Argument<string[]>("match")
+        {
+            Description = "id=vvvv:pppp (or vvvv:*), serial=S, path=B-P.P, class=cc, port=N, controller=usbver:ports, force",
+            Arity = ArgumentArity.ZeroOrMore,
+        };
+        var json = new Option<bool>("--json") { Description = "print JSON" };
+
+        yield return LocalVerb("assign", "Assign matching host devices to a domain, now and whenever it runs or they are plugged in", [domain, match], [], r =>
+        {
+            AssignmentRule rule = ParseRuleArgs(r.GetValue(domain)!, r.GetValue(match));
+            if (!AssignmentFile.Add(AssignmentsPath, rule))
+            {
+                Console.WriteLine($"already assigned: {rule.Format()}");
+                return;
+            }
+            Console.WriteLine($"assigned: {rule.Format()}");
+        });
+        yield return LocalVerb("unassign", "Remove a domain's assignments (those with exactly this match, or all of them)", [domain, match], [], r =>
+        {
+            string name = r.GetValue(domain)!;
+            string[] words = r.GetValue(match) ?? [];
+            DeviceMatch? m = words.Length == 0 ? null : ParseRuleArgs(name, words).Match;
+            IReadOnlyList<AssignmentRule> removed = AssignmentFile.Remove(AssignmentsPath, name, m);
+            if (removed.Count == 0)
+            {
+                throw new ToolstackException($"no assignment of {name}{(m is null ? "" : $" with {m}")} in {AssignmentsPath}");
+            }
+            foreach (AssignmentRule rule in removed)
+            {
+                Console.WriteLine($"unassigned: {rule.Format()}");
+            }
+        });
+        yield return LocalVerb("assignments", "List the persistent assignments, in the order they apply", [], [json], r =>
+        {
+            (IReadOnlyList<AssignmentRule> rules, IReadOnlyList<string> errors) = AssignmentFile.Load(AssignmentsPath);
+            foreach (string e in errors)
+            {
+                Console.Error.WriteLine($"xenpvusb: warning: {AssignmentsPath}: {e} (ignored)");
+            }
+            if (r.GetValue(json))
+            {
+                Console.WriteLine(AssignmentsJson(rules));
+                return;
+            }
+            Console.WriteLine($"{"Domain",-16} {"Match",-40} {"Port",-4} {"Controller",-10} Force");
+            foreach (AssignmentRule rule in rules)
+            {
+                Console.WriteLine($"{rule.Domain,-16} {rule.Match,-40} {(rule.Port?.ToString(CultureInfo.InvariantCulture) ?? "any"),-4} {(rule.Controller?.ToString() ?? "-"),-10} {(rule.Force ? "yes" : "no")}");
+            }
+        });
+    }
+
+    private static AssignmentRule ParseRuleArgs(string domain, string[]? words)
+    {
+        try
+        {
+            return AssignmentFile.ParseRule([domain, .. words ?? []]);
+        }
+        catch (FormatException e)
+        {
+            throw new ToolstackException(e.Message);
+        }
+    }
+
+    private static string AssignmentsJson(IReadOnlyList<AssignmentRule> rules)
+    {
+        using var stream = new MemoryStream();
+        using (var w = new System.Text.Json.Utf8JsonWriter(stream, new System.Text.Json.JsonWriterOptions { Indented = true }))
+        {
+            w.WriteStartArray();
+            foreach (AssignmentRule rule in rules)
+            {
+                w.WriteStartObject();
+                w.WriteString("domain", rule.Domain);
+                DeviceMatch m = rule.Match;
+                if (m.VendorId is { } v)
+                {
+                    w.WriteString("vendor", v.ToString("x4", CultureInfo.InvariantCulture));
+                }
+                if (m.ProductId is { } p)
+                {
+                    w.WriteString("product", p.ToString("x4", CultureInfo.InvariantCulture));
+                }
+                if (m.Serial is not null)
+                {
+                    w.WriteString("serial", m.Serial);
+                }
+                if (m.Path is not null)
+                {
+                    w.WriteString("path", m.Path);
+                }
+                if (m.InterfaceClass is { } c)
+                {
+                    w.WriteString("class", c.ToString("x2", CultureInfo.InvariantCulture));
+                }
+                if (rule.Port is { } port)
+                {
+                    w.WriteNumber("port", port);
+                }
+                if (rule.Controller is { } ctl)
+                {
+                    w.WriteNumber("usbVersion", ctl.UsbVersion);
+                    w.WriteNumber("ports", ctl.Ports);
+                }
+                w.WriteBoolean("force", rule.Force);
+                w.WriteNumber("line", rule.Line);
+                w.WriteEndObject();
+            }
+            w.WriteEndArray();
+        }
+        return System.Text.Encoding.UTF8.GetString(stream.ToArray());
+    }
+
+    /// <summary>A verb that works on local files only (no xenstore): errors print one line and exit 1.</summary>
+    private static Command LocalVerb(string name, string description, Argument[] arguments, Option[] options, Action<ParseResult> action)
+    {
+        var command = new Command(name, description);
+        foreach (Argument a in arguments)
+        {
+            command.Arguments.Add(a);
+        }
+        foreach (Option o in options)
+        {
+            command.Options.Add(o);
+        }
+        command.SetAction(result =>
+        {
+            try
+            {
+                action(result);
+                return 0;
+            }
+            catch (Exception e) when (e is ToolstackException or IOException or UnauthorizedAccessException)
+            {
+                Console.Error.WriteLine($"xenpvusb {name}: {e.Message}");
+                return 1;
+            }
+        });
+        return command;
     }
 
     /// <summary>

@@ -242,4 +242,43 @@ public sealed class CliTests
         Assert.That(exit, Is.EqualTo(1));
         Assert.That(err, Does.Contain("cannot reach xenstore"));
     }
+    [Test]
+    public async Task AssignUnassignAssignments_EditTheFile_AndRefuseBadRulesWithOneLine()
+    {
+        string dir = Path.Combine(_world.Directory, "etc");
+        string file = Path.Combine(dir, "assignments.conf");
+        Environment.SetEnvironmentVariable("XENPVUSB_ASSIGNMENTS", file);
+        try
+        {
+            (int exit, string output, _) = await RunAsync("assign", "alpha", "id=0781:5581", "serial=4C530001", "port=2");
+            Assert.That((exit, output.Trim()), Is.EqualTo((0, "assigned: alpha id=0781:5581 serial=4C530001 port=2")));
+            Assert.That((await RunAsync("assign", "beta", "class=03", "controller=1:4")).Exit, Is.Zero);
+            (exit, _, string err) = await RunAsync("assign", "beta", "id=07:81");
+            Assert.That(exit, Is.EqualTo(1));
+            Assert.That(err.Trim().Split('\n'), Has.Length.EqualTo(1));
+            Assert.That(err, Does.Contain("is not vendor:product"));
+
+            (exit, output, _) = await RunAsync("assignments", "--json");
+            Assert.That(exit, Is.Zero);
+            using (var doc = System.Text.Json.JsonDocument.Parse(output))
+            {
+                Assert.That(doc.RootElement.GetArrayLength(), Is.EqualTo(2));
+                Assert.That(doc.RootElement[0].GetProperty("serial").GetString(), Is.EqualTo("4C530001"));
+                Assert.That(doc.RootElement[1].GetProperty("usbVersion").GetInt32(), Is.EqualTo(1));
+            }
+            (_, output, _) = await RunAsync("assignments");
+            Assert.That(output, Does.Contain("alpha").And.Contain("class=03"));
+
+            Assert.That((await RunAsync("unassign", "alpha")).Exit, Is.Zero);
+            Assert.That((await RunAsync("unassign", "alpha")).Exit, Is.EqualTo(1), "nothing left to remove");
+            Assert.That(AssignmentRules(file), Is.EqualTo(new[] { "beta class=03 controller=1:4" }));
+        }
+        finally
+        {
+            Environment.SetEnvironmentVariable("XENPVUSB_ASSIGNMENTS", null);
+        }
+    }
+
+    private static string[] AssignmentRules(string file) =>
+        XenPvUsb.Toolstack.AssignmentFile.Load(file).Rules.Select(r => r.Format()).ToArray();
 }
