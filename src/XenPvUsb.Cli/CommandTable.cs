@@ -81,9 +81,19 @@ internal static class CommandTable
         });
         yield return Verb("usb-list-assignable-devices", "List host USB devices that can be given to a guest", [], async (r, ctx, ct) =>
         {
+            // Which persistent assignment claims each device, if the file has any rules.
+            IReadOnlyList<AssignmentRule> rules = AssignmentFile.Load(AssignmentsPath).Rules;
             foreach (UsbDeviceInfo dev in await ctx.Toolstack.ListAssignableAsync(ct))
             {
-                Console.WriteLine($"{dev.BusId,-10} Bus {dev.BusNum:D3} Device {dev.DevNum:D3}: ID {dev.VendorId:x4}:{dev.ProductId:x4} {Describe(dev)}");
+                string claim = "";
+                if (rules.Count > 0)
+                {
+                    IReadOnlyCollection<byte> classes = AssignmentFile.InterfaceClasses(ReadDescriptorsOrEmpty(dev.BusId));
+                    claim = AssignmentFile.FirstMatch(rules, dev, classes) is { } rule
+                        ? $"  [assigned to {rule.Domain}: {rule.Match}, line {rule.Line}]"
+                        : "  [no assignment]";
+                }
+                Console.WriteLine($"{dev.BusId,-10} Bus {dev.BusNum:D3} Device {dev.DevNum:D3}: ID {dev.VendorId:x4}:{dev.ProductId:x4} {Describe(dev)}{claim}");
             }
         });
         yield return Verb("usbctrl-attach", "Create a virtual USB controller: usbctrl-attach <Domain> [type=pv] [version=2] [ports=8] [grant-mode=copy|map]", [domain, keyValues], async (r, ctx, ct) =>
@@ -368,6 +378,18 @@ internal static class CommandTable
             return XenPvUsb.Host.UsbSysfs.Enumerate(CliContext.SysfsRoot);
         }
         catch (IOException)
+        {
+            return [];
+        }
+    }
+
+    private static byte[] ReadDescriptorsOrEmpty(string busId)
+    {
+        try
+        {
+            return XenPvUsb.Host.UsbSysfs.ReadDescriptors(CliContext.SysfsRoot, busId);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
             return [];
         }

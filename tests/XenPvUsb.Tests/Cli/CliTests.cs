@@ -269,6 +269,12 @@ public sealed class CliTests
             (_, output, _) = await RunAsync("assignments");
             Assert.That(output, Does.Contain("alpha").And.Contain("class=03"));
 
+            (exit, output, _) = await RunAsync("usb-list-assignable-devices");
+            Assert.That(exit, Is.Zero);
+            Assert.That(output.Split('\n').Single(l => l.StartsWith(_keyboard + " ", StringComparison.Ordinal)),
+                Does.EndWith("[assigned to beta: class=03, line 4]"), "the keyboard's HID interface is class 03");
+            Assert.That(output.Split('\n').Single(l => l.StartsWith(_stick + " ", StringComparison.Ordinal)), Does.EndWith("[no assignment]"));
+
             Assert.That((await RunAsync("unassign", "alpha")).Exit, Is.Zero);
             Assert.That((await RunAsync("unassign", "alpha")).Exit, Is.EqualTo(1), "nothing left to remove");
             Assert.That(AssignmentRules(file), Is.EqualTo(new[] { "beta class=03 controller=1:4" }));

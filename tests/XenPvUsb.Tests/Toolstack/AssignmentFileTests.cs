@@ -134,4 +134,24 @@ public sealed class AssignmentFileTests
     {
         Assert.That(AssignmentFile.Load(_path).Rules, Is.Empty);
     }
+
+    [Test]
+    public void InterfaceClasses_AreEveryInterfaceDescriptorsClass_AndFirstMatchTakesTheFirstRule()
+    {
+        byte[] descriptors = Convert.FromHexString(
+            "12010002000000400912" + "0100" + "000101020301" + // device (18 bytes)
+            "0902390002010080FA" + "090400000103010100" + "092111010001223F00" + "07058103080008" + // HID interface
+            "090401000208065000" + "07058202000200" + "07050202000200"); // mass storage interface
+        Assert.That(AssignmentFile.InterfaceClasses(descriptors), Is.EquivalentTo(new byte[] { 3, 8 }));
+        Assert.That(AssignmentFile.InterfaceClasses(descriptors.AsSpan(0, 30)), Is.Empty, "a cut descriptor ends the walk");
+
+        AssignmentRule[] rules =
+        [
+            new("first", new DeviceMatch(InterfaceClass: 8), Line: 1),
+            new("second", new DeviceMatch(0x0781, 0x5581), Line: 2),
+        ];
+        Assert.That(AssignmentFile.FirstMatch(rules, Stick(), AssignmentFile.InterfaceClasses(descriptors))?.Domain, Is.EqualTo("first"));
+        Assert.That(AssignmentFile.FirstMatch(rules, Stick(), [])?.Domain, Is.EqualTo("second"));
+        Assert.That(AssignmentFile.FirstMatch(rules, Stick(vid: 1), []), Is.Null);
+    }
 }
