@@ -5,13 +5,15 @@
 # A player of a countable pattern (isoaudio play, tests/lab/guest/audio/isoaudio.c: ALSA's kernel PCM
 # interface, no alsa-lib; every frame carries its index, so every lost, repeated or reordered 1 ms
 # packet shows) plays 4 s (4000 packets) plus 200 ms of silence:
-# - first in dom0 through dom0's own snd-usb-audio (audio-native): the chain from player to file works
+# - first in dom0 through dom0's own snd-usb-audio (native-play): the chain from player to file works
 #   and the checker is right, independent of our daemon;
-# - then in a PV guest through xen-hcd, xenpvusbd and usbfs (audio-pvusb).
+# - then in a PV guest through xen-hcd, xenpvusbd and usbfs (pvusb-play).
 # After each, the host checks the wav file (LAB-REQUEST audiocheck, run-lab: isoaudio check) and
-# records audio-native-samples / audio-pvusb-samples: every packet must have arrived exactly once, in
+# records the verdict stages audio-native / audio-pvusb: every packet must have arrived exactly once, in
 # order, bit-exact, with nothing but silence around the stream (tolerance: no lost packet; QEMU's
-# device buffer is set larger than a clip, so the emulator drops none of its own).
+# device buffer is set larger than a clip, so the emulator drops none of its own). The play stages only
+# say the player and the driver were content: snd-usb-audio does not look at the status of its
+# playback packets, so a transport that fails every packet still "plays" in real time.
 
 AU=$LAB_TMP/audio
 mkdir -p $AU
@@ -54,10 +56,10 @@ au_native() {
   echo "$l"
   au_parse "$l"
   # the host checks the wav file (whatever the player said: its result is on this stage's line)
-  lab_request audiocheck audio/audio-native-samples native $AU_STREAM_NATIVE $AU_FRAMES 0
+  lab_request audiocheck audio/audio-native native $AU_STREAM_NATIVE $AU_FRAMES 0
   [ "${P_result:-}" = ok ] || { reason "dom0's player: ${l:-no output}"; return 1; }
   figure iso-out-native-play-s "$(awk -v a=$P_write_s -v b=$P_drain_s 'BEGIN { printf "%.2f", a + b }')" s
-  reason "dom0 card $c: $P_frames frames (+$P_tail silence) of stream $AU_STREAM_NATIVE played in $P_write_s + $P_drain_s s (write + drain), buffer $P_buffer, period $P_period, xruns $P_xruns; the host checks the wav (audio-native-samples)"
+  reason "dom0 card $c: $P_frames frames (+$P_tail silence) of stream $AU_STREAM_NATIVE played in $P_write_s + $P_drain_s s (write + drain), buffer $P_buffer, period $P_period, xruns $P_xruns; the host checks the wav (stage audio-native)"
 }
 
 au_guest() {
@@ -116,7 +118,7 @@ au_pvusb() {
   read -r b < $AU/busid
   guest_wait aug 'GUEST-RESULT play ' 300 || { pv_log 40; reason "the guest's player did not finish within 300 s"; return 1; }
   l=$(guest_log aug | grep -m1 'GUEST-RESULT play ')
-  lab_request audiocheck audio/audio-pvusb-samples pvusb $AU_STREAM_PVUSB $AU_FRAMES 0
+  lab_request audiocheck audio/audio-pvusb pvusb $AU_STREAM_PVUSB $AU_FRAMES 0
   guest_wait aug 'GUEST-RESULT play-klog ' 30
   kl=$(guest_log aug | grep -m1 'GUEST-RESULT play-klog ')
   echo "--- the guest's kernel log from the play on:"; guest_log aug | sed -n '/LAB-MARK audio play$/,$p' | grep -v '^GUEST-' | head -n 40
@@ -127,7 +129,7 @@ au_pvusb() {
   case $kl in *" bad=0"*) ;; *) why="$why""the guest's kernel log: ${kl#GUEST-RESULT }; ";; esac
   if [ -n "$why" ]; then reason "$why"; return 1; fi
   figure iso-out-pvusb-play-s "$(awk -v a=$P_write_s -v b=$P_drain_s 'BEGIN { printf "%.2f", a + b }')" s
-  reason "guest: $P_frames frames (+$P_tail silence) of stream $AU_STREAM_PVUSB played in $P_write_s + $P_drain_s s, buffer $P_buffer, period $P_period, xruns $P_xruns; no complaint in its kernel log; the host checks the wav (audio-pvusb-samples)"
+  reason "guest: $P_frames frames (+$P_tail silence) of stream $AU_STREAM_PVUSB played in $P_write_s + $P_drain_s s, buffer $P_buffer, period $P_period, xruns $P_xruns; no complaint in its kernel log; the host checks the wav (stage audio-pvusb)"
 }
 
 au_detach() {
@@ -168,9 +170,9 @@ au_cleanup() {
 
 if stage daemon -t 120 pv_ensure; then
   if stage plug -t 120 au_plug; then
-    stage audio-native -t 200 au_native
+    stage native-play -t 200 au_native
     if stage guest-create -t 240 au_guest && stage hc-create -t 120 au_hc && stage attach -t 480 au_attach; then
-      stage audio-pvusb -t 400 au_pvusb
+      stage pvusb-play -t 400 au_pvusb
       stage detach -t 300 au_detach
     fi
   fi
