@@ -40,7 +40,7 @@ au_plug() {
   d=$(usb_dev_by_serial $AU_SERIAL); b=${d##*/}; echo $b > $AU/busid
   read -r sp < $d/speed
   wait_for 60 au_has_pcm $b || { reason "$b: no ALSA playback device in dom0 within 60 s (drivers: $(usb_drivers $b))"; return 1; }
-  drv=$(usb_drivers $b)
+  drv=$(usb_drivers $b); echo "$drv" > $AU/dom0-drivers
   reason "QEMU usb-audio $b $(cat $d/idVendor):$(cat $d/idProduct) \"$(cat $d/product)\" ${sp}M; dom0 drivers: $drv; card $(au_card $b) /dev/snd/pcmC$(au_card $b)D0p"
 }
 
@@ -133,7 +133,7 @@ au_pvusb() {
 }
 
 au_detach() {
-  local b t0 n=0 dt
+  local b t0 n=0 dt want
   read -r b < $AU/busid
   t0=$(lab_now)
   xenpvusb usb-detach aug 0 1 || { pv_log 20; reason "usb-detach failed"; return 1; }
@@ -144,9 +144,13 @@ au_detach() {
   done
   dt=$(lab_elapsed $t0)
   figure audio-handback-s $dt s
+  # snd-usb-audio binds the control interface and claims the streaming one from its probe: both, as at plug time
+  read -r want < $AU/dom0-drivers
+  wait_for 10 eval '[ "$(usb_drivers $b)" = "$want" ]' || { reason "dom0's drivers on $b after the detach: $(usb_drivers $b), at plug time: $want"; return 1; }
+  wait_for 10 au_has_pcm $b || { reason "snd-usb-audio has $b again, but dom0 has no playback device for it"; return 1; }
   guest_wait aug 'GUEST-RESULT audio-gone ' 220 || { reason "snd-usb-audio has $b again after $dt s, but the guest did not report its card gone"; return 1; }
   guest_log aug | grep -q 'GUEST-RESULT audio-gone no' && { reason "the guest's card is still there"; return 1; }
-  reason "snd-usb-audio bound to $b in dom0 again $dt s after usb-detach began; the guest's card gone"
+  reason "snd-usb-audio bound to $b in dom0 again $dt s after usb-detach began (drivers: $(usb_drivers $b)), /dev/snd/pcmC$(au_card $b)D0p; the guest's card gone"
 }
 
 # Whatever happened: no guest, the device unplugged from QEMU (which closes the wav file).
