@@ -1,6 +1,6 @@
 /* isoaudio -- the lab's isochronous OUT check: a player with a countable pattern, and its checker.
  *
- *   isoaudio play [-d /dev/snd/pcmCxDyp] [-s STREAM] [-n FRAMES] [-t TAIL] [-T TIMEOUT_S]
+ *   isoaudio play [-d /dev/snd/pcmCxDyp] [-s STREAM] [-n FRAMES] [-t TAIL] [-L LINGER_S] [-T TIMEOUT_S]
  *   isoaudio check [-s STREAM] [-n FRAMES] [-w WAIT_S] [-i IDLE_S] [-l MAX_LOST_PACKETS] FILE.wav
  *   isoaudio gen [-s STREAM] [-n FRAMES] > raw        (the pattern as raw S16_LE stereo, for tests)
  *
@@ -11,6 +11,11 @@
  * allows 1 MiB, 262144 frames) and is written before the stream starts (start_threshold = all of it),
  * so the player cannot underrun: whatever is missing or doubled at the device was lost or doubled on
  * the way (host controller, PVUSB, QEMU), not by ALSA.
+ * After the drain the player keeps the device open for LINGER_S seconds (default 3) before it closes
+ * it: closing sets the streaming interface to its zero-bandwidth altsetting, and QEMU's usb-audio then
+ * stops handing its buffer to the wav writer and drops what is left in it. That writer takes 44100
+ * frames a second (see run-lab) against the device's 48000, so at the end of a 4 s clip played in
+ * real time about 0.4 s of it is still in the device's buffer.
  * Prints one line: "isoaudio-play result=ok|... frames= tail= rate= channels= buffer= period= write_s=
  * drain_s= xruns=".
  *
@@ -97,7 +102,7 @@ static double now_s(void)
 
 static void usage(void)
 {
-	fprintf(stderr, "usage: isoaudio play [-d PCM] [-s STREAM] [-n FRAMES] [-t TAIL] [-T TIMEOUT_S]\n"
+	fprintf(stderr, "usage: isoaudio play [-d PCM] [-s STREAM] [-n FRAMES] [-t TAIL] [-L LINGER_S] [-T TIMEOUT_S]\n"
 			"       isoaudio check [-s STREAM] [-n FRAMES] [-w WAIT_S] [-i IDLE_S] [-l MAX_LOST_PACKETS] FILE.wav\n"
 			"       isoaudio gen [-s STREAM] [-n FRAMES]\n");
 	exit(2);
@@ -150,7 +155,7 @@ static void on_alarm(int sig)
 	timed_out = 1;
 }
 
-static int do_play(const char *dev, unsigned stream, unsigned frames, unsigned tail, unsigned timeout)
+static int do_play(const char *dev, unsigned stream, unsigned frames, unsigned tail, unsigned linger, unsigned timeout)
 {
 	struct snd_pcm_hw_params hw;
 	struct snd_pcm_sw_params sw;
@@ -261,11 +266,13 @@ static int do_play(const char *dev, unsigned stream, unsigned frames, unsigned t
 	}
 	t2 = now_s();
 	alarm(0);
+	if (!timed_out)
+		sleep(linger); /* the device open, its interface streaming: QEMU empties its buffer */
 	printf("isoaudio-play result=%s stream=%u frames=%u tail=%u written=%u rate=%u channels=%u buffer=%u period=%u "
-	       "write_s=%.2f drain_s=%.2f xruns=%u allowed=%s\n",
+	       "write_s=%.2f drain_s=%.2f linger_s=%u xruns=%u allowed=%s\n",
 	       timed_out ? "timeout" : xruns ? "xrun" : "ok", stream, frames, tail, done, hw_get(&hw, SNDRV_PCM_HW_PARAM_RATE),
 	       hw_get(&hw, SNDRV_PCM_HW_PARAM_CHANNELS), hw_get(&hw, SNDRV_PCM_HW_PARAM_BUFFER_SIZE),
-	       hw_get(&hw, SNDRV_PCM_HW_PARAM_PERIOD_SIZE), t1 - t0, t2 - t1, xruns, allowed);
+	       hw_get(&hw, SNDRV_PCM_HW_PARAM_PERIOD_SIZE), t1 - t0, t2 - t1, linger, xruns, allowed);
 	fflush(stdout);
 	close(fd);
 	return timed_out || xruns ? 1 : 0;
@@ -277,7 +284,7 @@ static int do_play(const char *dev, unsigned stream, unsigned frames, unsigned t
 struct result {
 	long long file_frames, silence, other, garbage;
 	long long arrived, unique, lost, repeated, reordered, jumps, inner_silence, inner_other;
-	long long first_pos, last_pos, first_index, last_index, lost_runs;
+	long long first_pos, last_pos, first_index, last_index, lost_runs, max_index;
 	unsigned header_rate, header_channels, header_bits;
 	char first_jump[96];
 };
@@ -312,7 +319,7 @@ static int analyse(const char *path, unsigned stream, unsigned frames, struct re
 	FILE *f = fopen(path, "rb");
 
 	memset(r, 0, sizeof(*r));
-	r->first_pos = r->last_pos = r->first_index = r->last_index = -1;
+	r->first_pos = r->last_pos = r->first_index = r->last_index = r->max_index = -1;
 	if (!f)
 		return -1;
 	got = fread(hdr, 1, sizeof(hdr), f);
@@ -371,6 +378,8 @@ static int analyse(const char *path, unsigned stream, unsigned frames, struct re
 			if (seen[n] == 1)
 				r->unique++;
 			prev = n;
+			if ((long long)n > r->max_index)
+				r->max_index = n;
 			r->last_pos = pos;
 			r->last_index = n;
 		}
@@ -426,11 +435,13 @@ static int do_check(const char *path, unsigned stream, unsigned frames, double w
 		   r.jumps == r.lost_runs && r.lost % PACKET == 0;
 	printf("isoaudio-check result=%s stream=%u expected=%u expected_pk=%u arrived=%lld arrived_pk=%lld lost=%lld "
 	       "lost_pk=%lld repeated=%lld repeated_pk=%lld reordered=%lld jumps=%lld inner_silence=%lld inner_other=%lld "
-	       "garbage=%lld first_index=%lld last_index=%lld first_pos=%lld file_frames=%lld silence=%lld other=%lld "
+	       "garbage=%lld first_index=%lld last_index=%lld lost_after_last=%lld first_pos=%lld file_frames=%lld "
+	       "silence=%lld other=%lld "
 	       "header=%uHz/%uch/%ubit waited=%.1f first_jump=%s\n",
 	       pass ? "PASS" : "FAIL", stream, frames, frames / PACKET, r.arrived, r.arrived / PACKET, r.lost, lost_pk,
 	       r.repeated, (r.repeated + PACKET - 1) / PACKET, r.reordered, r.jumps, r.inner_silence, r.inner_other,
-	       r.garbage, r.first_index, r.last_index, r.first_pos, r.file_frames, r.silence, r.other, r.header_rate,
+	       r.garbage, r.first_index, r.last_index, (long long)frames - 1 - r.max_index, r.first_pos, r.file_frames,
+	       r.silence, r.other, r.header_rate,
 	       r.header_channels, r.header_bits, now_s() - t0, r.first_jump[0] ? r.first_jump : "none");
 	return pass ? 0 : 1;
 }
@@ -438,7 +449,7 @@ static int do_check(const char *path, unsigned stream, unsigned frames, double w
 int main(int argc, char **argv)
 {
 	const char *dev = "/dev/snd/pcmC0D0p";
-	unsigned stream = 1, frames = 4 * RATE, tail = 9600, timeout = 120;
+	unsigned stream = 1, frames = 4 * RATE, tail = 9600, linger = 3, timeout = 120;
 	double wait = 0, idle = 10;
 	long max_lost = 0;
 	int c;
@@ -448,12 +459,13 @@ int main(int argc, char **argv)
 	const char *cmd = argv[1];
 	argv++;
 	argc--;
-	while ((c = getopt(argc, argv, "d:s:n:t:T:w:i:l:")) != -1) {
+	while ((c = getopt(argc, argv, "d:s:n:t:L:T:w:i:l:")) != -1) {
 		switch (c) {
 		case 'd': dev = optarg; break;
 		case 's': stream = strtoul(optarg, NULL, 0) & 0xf; break;
 		case 'n': frames = strtoul(optarg, NULL, 0); break;
 		case 't': tail = strtoul(optarg, NULL, 0); break;
+		case 'L': linger = strtoul(optarg, NULL, 0); break;
 		case 'T': timeout = strtoul(optarg, NULL, 0); break;
 		case 'w': wait = atof(optarg); break;
 		case 'i': idle = atof(optarg); break;
@@ -464,7 +476,7 @@ int main(int argc, char **argv)
 	if (frames == 0 || frames > MAX_FRAMES)
 		usage();
 	if (!strcmp(cmd, "play"))
-		return do_play(dev, stream, frames, tail, timeout);
+		return do_play(dev, stream, frames, tail, linger, timeout);
 	if (!strcmp(cmd, "check")) {
 		if (optind >= argc)
 			usage();
