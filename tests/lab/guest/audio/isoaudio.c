@@ -38,6 +38,9 @@
  *   jumps       steps where the index is not the previous one + 1 (each loss, repeat or reorder)
  *   inner_silence, inner_other, garbage: silence or other streams' frames between the stream's first
  *               and last frame; garbage anywhere in the file
+ *   lost_after_last, silence_after: frames missing after the highest index that arrived, and the
+ *               silence that follows the stream's last frame (none: the file may end short of the
+ *               player's tail, i.e. the end never reached it)
  * and the same in packets of 48 frames (lost_pk = ceil(lost / 48), ...). With -w it reads the file
  * again every 0.25 s until the stream is complete and the file has not grown for 1 s, or the file has
  * not grown for IDLE_S (default 10) seconds, or WAIT_S seconds have passed.
@@ -284,7 +287,7 @@ static int do_play(const char *dev, unsigned stream, unsigned frames, unsigned t
 struct result {
 	long long file_frames, silence, other, garbage;
 	long long arrived, unique, lost, repeated, reordered, jumps, inner_silence, inner_other;
-	long long first_pos, last_pos, first_index, last_index, lost_runs, max_index;
+	long long first_pos, last_pos, first_index, last_index, lost_runs, max_index, silence_after;
 	unsigned header_rate, header_channels, header_bits;
 	char first_jump[96];
 };
@@ -387,6 +390,7 @@ static int analyse(const char *path, unsigned stream, unsigned frames, struct re
 		memmove(chunk, chunk + i, keep);
 	}
 	fclose(f);
+	r->silence_after = pend_sil; /* silence after the stream's last frame (its tail made it to the file) */
 	r->file_frames = pos;
 	r->lost = frames - r->unique;
 	r->repeated = r->arrived - r->unique;
@@ -435,12 +439,14 @@ static int do_check(const char *path, unsigned stream, unsigned frames, double w
 		   r.jumps == r.lost_runs && r.lost % PACKET == 0;
 	printf("isoaudio-check result=%s stream=%u expected=%u expected_pk=%u arrived=%lld arrived_pk=%lld lost=%lld "
 	       "lost_pk=%lld repeated=%lld repeated_pk=%lld reordered=%lld jumps=%lld inner_silence=%lld inner_other=%lld "
-	       "garbage=%lld first_index=%lld last_index=%lld lost_after_last=%lld first_pos=%lld file_frames=%lld "
+	       "garbage=%lld first_index=%lld last_index=%lld lost_after_last=%lld silence_after=%lld first_pos=%lld "
+	       "file_frames=%lld "
 	       "silence=%lld other=%lld "
 	       "header=%uHz/%uch/%ubit waited=%.1f first_jump=%s\n",
 	       pass ? "PASS" : "FAIL", stream, frames, frames / PACKET, r.arrived, r.arrived / PACKET, r.lost, lost_pk,
 	       r.repeated, (r.repeated + PACKET - 1) / PACKET, r.reordered, r.jumps, r.inner_silence, r.inner_other,
-	       r.garbage, r.first_index, r.last_index, (long long)frames - 1 - r.max_index, r.first_pos, r.file_frames,
+	       r.garbage, r.first_index, r.last_index, (long long)frames - 1 - r.max_index, r.silence_after, r.first_pos,
+	       r.file_frames,
 	       r.silence, r.other, r.header_rate,
 	       r.header_channels, r.header_bits, now_s() - t0, r.first_jump[0] ? r.first_jump : "none");
 	return pass ? 0 : 1;
