@@ -1,3 +1,4 @@
+using System.Buffers.Binary;
 using System.Diagnostics;
 using System.Security.Cryptography;
 using Microsoft.Extensions.Logging;
@@ -53,10 +54,10 @@ internal static class Demo
     {
         Step("Starting a simulated Xen host (xenstored, grant tables, event channels, emulated USB)");
         await using SimulatedXenHost sim = await SimulatedXenHost.StartAsync(runDir, logging).ConfigureAwait(false);
-        (string image, _, HidKeyboardDevice keyboard) = Devices.PlugDemoDevices(sim, Path.Combine(runDir, "stick.img"), options.Image);
+        (string image, _, HidKeyboardDevice keyboard, UsbAudioDevice audio) = Devices.PlugDemoDevices(sim, Path.Combine(runDir, "stick.img"), options.Image);
         string expected = await Sha256Async(image).ConfigureAwait(false);
         Say($"emulated stick at {Devices.StickBusId} backed by {image} ({new FileInfo(image).Length / (1024 * 1024)} MiB, sha256 {expected[..16]}...)");
-        Say($"emulated keyboard at {Devices.KeyboardBusId}, a hub at {Devices.HubBusId}, a USB 3 (SuperSpeed) stick at {Devices.SuperSpeedStickBusId}");
+        Say($"emulated keyboard at {Devices.KeyboardBusId}, a hub at {Devices.HubBusId}, a USB 3 (SuperSpeed) stick at {Devices.SuperSpeedStickBusId}, a USB audio device at {Devices.AudioBusId}");
 
         Step("Starting the backend (the daemon's BackendRegistry, as xenpvusbd runs it)");
         using var loop = new EventLoop(logging.CreateLogger("XenPvUsb"));
@@ -127,6 +128,18 @@ internal static class Demo
             return 1;
         }
 
+        Step("A USB audio device: the guest plays a tone and records from the microphone (isochronous OUT and IN)");
+        await CliAsync(cli, env, "usb-attach", GuestName, "0", "4", Devices.AudioBusId).ConfigureAwait(false);
+        await fe.WaitForPortAsync(4, connected: true, TimeSpan.FromSeconds(10)).ConfigureAwait(false);
+        GuestUsbDevice audioDev = await GuestUsbDevice.EnumerateAsync(fe, 4, address: 5).ConfigureAwait(false);
+        Say($"guest: port 4: ID {audioDev.VendorId:x4}:{audioDev.ProductId:x4} {audioDev.Product}, {audioDev.SpeedName} speed");
+        string? audioFailure = await AudioAsync(audioDev, audio).ConfigureAwait(false);
+        if (audioFailure is not null)
+        {
+            Console.Error.WriteLine($"demo FAILED: {audioFailure}");
+            return 1;
+        }
+
         Step("Detaching the stick and removing the controller");
         await CliAsync(cli, env, "usb-detach", GuestName, "0", "1").ConfigureAwait(false);
         await fe.WaitForPortAsync(1, connected: false, TimeSpan.FromSeconds(10)).ConfigureAwait(false);
@@ -163,6 +176,83 @@ internal static class Demo
             }
         }
         return result.ToString();
+    }
+
+    /// <summary>
+    /// Plays half a second of a stereo test pattern (left: a running sample counter, right: its complement) in
+    /// URBs of 8 packets, three in flight as snd-usb-audio keeps them, and checks the device received every
+    /// sample in order; then records a quarter of a second and checks the microphone's counter channel runs on
+    /// without a gap. Returns null, or what went wrong.
+    /// </summary>
+    private static async Task<string?> AudioAsync(GuestUsbDevice dev, UsbAudioDevice audio)
+    {
+        const int packets = 8;
+        const int urbs = 63; // 504 ms
+        int packet = UsbAudioDevice.SpeakerPacketSize;
+        if (!(await dev.SetInterfaceAsync(UsbAudioDevice.SpeakerInterface, 1).ConfigureAwait(false)).Ok)
+        {
+            return "the speaker did not start streaming";
+        }
+        byte[] played = new byte[urbs * packets * packet];
+        for (int n = 0; n < played.Length / 4; n++)
+        {
+            BinaryPrimitives.WriteInt16LittleEndian(played.AsSpan(4 * n), unchecked((short)n));
+            BinaryPrimitives.WriteInt16LittleEndian(played.AsSpan((4 * n) + 2), unchecked((short)~n));
+        }
+        int[] lengths = Enumerable.Repeat(packet, packets).ToArray();
+        var inFlight = new Queue<Task<IsoUrbResult>>();
+        int errors = 0;
+        var sw = Stopwatch.StartNew();
+        for (int u = 0; u < urbs || inFlight.Count > 0;)
+        {
+            while (u < urbs && inFlight.Count < 3)
+            {
+                inFlight.Enqueue(dev.IsochronousAsync(UsbAudioDevice.SpeakerEndpoint, played.AsMemory(u * packets * packet, packets * packet), lengths));
+                u++;
+            }
+            IsoUrbResult r = await inFlight.Dequeue().ConfigureAwait(false);
+            errors += r.Ok ? r.ErrorCount : packets;
+        }
+        await dev.SetInterfaceAsync(UsbAudioDevice.SpeakerInterface, 0).ConfigureAwait(false);
+        bool exact = audio.SpeakerData().AsSpan().SequenceEqual(played);
+        Say($"guest: played {urbs * packets} packets ({played.Length} bytes, {sw.Elapsed.TotalMilliseconds:0} ms); packet errors {errors}");
+        Say($"host:  the speaker received {audio.SpeakerPackets} packets, samples {(exact ? "exactly as played" : "DIFFERENT from what was played")}");
+        if (!exact || errors != 0 || audio.SpeakerPackets != urbs * packets)
+        {
+            return "the audio device did not receive what the guest played";
+        }
+
+        if (!(await dev.SetInterfaceAsync(UsbAudioDevice.MicrophoneInterface, 1).ConfigureAwait(false)).Ok)
+        {
+            return "the microphone did not start streaming";
+        }
+        int mic = audio.MicrophonePacketSize;
+        const int recordUrbs = 32; // 256 ms
+        lengths = Enumerable.Repeat(mic, packets).ToArray();
+        byte[] recorded = new byte[recordUrbs * packets * mic];
+        var records = new Queue<Task<IsoUrbResult>>();
+        errors = 0;
+        for (int u = 0; u < recordUrbs || records.Count > 0;)
+        {
+            while (u < recordUrbs && records.Count < 3)
+            {
+                records.Enqueue(dev.IsochronousAsync(UsbAudioDevice.MicrophoneEndpoint, recorded.AsMemory(u * packets * mic, packets * mic), lengths));
+                u++;
+            }
+            IsoUrbResult r = await records.Dequeue().ConfigureAwait(false);
+            errors += r.Ok ? r.ErrorCount : packets;
+        }
+        await dev.SetInterfaceAsync(UsbAudioDevice.MicrophoneInterface, 0).ConfigureAwait(false);
+        int frameBytes = audio.MicrophoneChannels * UsbAudioDevice.BytesPerSample;
+        long gaps = 0;
+        for (int n = 1; n < recorded.Length / frameBytes; n++)
+        {
+            short previous = BinaryPrimitives.ReadInt16LittleEndian(recorded.AsSpan((n - 1) * frameBytes));
+            short current = BinaryPrimitives.ReadInt16LittleEndian(recorded.AsSpan(n * frameBytes));
+            gaps += current == unchecked((short)(previous + 1)) ? 0 : 1;
+        }
+        Say($"guest: recorded {recordUrbs * packets} packets ({recorded.Length / frameBytes} sample frames); packet errors {errors}, breaks in the microphone's counter {gaps}");
+        return errors == 0 && gaps == 0 ? null : "the guest's recording has errors or gaps";
     }
 
     private static async Task<(string Sha, double Seconds)> ReadAllAsync(GuestMassStorage storage)

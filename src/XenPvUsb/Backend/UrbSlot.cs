@@ -36,6 +36,18 @@ internal sealed class UrbSlot
 
     public UsbTransfer? Transfer { get; private set; }
 
+    /// <summary>Isochronous state, made on the slot's first isochronous request (<see cref="IsoRequest.Chunks"/> is 0 unless one is in flight).</summary>
+    public IsoRequest? Iso { get; private set; }
+
+    public bool HasIsoInFlight => Iso is { Chunks: > 0 };
+
+    public IsoRequest BeginIso(int packets)
+    {
+        Iso ??= new IsoRequest();
+        Iso.Begin(packets);
+        return Iso;
+    }
+
     /// <summary>Set when the guest unlinked it or its device went away: it is answered with an error whatever the device says.</summary>
     public bool Cancelled { get; set; }
 
@@ -146,6 +158,7 @@ internal sealed class UrbSlot
     {
         _small = null;
         _large = null;
+        Iso?.Abandon();
         Mapping = null; // the device may still use the mapped pages; the mapping goes with the process
     }
 
@@ -159,6 +172,7 @@ internal sealed class UrbSlot
             Mapping = null;
         }
         Transfer = null;
+        Iso?.End();
         Lead = null;
         OperationPending = false;
         Generation++;

@@ -38,6 +38,11 @@ public struct UrbStatistics
     /// <summary>Devices reset because the guest reset its port and addressed the device again.</summary>
     public long DeviceResets;
 
+    /// <summary>Isochronous packets answered, and how many of them with an error status.</summary>
+    public long IsoPackets;
+
+    public long IsoPacketErrors;
+
     public long DeviceTicks;
 
     public long GrantTicks;

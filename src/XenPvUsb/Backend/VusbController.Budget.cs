@@ -49,6 +49,13 @@ internal sealed partial class VusbController
         {
             Forget(slot.SmallTransfer);
             Forget(slot.LargeTransfer);
+            if (slot.Iso is { } iso)
+            {
+                foreach (UsbTransfer? extra in iso.AllExtraChunks)
+                {
+                    Forget(extra);
+                }
+            }
             slot.AbandonTransfers();
         }
         while (_mergedTransfers.TryPop(out UsbTransfer? t))

@@ -146,9 +146,7 @@ internal sealed partial class VusbController
         }
         else if (pipe.Type == UsbTransferType.Isochronous)
         {
-            // Isochronous URBs need the per-packet descriptor segments; not served yet.
-            Reject(req.id, USBIF_STATUS_INVAL, "isochronous transfers are not supported yet", port);
-            return 1;
+            return SubmitIsochronous(ref req, pipe, p, dataLength) ? 1 : 0;
         }
         if (pipe.Type == UsbTransferType.Bulk && pipe.IsIn && GrantMode == GrantMode.Copy && MergeBulkIn)
         {
@@ -598,8 +596,25 @@ internal sealed partial class VusbController
         }
         // A request merged with others is unlinked by cancelling their common transfer; those whose
         // data already arrived still succeed, the rest are answered SHUTDOWN.
-        _ports[port].Device?.Cancel((target.Lead ?? target).Transfer!);
+        CancelTransfers(target.Lead ?? target, _ports[port].Device);
         Respond(id, USBIF_STATUS_OK, 0);
+    }
+
+    /// <summary>Cancels the transfer <paramref name="s"/> owns: one, or every URB of an isochronous request.</summary>
+    private static void CancelTransfers(UrbSlot s, IUsbHostDevice? device)
+    {
+        if (device is null || s.Transfer is not { } t)
+        {
+            return;
+        }
+        device.Cancel(t);
+        if (s.HasIsoInFlight)
+        {
+            foreach (UsbTransfer? extra in s.Iso!.ExtraChunks)
+            {
+                device.Cancel(extra!);
+            }
+        }
     }
 
     private UrbSlot? FindInFlight(ushort id)
@@ -627,10 +642,10 @@ internal sealed partial class VusbController
             {
                 continue;
             }
-            if (s.Transfer is { } t)
+            if (s.Transfer is not null)
             {
                 s.Cancelled = true;
-                _ports[s.Port].Device?.Cancel(t);
+                CancelTransfers(s, _ports[s.Port].Device);
             }
             else if (s.OperationPending)
             {
@@ -687,9 +702,14 @@ internal sealed partial class VusbController
     private void Complete(UrbSlot slot, UsbTransfer transfer)
     {
         UsbTransfer? t = slot.Transfer;
-        if (t is null || t != transfer)
+        if (t is null || (t != transfer && !(slot.HasIsoInFlight && slot.Iso!.IsExtraChunk(transfer))))
         {
             return; // a transfer the slot let go of (answered already, abandoned): nothing to answer
+        }
+        if (slot.HasIsoInFlight)
+        {
+            CompleteIsochronousChunk(slot);
+            return;
         }
         CreditDevice(slot);
         if (slot.IsGroupLead)
@@ -754,6 +774,14 @@ internal sealed partial class VusbController
                 _mergedTransfersMade--; // that pooled buffer is the device's now; make another when needed
             }
             int port = s.Port;
+            int extras = 0;
+            if (s.HasIsoInFlight)
+            {
+                foreach (UsbTransfer? extra in s.Iso!.ExtraChunks)
+                {
+                    _cancelScratch[extras++] = extra!;
+                }
+            }
             CreditDevice(s);
             s.AbandonTransfers();
             Finish(s, status, 0);
@@ -762,11 +790,16 @@ internal sealed partial class VusbController
             {
                 _ports[port].Device?.Cancel(t);
             }
+            for (int k = 0; k < extras; k++)
+            {
+                _ports[port].Device?.Cancel(_cancelScratch[k]);
+                _cancelScratch[k] = null!;
+            }
         }
         PushResponses();
     }
 
-    private void Finish(UrbSlot slot, int status, int actual)
+    private void Finish(UrbSlot slot, int status, int actual, int errorCount = 0, ushort startFrame = 0)
     {
         ushort id = slot.Request.id;
         bool current = slot.Epoch == _epoch;
@@ -774,7 +807,7 @@ internal sealed partial class VusbController
         _freeSlots.Push(slot);
         if (current && _evtchn is not null && !_ringError)
         {
-            Respond(id, status, actual);
+            Respond(id, status, actual, errorCount, startFrame);
         }
     }
 
@@ -784,8 +817,15 @@ internal sealed partial class VusbController
         Respond(id, status, 0);
     }
 
-    private void Respond(ushort id, int status, int actualLength)
+    private void Respond(ushort id, int status, int actualLength, int errorCount = 0, ushort startFrame = 0)
     {
-        _urbRing.PutResponse(new usbif_urb_response { id = id, status = status, actual_length = actualLength });
+        _urbRing.PutResponse(new usbif_urb_response
+        {
+            id = id,
+            status = status,
+            actual_length = actualLength,
+            error_count = errorCount,
+            start_frame = startFrame,
+        });
     }
 }

@@ -51,6 +51,7 @@ internal sealed partial class VusbController : IEventHandler, IBusyPollable, IFa
     private readonly Stack<UsbTransfer> _mergedTransfers = new(MaxMergedInFlight);
     private int _mergedTransfersMade;
     private readonly UrbSlot[] _groupScratch = new UrbSlot[Usbif.Usbif.USB_URB_RING_SIZE];
+    private readonly UsbTransfer[] _cancelScratch = new UsbTransfer[UrbRequestValidator.MaxIsoPacketsPerRequest / UsbTransfer.MaxIsoPackets];
 
     private BackRing<usbif_urb_request, usbif_urb_response> _urbRing;
     private BackRing<usbif_conn_request, usbif_conn_response> _connRing;
@@ -301,6 +302,10 @@ internal sealed partial class VusbController : IEventHandler, IBusyPollable, IFa
             _logger.ControllerStatistics(Frontend.Value, DevId, GrantMode, _stats.Completed, _stats.Bytes, _stats.Mapped,
                 _stats.MeanDeviceMicroseconds, _stats.MeanGrantMicroseconds, _stats.MeanBatch,
                 _stats.Merged, _stats.MergedTransfers);
+        }
+        if (_stats.IsoPackets > 0)
+        {
+            _logger.IsochronousStatistics(Frontend.Value, DevId, _stats.IsoPackets, _stats.IsoPacketErrors);
         }
     }
 

@@ -75,6 +75,9 @@ internal static partial class Log
     public static partial void ControllerStatistics(this ILogger logger, int domId, int devId, XenPvUsb.Backend.GrantMode grantMode, long urbs, long bytes, long mapped,
         double deviceUs, double grantUs, double meanBatch, long merged, long mergedTransfers);
 
+    [LoggerMessage(EventId = 229, Level = LogLevel.Information, Message = "vusb {DomId}/{DevId}: {Packets} isochronous packets served, {Errors} of them with an error status")]
+    public static partial void IsochronousStatistics(this ILogger logger, int domId, int devId, long packets, long errors);
+
     [LoggerMessage(EventId = 232, Level = LogLevel.Information, Message = "vusb {DomId}/{DevId}: the guest domain is gone; releasing its devices")]
     public static partial void DomainGone(this ILogger logger, int domId, int devId);
 

@@ -24,6 +24,7 @@ public sealed class UsbTransfer
     public const int MaxIsoPackets = 128;
 
     private int _externalCapacity;
+    private object? _externalOwner;
 
     public UsbTransfer(int capacity)
     {
@@ -155,13 +156,18 @@ public sealed class UsbTransfer
     /// </summary>
     public Span<byte> GetIsoPacketBytes(int index) => Bytes.Slice(GetIsoPacketOffset(index), IsoPackets[index].Length);
 
-    /// <summary>Makes the transfer use <paramref name="capacity"/> bytes at <paramref name="address"/> instead of <see cref="Buffer"/>.</summary>
-    public void UseExternalBuffer(nint address, int capacity)
+    /// <summary>
+    /// Makes the transfer use <paramref name="capacity"/> bytes at <paramref name="address"/> instead of <see cref="Buffer"/>.
+    /// <paramref name="owner"/> is what holds that memory, if it is managed (a pinned array): the transfer keeps
+    /// it alive for as long as the address is set, so a device still holding the transfer never writes into freed memory.
+    /// </summary>
+    public void UseExternalBuffer(nint address, int capacity, object? owner = null)
     {
         ArgumentOutOfRangeException.ThrowIfZero(address);
         ArgumentOutOfRangeException.ThrowIfNegative(capacity);
         ExternalBuffer = address;
         _externalCapacity = capacity;
+        _externalOwner = owner;
     }
 
     /// <summary>Back to <see cref="Buffer"/>.</summary>
@@ -169,6 +175,7 @@ public sealed class UsbTransfer
     {
         ExternalBuffer = 0;
         _externalCapacity = 0;
+        _externalOwner = null;
     }
 
     /// <summary>Completes the transfer: sets the result and tells the owner.</summary>

@@ -15,7 +15,7 @@ public sealed class UrbRequestValidatorPropertyTests
     [
         UrbRequestValidator.PortOutOfRange, UrbRequestValidator.ReservedPipeBits, UrbRequestValidator.TooManySegments,
         UrbRequestValidator.SegmentOutOfPage, UrbRequestValidator.LengthMismatch, UrbRequestValidator.SetupBeyondBuffer,
-        UrbRequestValidator.IsoWithoutPackets,
+        UrbRequestValidator.IsoWithoutPackets, UrbRequestValidator.TooManyIsoPackets, UrbRequestValidator.IsoDescriptorsBeyondSegments,
     ];
 
     private static readonly Gen<ushort> s_edge = Gen.Frequency((3, Gen.UShort), (2, Gen.OneOf<ushort>(0, 1, 4095, 4096, 4097, 65535)), (2, Gen.UShort[0, 20]));

@@ -238,6 +238,33 @@ public sealed unsafe class UsbfsDeviceTests
     }
 
     [Test]
+    public void IsoPacketsLongerThanTheBuffer_CompleteWithEinval_WithoutSubmitting()
+    {
+        // usbfs takes the packets' lengths as the buffer's: the kernel would write past the daemon's memory.
+        using UsbfsDevice device = OpenDevice();
+        var t = new UsbTransfer(1024) { Type = UsbTransferType.Isochronous, Endpoint = 0x81, Length = 576, Owner = _owner, NumberOfPackets = 3 };
+        for (int i = 0; i < 3; i++)
+        {
+            t.IsoPackets[i].Length = 400;
+        }
+        OnLoop(() => device.Submit(t));
+        Assert.That(_owner.Results, Is.EqualTo(new[] { (t, -EINVAL, 0) }));
+        Assert.That(_file.PendingCount, Is.Zero);
+    }
+
+    [Test]
+    public void Iso_NeverAsksForShortNotOk()
+    {
+        using UsbfsDevice device = OpenDevice();
+        UsbTransfer t = NewTransfer(UsbTransferType.Isochronous, 0x81, 192);
+        t.ShortNotOk = true;
+        t.NumberOfPackets = 1;
+        t.IsoPackets[0].Length = 192;
+        OnLoop(() => device.Submit(t));
+        Assert.That(_file.PendingAt(0)->flags, Is.EqualTo(USBDEVFS_URB_ISO_ASAP));
+    }
+
+    [Test]
     public void Iso_LaysOutPacketDescriptors_AndCopiesResultsBack()
     {
         using UsbfsDevice device = OpenDevice();

@@ -166,6 +166,71 @@ public sealed class UrbRequestValidatorTests
         Assert.That(Reason(req), Is.EqualTo(UrbRequestValidator.IsoWithoutPackets));
     }
 
+    private static usbif_urb_request Iso(int packets, params ushort[] descriptorSegments)
+    {
+        usbif_urb_request req = Bulk(4096, 4096);
+        req.pipe = UsbifPipe.Create(1, 2, 1, false, UsbTransferType.Isochronous).Value;
+        req.u_isoc_number_of_packets = (ushort)packets;
+        req.u_isoc_nr_frame_desc_segs = (ushort)descriptorSegments.Length;
+        for (int i = 0; i < descriptorSegments.Length; i++)
+        {
+            req.seg[2 + i] = new usbif_request_segment { gref = 7, offset = (ushort)(i == 0 ? 4096 - descriptorSegments[0] : 0), length = descriptorSegments[i] };
+        }
+        return req;
+    }
+
+    [Test]
+    public void IsochronousDescriptorsMustFitTheirSegments_WhicheverWayTheyStraddlePages()
+    {
+        Assert.That(Reason(Iso(3, 48)), Is.Null);
+        Assert.That(Reason(Iso(3, 40, 8)), Is.Null, "a descriptor may straddle two pages");
+        Assert.That(Reason(Iso(3, 40)), Is.EqualTo(UrbRequestValidator.IsoDescriptorsBeyondSegments));
+        Assert.That(Reason(Iso(1024, 4096, 4096, 4096, 4096)), Is.Null);
+        Assert.That(Reason(Iso(1025, 4096, 4096, 4096, 4096, 16)), Is.EqualTo(UrbRequestValidator.TooManyIsoPackets));
+        Assert.That(UrbRequestValidator.Validate(Iso(3, 48), Ports).DataLength, Is.EqualTo(8192), "the data is the data segments only");
+    }
+
+    private static byte[] Descriptors(params (uint Offset, uint Length)[] packets)
+    {
+        byte[] d = new byte[16 * packets.Length];
+        for (int i = 0; i < packets.Length; i++)
+        {
+            System.Buffers.Binary.BinaryPrimitives.WriteUInt32LittleEndian(d.AsSpan(16 * i), packets[i].Offset);
+            System.Buffers.Binary.BinaryPrimitives.WriteUInt32LittleEndian(d.AsSpan((16 * i) + 4), packets[i].Length);
+            System.Buffers.Binary.BinaryPrimitives.WriteUInt32LittleEndian(d.AsSpan((16 * i) + 8), 0xDEAD); // stale results are ignored
+        }
+        return d;
+    }
+
+    private static string? PacketReason(int dataLength, params (uint, uint)[] packets) =>
+        UrbRequestValidator.ValidateIsoPackets(Descriptors(packets), packets.Length, dataLength, new int[packets.Length], new int[packets.Length], out _);
+
+    [Test]
+    public void IsochronousPackets_InsideTheBuffer_AreValid_WithTheirOffsetsAndLengths()
+    {
+        int[] offsets = new int[3];
+        int[] lengths = new int[3];
+        Assert.That(UrbRequestValidator.ValidateIsoPackets(Descriptors((0, 192), (4000, 192), (4192, 0)), 3, 4192, offsets, lengths, out int total), Is.Null);
+        Assert.That((offsets, lengths, total), Is.EqualTo((new[] { 0, 4000, 4192 }, new[] { 192, 192, 0 }, 384)));
+    }
+
+    [TestCase(4193u, 0u, UrbRequestValidator.IsoPacketOutsideBuffer)]
+    [TestCase(4000u, 193u, UrbRequestValidator.IsoPacketOutsideBuffer)]
+    [TestCase(0xFFFFFFFFu, 1u, UrbRequestValidator.IsoPacketOutsideBuffer)]
+    [TestCase(1u, 0xFFFFFFFFu, UrbRequestValidator.IsoPacketTooLong)]
+    [TestCase(0u, 98305u, UrbRequestValidator.IsoPacketTooLong)]
+    public void IsochronousPacket_OutsideTheBuffer_IsRefused(uint offset, uint length, string reason)
+    {
+        Assert.That(PacketReason(4192, (0, 100), (offset, length)), Is.EqualTo(reason));
+    }
+
+    [Test]
+    public void OverlappingIsochronousPackets_LongerTogetherThanTheBuffer_AreRefused()
+    {
+        Assert.That(PacketReason(4096, (0, 2048), (0, 2048)), Is.Null, "overlap within the buffer's size is the guest's own business");
+        Assert.That(PacketReason(4096, (0, 2048), (0, 2048), (0, 1)), Is.EqualTo(UrbRequestValidator.IsoPacketsBeyondBuffer));
+    }
+
     [Test]
     public void Refusals_AreInvalidStatus()
     {

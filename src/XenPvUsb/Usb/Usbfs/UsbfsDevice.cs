@@ -173,8 +173,9 @@ internal sealed unsafe class UsbfsDevice : IUsbHostDevice, IEventHandler
         urb->type = (byte)transfer.Type;
         urb->endpoint = transfer.Endpoint;
         urb->status = 0;
-        // SHORT_NOT_OK only means something on IN data stages; control URBs are left to the kernel.
-        urb->flags = transfer.ShortNotOk && transfer.IsIn && transfer.Type != UsbTransferType.Control ? USBDEVFS_URB_SHORT_NOT_OK : 0;
+        // SHORT_NOT_OK only for bulk and interrupt IN: control data stages are left to the kernel, and usbcore
+        // does not allow it on isochronous URBs (urb.c warns about it).
+        urb->flags = transfer.ShortNotOk && transfer.IsIn && transfer.Type is UsbTransferType.Bulk or UsbTransferType.Interrupt ? USBDEVFS_URB_SHORT_NOT_OK : 0;
         urb->buffer = transfer.ExternalBuffer != 0 ? (void*)transfer.ExternalBuffer : entry.Buffer;
         urb->buffer_length = transfer.Length;
         urb->actual_length = 0;
@@ -672,7 +673,8 @@ internal sealed unsafe class UsbfsDevice : IUsbHostDevice, IEventHandler
         {
             return false;
         }
-        return t.Type != UsbTransferType.Isochronous || (t.NumberOfPackets >= 1 && t.NumberOfPackets <= UsbTransfer.MaxIsoPackets);
+        // usbfs takes the packets' lengths, not Length, as an isochronous URB's buffer length: they must fit the memory.
+        return t.Type != UsbTransferType.Isochronous || t.IsoPacketsLength is >= 0 and var n && n <= t.Capacity;
     }
 
     private UrbEntry EntryFor(UsbTransfer transfer)

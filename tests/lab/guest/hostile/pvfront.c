@@ -776,7 +776,29 @@ static void malformed_games(void)
     r[0].buffer_length = 192;
     r[0].seg[0] = (struct usbif_request_segment){ data_rw.gref, 0, 192 };
     r[0].seg[1] = (struct usbif_request_segment){ data_rw.gref, 1024, 16 };
+    /* one well-formed packet (offset 0, 8 bytes): the backend serves it, and usbfs refuses an
+       isochronous URB to the keyboard's interrupt endpoint */
+    uint32_t *iso_desc = (uint32_t *)((uint8_t *)data_rw.p + 1024);
+    memset(iso_desc, 0, 64);
+    iso_desc[1] = 8;
     expect_error("isochronous", r[0]);
+    /* packet descriptors the backend must refuse before anything reaches the device */
+    r[0].id = new_id();
+    iso_desc[0] = 100, iso_desc[1] = 192;
+    expect_error("isochronous-packet-outside-buffer", r[0]);
+    r[0].id = new_id();
+    iso_desc[0] = 0xfffffff0u, iso_desc[1] = 0x20;
+    expect_error("isochronous-packet-offset-wraps", r[0]);
+    r[0].id = new_id();
+    r[0].u.isoc.number_of_packets = 2;
+    iso_desc[0] = 0, iso_desc[1] = 192, iso_desc[4] = 0, iso_desc[5] = 192;
+    r[0].seg[1].length = 32;
+    expect_error("isochronous-packets-overlap-beyond-buffer", r[0]);
+    r[0].id = new_id();
+    r[0].u.isoc.number_of_packets = 4;
+    expect_error("isochronous-descriptors-beyond-segment", r[0]);
+    r[0].seg[1].length = 16;
+    r[0].u.isoc.number_of_packets = 1;
     r[0].id = new_id();
     r[0].u.isoc.number_of_packets = 0;
     r[0].u.isoc.nr_frame_desc_segs = 0;
