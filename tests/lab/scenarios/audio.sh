@@ -160,10 +160,10 @@ au_cleanup() {
   local id
   if [ -f $AU/domid ]; then
     read -r id < $AU/domid
-    xenpvusb usb-hc-destroy aug 0 2>&1 || true
+    # no usb-hc-destroy: the domain's death tears the controller down (scenario destroy checks that path)
     guest_destroy aug > /dev/null
     wait_for 15 eval "! xenstore-exists /local/domain/0/backend/vusb/$id 2>/dev/null" \
-      || { echo "audio: backend/vusb/$id still there 15 s after its domain died; removing it by hand"; xenstore-rm /local/domain/0/backend/vusb/$id; }
+      || { echo "audio: backend/vusb/$id still there 15 s after its domain died; removing it by hand:"; xenstore-ls -f /local/domain/0/backend/vusb/$id | head -n 20; xenstore-rm /local/domain/0/backend/vusb/$id; }
   else
     guest_destroy aug > /dev/null 2>&1
   fi
