@@ -19,7 +19,7 @@
 #   bytes written in the guest reach the host exactly (the host answers their count and sha256), and the
 #   host's 4096 bytes (every byte value 16 times) reach the guest exactly (ftdi_sio, raw tty);
 #   the CDC ethernet device (QEMU usb-net, joined by a QEMU hub netdev to a virtio NIC of dom0 and
-#   nothing else; link-local addresses): cdc_ether binds in the guest, ping both ways (5 of 5), and 1 MiB
+#   nothing else; link-local addresses): cdc_ether binds in the guest, ping both ways (5 of 5), and 256 KiB
 #   each way over HTTP (busybox httpd/wget), checksums compared.
 
 CL=$LAB_TMP/classes
@@ -30,12 +30,10 @@ CL_MODULES="hid usbhid hid_generic evdev usbserial ftdi_sio mii usbnet cdc_ether
 CL_BAD='maxpacket|Invalid ep0|config .* descriptor|invalid|unable to get BOS|device descriptor read|not accepting address|unable to enumerate'
 
 # cl_native_read: dom0 reads the SuperSpeed stick whole three times (O_DIRECT 1 MiB reads, checksum
-# each); the figure is the median (single reads varied from 7.9 to 94 MB/s across boots). Before the
-# guest, a fourth read with the block queue's max_sectors_kb at 120, the size of the guest's commands
-# to a high-speed stick (usb-storage: 240 sectors; a SuperSpeed stick gets 2048), tells the device's
-# per-command cost apart from the data path's.
+# each); the figure is the median (single reads varied from 7.9 to 94 MB/s across boots, and from 2.3
+# to 12 within one, with the host's load).
 cl_native_read() {
-  local dev r d sp i all= med mx sm
+  local dev r d sp i all= med mx
   wait_for 60 usb_has_disk $LAB_STICK_XHCI_SERIAL || { reason "xHCI stick has no block device in dom0"; return 1; }
   dev=$(usb_disk_by_serial $LAB_STICK_XHCI_SERIAL)
   d=$(usb_dev_by_serial $LAB_STICK_XHCI_SERIAL); read -r sp < $d/speed
@@ -48,26 +46,21 @@ cl_native_read() {
   done
   med=$(printf '%s\n' $all | sort -n | sed -n 2p)
   echo "$med" > $CL/native-mbps-$WHEN
-  if [ "$WHEN" = before ]; then
-    figure dom0-native-xhci-MBps "$med" MB/s
-    echo 120 > /sys/block/$dev/queue/max_sectors_kb
-    r=$(read_disk $dev); sm=$?
-    echo "$mx" > /sys/block/$dev/queue/max_sectors_kb
-    [ $sm = 0 ] || { reason "dd of /dev/$dev with max_sectors_kb 120 failed"; return 1; }
-    set -- $r
-    [ "$4" = "$LAB_STICK_XHCI_SHA256" ] || { reason "checksum mismatch with max_sectors_kb 120: $4"; return 1; }
-    figure dom0-native-xhci-120k-MBps "$3" MB/s
-    sm=", with max_sectors_kb 120: $3 MB/s"
-  else
-    figure dom0-native-xhci-MBps-$WHEN "$med" MB/s
-  fi
-  reason "${d##*/} ${sp}M /dev/$dev (max_sectors_kb $mx): median $med MB/s of three reads ($all), checksums OK$sm"
+  if [ "$WHEN" = before ]; then figure dom0-native-xhci-MBps "$med" MB/s; else figure dom0-native-xhci-MBps-$WHEN "$med" MB/s; fi
+  reason "${d##*/} ${sp}M /dev/$dev (max_sectors_kb $mx): median $med MB/s of three reads ($all), checksums OK"
 }
 
 cl_guest() {
   {
     echo "BAD='$CL_BAD' SER_HOST_BYTES=$LAB_SERIAL_HOST_BYTES"
     cat <<'G'
+# cmd_latency NAME: 1024 O_DIRECT reads of 4 KiB (one SCSI command each: CBW, one data URB, CSW)
+cmd_latency() {
+  t0=$(now)
+  dd if=/dev/$DISK of=/dev/null bs=4k count=1024 iflag=direct 2>/dev/null
+  t1=$(now)
+  result "$1-4k ms_per_cmd=$(awk -v a=$t0 -v b=$t1 'BEGIN{printf "%.2f", (b-a) * 1000 / 1024}')"
+}
 # 1. the SuperSpeed stick: a mark in the kernel log, then its disk, the kernel's view of the enumeration
 ss_part() {
   echo "LAB-MARK classes ss-attach" > /dev/kmsg
@@ -78,6 +71,7 @@ ss_part() {
   result "ss-klog lines=$(wc -l < /tmp/k-ss.txt) highspeed=$(grep -c 'new high-speed USB device' /tmp/k-ss.txt) bad=$(grep -ciE "$BAD" /tmp/k-ss.txt)"
   [ $rc = 0 ] || return 0
   result "ss-queue max_sectors_kb=$(cat /sys/block/$DISK/queue/max_sectors_kb)"
+  cmd_latency ss
   read_all
   wait_usb_gone 300
 }
@@ -86,6 +80,7 @@ hs_part() {
   result "hs-mark uptime=$(now)"
   wait_usb_disk 300 || return 0
   result "hs-queue max_sectors_kb=$(cat /sys/block/$DISK/queue/max_sectors_kb)"
+  cmd_latency hs
   read_marked hsread
   wait_usb_gone 300 > /tmp/gone.out; sed 's/GUEST-RESULT gone /GUEST-RESULT hsgone /' /tmp/gone.out
 }
@@ -191,7 +186,7 @@ serial_part() {
   if [ -e /dev/ttyUSB0 ]; then result "ser-gone no"; else result "ser-gone after=${n}s"; fi
 }
 # 5. CDC ethernet (QEMU usb-net, full speed, on a USB 2 controller): link-local 169.254.77.2; ping dom0
-# (169.254.77.1), serve 1 MiB over HTTP, fetch dom0's 1 MiB when dom0 says where (xenstore data/)
+# (169.254.77.1), serve 256 KiB over HTTP, fetch dom0's 256 KiB when dom0 says where (xenstore data/)
 net_part() {
   echo "LAB-MARK classes net" > /dev/kmsg
   result "net-mark uptime=$(now)"
@@ -211,7 +206,7 @@ net_part() {
   cat /tmp/ping.txt
   result "net-ping-out $(sed -n 's/^\([0-9]*\) packets transmitted, \([0-9]*\) packets received.*/tx=\1 rx=\2/p' /tmp/ping.txt)"
   mkdir -p /tmp/www
-  dd if=/dev/urandom of=/tmp/www/g.bin bs=64k count=16 2>/dev/null
+  dd if=/dev/urandom of=/tmp/www/g.bin bs=64k count=4 2>/dev/null
   httpd -f -p 169.254.77.2:8080 -h /tmp/www & hp=$!
   result "net-serve url=http://169.254.77.2:8080/g.bin bytes=$(stat -c %s /tmp/www/g.bin) sha256=$(sha256sum /tmp/www/g.bin | cut -d' ' -f1)"
   pvfront xs-wait data/classes-net-get 600 > /dev/null || { result "net-get none"; return 0; }
@@ -336,6 +331,26 @@ cl_ss_detach() {
   guest_wait clg 'GUEST-RESULT gone ' 120 || { reason "the guest still sees the disk"; return 1; }
   guest_log clg | grep -q 'GUEST-RESULT gone none' && { reason "the guest still sees the disk after 300 s"; return 1; }
   reason "usb-storage bound to $b again $dt s after usb-detach began, /dev/$(usb_disk_by_serial $LAB_STICK_XHCI_SERIAL) at ${sp}M; the guest reported its disk gone $(lab_elapsed $t0) s after it began"
+}
+
+# Per-command latency: dom0 reads 1024 x 4 KiB (O_DIRECT; one SCSI command each: CBW, one data URB,
+# CSW) from the SuperSpeed and the EHCI stick, alternately, twice each; the guest did the same through
+# the daemon before each whole read. What the daemon's path adds to a command = guest - dom0, per stick.
+cl_dd4k() { # DEV -> ms per command
+  local t0=${EPOCHREALTIME/[.,]/} t1
+  dd if=/dev/$1 of=/dev/null bs=4k count=1024 iflag=direct status=none || return 1
+  t1=${EPOCHREALTIME/[.,]/}
+  echo $(( (t1 - t0) / 1024 / 10 )) | awk '{ printf "%.2f", $1 / 100 }'
+}
+cl_cmd_latency() {
+  local ss hs a b c d gs gh
+  ss=$(usb_disk_by_serial $LAB_STICK_XHCI_SERIAL) && hs=$(usb_disk_by_serial $LAB_STICK_EHCI3_SERIAL) || { reason "a stick has no disk in dom0"; return 1; }
+  a=$(cl_dd4k $ss) && b=$(cl_dd4k $hs) && c=$(cl_dd4k $ss) && d=$(cl_dd4k $hs) || { reason "a 4 KiB read failed"; return 1; }
+  set -- $(awk -v a=$a -v b=$b -v c=$c -v d=$d 'BEGIN { printf "%.2f %.2f", (a + c) / 2, (b + d) / 2 }')
+  figure dom0-xhci-4k-ms-per-cmd $1 ms; figure dom0-ehci-4k-ms-per-cmd $2 ms
+  gs=$(guest_result clg ss-4k ms_per_cmd); [ -n "$gs" ] && figure pvusb-xhci-4k-ms-per-cmd $gs ms
+  echo "$1 $2" > $CL/dom0-4k
+  reason "dom0, ms a 4 KiB command: SuperSpeed stick $a, $c (mean $1); EHCI stick $b, $d (mean $2); the guest through the daemon: SuperSpeed ${gs:-none} (the EHCI stick's comes with hs-read)"
 }
 
 cl_ratio() {
@@ -486,7 +501,7 @@ cl_refuse() {
 
 # The same stick on USB 2 controller 1: the guest reads it whole (checksum); figure pvusb-guest-ehci-MBps-classes.
 cl_hs_read() {
-  local b sum mbps
+  local b sum mbps m ds dh gs add
   read -r b < $CL/hs-busid
   guest_wait clg 'GUEST-RESULT hs-mark' 600 || { reason "the guest's script did not reach the EHCI stick part"; return 1; }
   xenpvusb usb-attach clg 1 1 $b || { pv_log 20; reason "usb-attach clg 1 1 $b failed"; return 1; }
@@ -495,7 +510,11 @@ cl_hs_read() {
   [ -n "$mbps" ] || { reason "guest read failed: $(guest_log clg | grep 'GUEST-RESULT hsread ')"; return 1; }
   figure pvusb-guest-ehci-MBps-classes "$mbps" MB/s
   [ "$sum" = "$LAB_STICK_EHCI3_SHA256" ] || { reason "checksum mismatch in the guest: $sum"; return 1; }
-  reason "$b on controller 1: guest $mbps MB/s, checksum OK ($(guest_log clg | grep -m1 'GUEST-RESULT hs-queue ' | cut -d' ' -f3))"
+  m=$(guest_result clg hs-4k ms_per_cmd); [ -n "$m" ] && figure pvusb-ehci-4k-ms-per-cmd $m ms
+  [ -f $CL/dom0-4k ] && read -r ds dh < $CL/dom0-4k
+  gs=$(guest_result clg ss-4k ms_per_cmd)
+  add=$(awk -v gs=${gs:-0} -v ds=${ds:-0} -v gh=${m:-0} -v dh=${dh:-0} 'BEGIN { printf "SuperSpeed %.2f - %.2f = %.2f, EHCI %.2f - %.2f = %.2f", gs, ds, gs - ds, gh, dh, gh - dh }')
+  reason "$b on controller 1: guest $mbps MB/s, checksum OK ($(guest_log clg | grep -m1 'GUEST-RESULT hs-queue ' | cut -d' ' -f3)); ms a 4 KiB command, guest - dom0: $add"
 }
 cl_hs_detach() {
   local b
@@ -612,7 +631,7 @@ cl_dom0_if() { local a f; for f in /sys/class/net/*/address; do read -r a < $f; 
 cl_net() {
   local u di t0 why= m gsha url r st hp
   u=$(cl_find 0525:a4a2 "RNDIS/QEMU USB Network Device") || { lsusb; reason "no QEMU usb-net (0525:a4a2) in dom0"; return 1; }
-  echo $u > $CL/usbnet
+  echo $u > $CL/usbnet; usb_drivers $u > $CL/usbnet-drivers
   di=$(cl_dom0_if $LAB_NET_DOM0_MAC) || { ip -br link; reason "dom0 has no interface with $LAB_NET_DOM0_MAC (virtio_net)"; return 1; }
   echo $di > $CL/dom0if
   ip addr flush dev $di; ip addr add 169.254.77.1/16 dev $di && ip link set $di up || { reason "cannot configure $di"; return 1; }
@@ -632,16 +651,16 @@ cl_net() {
   busybox wget -q -O $CL/g.bin "$url" || why="$why""dom0's wget $url failed; "
   st=$(lab_elapsed $r)
   m=$(sha256sum < $CL/g.bin | cut -d' ' -f1)
-  [ "$m" = "$gsha" ] && [ "$(stat -c %s $CL/g.bin)" = 1048576 ] || why="$why""guest -> dom0 file: $(stat -c %s $CL/g.bin) bytes, sha256 $m, the guest's $gsha; "
+  [ "$m" = "$gsha" ] && [ "$(stat -c %s $CL/g.bin)" = 262144 ] || why="$why""guest -> dom0 file: $(stat -c %s $CL/g.bin) bytes, sha256 $m, the guest's $gsha; "
   figure classes-net-guest-to-dom0-s $st s
-  mkdir -p $CL/www; dd if=/dev/urandom of=$CL/www/d.bin bs=64k count=16 2> /dev/null
+  mkdir -p $CL/www; dd if=/dev/urandom of=$CL/www/d.bin bs=64k count=4 2> /dev/null
   busybox httpd -f -p 169.254.77.1:8081 -h $CL/www & hp=$!
   xenstore-write /local/domain/$(cat $CL/domid)/data/classes-net-get http://169.254.77.1:8081/d.bin
   guest_wait clg 'GUEST-RESULT net-get ' 240 || why="$why""no net-get result from the guest; "
   kill $hp 2>/dev/null; wait $hp 2>/dev/null
   m=$(sha256sum < $CL/www/d.bin | cut -d' ' -f1)
-  [ "$(guest_result clg net-get sha256)" = "$m" ] && [ "$(guest_result clg net-get bytes)" = 1048576 ] \
-    || why="$why""dom0 -> guest file: $(guest_log clg | grep -m1 'GUEST-RESULT net-get' | cut -d' ' -f3-) (want 1048576 bytes, sha256 $m); "
+  [ "$(guest_result clg net-get sha256)" = "$m" ] && [ "$(guest_result clg net-get bytes)" = 262144 ] \
+    || why="$why""dom0 -> guest file: $(guest_log clg | grep -m1 'GUEST-RESULT net-get' | cut -d' ' -f3-) (want 262144 bytes, sha256 $m); "
   figure classes-net-dom0-to-guest-s "$(guest_result clg net-get secs)" s
   cl_klog net > $CL/net-console
   echo "--- the guest's kernel log from the adapter's attach on:"; grep -v '^GUEST-' $CL/net-console
@@ -652,16 +671,20 @@ cl_net() {
   m=$(cl_warnings $t0); [ -z "$m" ] || why="$why""daemon: $(echo "$m" | head -n 3 | tr '\n' ';')"
   echo "dom0 $di: rx_packets $(cat /sys/class/net/$di/statistics/rx_packets) tx_packets $(cat /sys/class/net/$di/statistics/tx_packets)"
   if [ -n "$why" ]; then pv_log 30; reason "usb-net $u: $why"; return 1; fi
-  reason "usb-net $u (full speed) -> controller 2 port 2: guest $(guest_result clg net-ready dev) (cdc_ether, $(guest_result clg net-ready mac)) <-> dom0 $di: ping 5/5 each way, 1 MiB guest->dom0 in $st s and dom0->guest in $(guest_result clg net-get secs) s, checksums match"
+  reason "usb-net $u (full speed) -> controller 2 port 2: guest $(guest_result clg net-ready dev) (cdc_ether, $(guest_result clg net-ready mac)) <-> dom0 $di: ping 5/5 each way, 256 KiB guest->dom0 in $st s and dom0->guest in $(guest_result clg net-get secs) s, checksums match"
 }
+# cl_net_bound BUSID: a dom0 network driver for usb-net has it. Both cdc_ether and cdc_subset (which
+# lists 0525:a4a2 and takes the data interface alone) match it; which one binds depends on the order
+# the drivers meet the interfaces (at boot: cdc_subset, and cdc_ether's probe gets EBUSY).
+cl_net_bound() { usb_bound_to $1 cdc_ether || usb_bound_to $1 cdc_subset; }
 cl_net_detach() {
   local u
   read -r u < $CL/usbnet
   xenpvusb usb-detach clg 2 2 || { pv_log 20; reason "usb-detach failed"; return 1; }
-  wait_for 60 usb_bound_to $u cdc_ether || { pv_log 30; reason "cdc_ether not bound to $u in dom0 within 60 s (drivers: $(usb_drivers $u))"; return 1; }
+  wait_for 60 cl_net_bound $u || { pv_log 30; reason "neither cdc_ether nor cdc_subset bound to $u in dom0 within 60 s (drivers: $(usb_drivers $u))"; return 1; }
   guest_wait clg 'GUEST-RESULT net-gone ' 150 || { reason "the guest did not report its interface gone"; return 1; }
   guest_log clg | grep -q 'GUEST-RESULT net-gone no' && { reason "the guest's interface is still there"; return 1; }
-  reason "cdc_ether bound to $u in dom0 again; the guest's interface gone"
+  reason "dom0's $(usb_drivers $u) bound to $u again (before the attach: $(cat $CL/usbnet-drivers)); the guest's interface gone"
 }
 
 # Whatever happened: no guest, every device back with its dom0 driver (the sticks with usb-storage, the
@@ -684,12 +707,13 @@ cl_cleanup() {
     guest_destroy clg > /dev/null 2>&1
   fi
   di=$(cl_dom0_if $LAB_NET_DOM0_MAC) && { ip addr flush dev $di; ip link set $di down; }
-  if ! wait_for 60 eval 'usb_has_disk $LAB_STICK_XHCI_SERIAL && usb_has_disk $LAB_STICK_EHCI3_SERIAL && usb_bound_to "$k" usbhid && usb_bound_to "$t" usbhid && usb_bound_to "$f" ftdi_sio && usb_bound_to "$u" cdc_ether'; then
+  if ! wait_for 60 eval 'usb_has_disk $LAB_STICK_XHCI_SERIAL && usb_has_disk $LAB_STICK_EHCI3_SERIAL && usb_bound_to "$k" usbhid && usb_bound_to "$t" usbhid && usb_bound_to "$f" ftdi_sio && cl_net_bound "$u"'; then
     usb_has_disk $LAB_STICK_XHCI_SERIAL || { lab_recover_stick $LAB_STICK_XHCI_SERIAL; fixed="SuperSpeed stick replugged in QEMU; "; }
     usb_has_disk $LAB_STICK_EHCI3_SERIAL || { lab_recover_stick $LAB_STICK_EHCI3_SERIAL; fixed="$fixed""EHCI stick replugged in QEMU; "; }
     for dev in "$k usbhid" "$t usbhid" "$f ftdi_sio" "$u cdc_ether"; do
       set -- $dev
       [ -n "$1" ] && ! usb_bound_to "$1" $2 || continue
+      [ $2 = cdc_ether ] && cl_net_bound "$1" && continue
       echo "LAB-RECOVERY: $2 is not bound to $1 (drivers: $(usb_drivers $1)); asking the kernel to probe its interfaces"
       why="$why""$1: $(usb_drivers $1), not $2; "
       for drv in /sys/bus/usb/devices/$1:*; do [ -e "$drv" ] && echo "${drv##*/}" > /sys/bus/usb/drivers_probe; done
@@ -697,7 +721,7 @@ cl_cleanup() {
     done
     reason "dom0 did not get every device back by itself (${fixed}$why)"; return 1
   fi
-  reason "no guest; sticks $b and $b3 in dom0 (usb-storage), keyboard $k and tablet $t with usbhid, FTDI $f with ftdi_sio, usb-net $u with cdc_ether"
+  reason "no guest; sticks $b and $b3 in dom0 (usb-storage), keyboard $k and tablet $t with usbhid, FTDI $f with ftdi_sio, usb-net $u with $(usb_drivers $u)"
 }
 
 if stage daemon -t 120 pv_ensure; then
@@ -712,6 +736,7 @@ if stage daemon -t 120 pv_ensure; then
     stage ss-stats -t 60 cl_stats 0 ss
     WHEN=after stage ss-native-read-after -t 300 cl_native_read
     stage ss-ratio cl_ratio
+    stage cmd-latency -t 300 cl_cmd_latency
     stage hs-refused -t 120 cl_refuse
     if stage hs-read -t 900 cl_hs_read; then stage hs-detach -t 180 cl_hs_detach; else xenpvusb usb-detach clg 1 1 2>&1 || true; fi
     stage hs-stats -t 60 cl_stats 1 hs
