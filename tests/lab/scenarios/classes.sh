@@ -54,12 +54,12 @@ cl_guest() {
   {
     echo "BAD='$CL_BAD' SER_HOST_BYTES=$LAB_SERIAL_HOST_BYTES"
     cat <<'G'
-# cmd_latency NAME: 1024 O_DIRECT reads of 4 KiB (one SCSI command each: CBW, one data URB, CSW)
+# cmd_latency NAME: 256 O_DIRECT reads of 4 KiB (one SCSI command each: CBW, one data URB, CSW)
 cmd_latency() {
   t0=$(now)
-  dd if=/dev/$DISK of=/dev/null bs=4k count=1024 iflag=direct 2>/dev/null
+  dd if=/dev/$DISK of=/dev/null bs=4k count=256 iflag=direct 2>/dev/null
   t1=$(now)
-  result "$1-4k ms_per_cmd=$(awk -v a=$t0 -v b=$t1 'BEGIN{printf "%.2f", (b-a) * 1000 / 1024}')"
+  result "$1-4k ms_per_cmd=$(awk -v a=$t0 -v b=$t1 'BEGIN{printf "%.2f", (b-a) * 1000 / 256}')"
 }
 # 1. the SuperSpeed stick: a mark in the kernel log, then its disk, the kernel's view of the enumeration
 ss_part() {
@@ -333,14 +333,14 @@ cl_ss_detach() {
   reason "usb-storage bound to $b again $dt s after usb-detach began, /dev/$(usb_disk_by_serial $LAB_STICK_XHCI_SERIAL) at ${sp}M; the guest reported its disk gone $(lab_elapsed $t0) s after it began"
 }
 
-# Per-command latency: dom0 reads 1024 x 4 KiB (O_DIRECT; one SCSI command each: CBW, one data URB,
+# Per-command latency: dom0 reads 256 x 4 KiB (O_DIRECT; one SCSI command each: CBW, one data URB,
 # CSW) from the SuperSpeed and the EHCI stick, alternately, twice each; the guest did the same through
 # the daemon before each whole read. What the daemon's path adds to a command = guest - dom0, per stick.
 cl_dd4k() { # DEV -> ms per command
   local t0=${EPOCHREALTIME/[.,]/} t1
-  dd if=/dev/$1 of=/dev/null bs=4k count=1024 iflag=direct status=none || return 1
+  dd if=/dev/$1 of=/dev/null bs=4k count=256 iflag=direct status=none || return 1
   t1=${EPOCHREALTIME/[.,]/}
-  echo $(( (t1 - t0) / 1024 / 10 )) | awk '{ printf "%.2f", $1 / 100 }'
+  echo $(( (t1 - t0) / 256 / 10 )) | awk '{ printf "%.2f", $1 / 100 }'
 }
 cl_cmd_latency() {
   local ss hs a b c d gs gh
