@@ -52,7 +52,10 @@ cl_native_read() {
 
 cl_guest() {
   {
-    echo "BAD='$CL_BAD' SER_HOST_BYTES=$LAB_SERIAL_HOST_BYTES"
+    # W: how long (loop turns of about a second, longer under load) each part waits for its device: dom0's
+    # stages between two parts take minutes on a loaded host (at load 9 the SuperSpeed stick's reads and
+    # the latency stage took 7.5 min between the first stick's end and the second's attach)
+    echo "BAD='$CL_BAD' SER_HOST_BYTES=$LAB_SERIAL_HOST_BYTES W=1500"
     cat <<'G'
 # cmd_latency NAME: 256 O_DIRECT reads of 4 KiB (one SCSI command each: CBW, one data URB, CSW)
 cmd_latency() {
@@ -65,7 +68,7 @@ cmd_latency() {
 ss_part() {
   echo "LAB-MARK classes ss-attach" > /dev/kmsg
   result "ss-mark uptime=$(now)"
-  wait_usb_disk 180; rc=$?
+  wait_usb_disk $W; rc=$?
   [ $rc = 0 ] && usb_list
   dmesg | sed -n '/LAB-MARK classes ss-attach/,$p' > /tmp/k-ss.txt
   result "ss-klog lines=$(wc -l < /tmp/k-ss.txt) highspeed=$(grep -c 'new high-speed USB device' /tmp/k-ss.txt) bad=$(grep -ciE "$BAD" /tmp/k-ss.txt)"
@@ -78,7 +81,7 @@ ss_part() {
 # 1b. the EHCI stick on controller 1 (after dom0 saw it refused on the USB 1.1 controller)
 hs_part() {
   result "hs-mark uptime=$(now)"
-  wait_usb_disk 300 || return 0
+  wait_usb_disk $W || return 0
   result "hs-queue max_sectors_kb=$(cat /sys/block/$DISK/queue/max_sectors_kb)"
   cmd_latency hs
   read_marked hsread
@@ -89,7 +92,7 @@ hid_part() {
   echo "LAB-MARK classes hid" > /dev/kmsg
   result "hid-mark uptime=$(now)"
   n=0 ev=
-  while [ $n -lt 300 ]; do
+  while [ $n -lt $W ]; do
     for e in /sys/class/input/event*; do
       [ -f $e/device/name ] || continue
       read -r nm < $e/device/name
@@ -121,7 +124,7 @@ hid_part() {
 # ev_wait NAME-PATTERN [SECONDS]: waits for an event device whose name matches; sets ev and nm
 ev_wait() {
   n=0 ev=
-  while [ $n -lt ${2:-300} ]; do
+  while [ $n -lt ${2:-$W} ]; do
     for e in /sys/class/input/event*; do
       [ -f $e/device/name ] || continue
       read -r nm < $e/device/name
@@ -163,7 +166,7 @@ serial_part() {
   echo "LAB-MARK classes serial" > /dev/kmsg
   result "ser-mark uptime=$(now)"
   n=0
-  while [ ! -c /dev/ttyUSB0 ] && [ $n -lt 300 ]; do n=$((n + 1)); sleep 1; done
+  while [ ! -c /dev/ttyUSB0 ] && [ $n -lt $W ]; do n=$((n + 1)); sleep 1; done
   [ -c /dev/ttyUSB0 ] || { result "ser-ready none"; return 0; }
   exec 4<> /dev/ttyUSB0
   stty raw -echo -ixon -ixoff -crtscts 115200 <&4 || result "ser-stty failed"
@@ -191,7 +194,7 @@ net_part() {
   echo "LAB-MARK classes net" > /dev/kmsg
   result "net-mark uptime=$(now)"
   n=0 nif=
-  while [ $n -lt 300 ]; do
+  while [ $n -lt $W ]; do
     for i in /sys/class/net/*; do
       [ -e $i/device ] || continue
       case $(readlink -f $i/device) in */usb*) nif=${i##*/}; break;; esac
@@ -391,7 +394,7 @@ cl_hid() {
   xenpvusb usb-attach clg 2 1 $k || { pv_log 20; reason "usb-attach clg 2 1 $k failed"; return 1; }
   guest_wait clg 'GUEST-RESULT kbd-ready ' 330 || { cl_klog hid; pv_log 30; reason "no keyboard event device in the guest within 330 s"; return 1; }
   evl=$(guest_log clg | grep -m1 'GUEST-RESULT kbd-ready ')
-  case $evl in *"kbd-ready none"*) cl_klog hid; pv_log 30; reason "no keyboard event device in the guest within 300 s"; return 1;; esac
+  case $evl in *"kbd-ready none"*) cl_klog hid; pv_log 30; reason "no keyboard event device in the guest within its wait (W turns)"; return 1;; esac
   ev=$(echo "$evl" | sed -n 's/.* dev=\([^ ]*\) .*/\1/p')
   # QEMU types a, b, c (through run-lab and the monitor: run-lab looks at the console once a second)
   t0=$(lab_now)
@@ -537,7 +540,7 @@ cl_tablet() {
   echo $(lab_now) > $CL/t-tab
   xenpvusb usb-attach clg 3 1 $t || { pv_log 20; reason "usb-attach clg 3 1 $t failed"; return 1; }
   guest_wait clg 'GUEST-RESULT tab-ready ' 330 || { cl_klog tablet; pv_log 30; reason "no answer from the guest"; return 1; }
-  guest_log clg | grep -q 'GUEST-RESULT tab-ready none' && { cl_klog tablet; pv_log 30; reason "no tablet event device in the guest within 300 s"; return 1; }
+  guest_log clg | grep -q 'GUEST-RESULT tab-ready none' && { cl_klog tablet; pv_log 30; reason "no tablet event device in the guest within its wait (W turns)"; return 1; }
   k=$(lab_now)
   lab_request tablet $CL_TX $CL_TY
   guest_wait clg 'GUEST-RESULT tab-first ' 150 || { reason "no answer from the guest"; return 1; }
@@ -593,7 +596,7 @@ cl_serial() {
   t0=$(lab_now); echo $t0 > $CL/t-ser
   xenpvusb usb-attach clg 3 2 $f || { pv_log 20; reason "usb-attach clg 3 2 $f failed"; return 1; }
   guest_wait clg 'GUEST-RESULT ser-sent |GUEST-RESULT ser-ready none' 330 || { cl_klog serial; pv_log 30; reason "no answer from the guest"; return 1; }
-  guest_log clg | grep -q 'GUEST-RESULT ser-ready none' && { cl_klog serial; pv_log 30; reason "no /dev/ttyUSB0 in the guest within 300 s"; return 1; }
+  guest_log clg | grep -q 'GUEST-RESULT ser-ready none' && { cl_klog serial; pv_log 30; reason "no /dev/ttyUSB0 in the guest within its wait (W turns)"; return 1; }
   k=$(lab_now)
   lab_request serial-answer 4096
   guest_wait clg 'GUEST-RESULT ser-rx ' 240 || { reason "no answer from the guest"; return 1; }
@@ -640,7 +643,7 @@ cl_net() {
   t0=$(lab_now); echo $t0 > $CL/t-net
   xenpvusb usb-attach clg 2 2 $u || { pv_log 20; reason "usb-attach clg 2 2 $u failed"; return 1; }
   guest_wait clg 'GUEST-RESULT net-ping-out|GUEST-RESULT net-ready none' 450 || { cl_klog net; pv_log 30; reason "no answer from the guest"; return 1; }
-  guest_log clg | grep -q 'GUEST-RESULT net-ready none' && { cl_klog net; pv_log 30; reason "no USB network interface in the guest within 300 s"; return 1; }
+  guest_log clg | grep -q 'GUEST-RESULT net-ready none' && { cl_klog net; pv_log 30; reason "no USB network interface in the guest within its wait (W turns)"; return 1; }
   m=$(guest_log clg | grep -m1 'GUEST-RESULT net-ping-out'); echo "$m"
   case $m in *" tx=5 rx=5"*) ;; *) why="$why""guest -> dom0 ping: ${m#GUEST-RESULT net-ping-out}; ";; esac
   guest_wait clg 'GUEST-RESULT net-serve ' 60 || { reason "the guest did not serve its file"; return 1; }
