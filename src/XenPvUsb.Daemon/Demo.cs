@@ -180,7 +180,7 @@ internal static class Demo
 
     /// <summary>
     /// Plays half a second of a stereo test pattern (left: a running sample counter, right: its complement) in
-    /// URBs of 8 packets, three in flight as snd-usb-audio keeps them, and checks the device received every
+    /// URBs of 8 packets and checks the device received every
     /// sample in order; then records a quarter of a second and checks the microphone's counter channel runs on
     /// without a gap. Returns null, or what went wrong.
     /// </summary>
@@ -199,20 +199,8 @@ internal static class Demo
             BinaryPrimitives.WriteInt16LittleEndian(played.AsSpan(4 * n), unchecked((short)n));
             BinaryPrimitives.WriteInt16LittleEndian(played.AsSpan((4 * n) + 2), unchecked((short)~n));
         }
-        int[] lengths = Enumerable.Repeat(packet, packets).ToArray();
-        var inFlight = new Queue<Task<IsoUrbResult>>();
-        int errors = 0;
         var sw = Stopwatch.StartNew();
-        for (int u = 0; u < urbs || inFlight.Count > 0;)
-        {
-            while (u < urbs && inFlight.Count < 3)
-            {
-                inFlight.Enqueue(dev.IsochronousAsync(UsbAudioDevice.SpeakerEndpoint, played.AsMemory(u * packets * packet, packets * packet), lengths));
-                u++;
-            }
-            IsoUrbResult r = await inFlight.Dequeue().ConfigureAwait(false);
-            errors += r.Ok ? r.ErrorCount : packets;
-        }
+        int errors = await StreamAsync(dev, UsbAudioDevice.SpeakerEndpoint, played, packet, packets).ConfigureAwait(false);
         await dev.SetInterfaceAsync(UsbAudioDevice.SpeakerInterface, 0).ConfigureAwait(false);
         bool exact = audio.SpeakerData().AsSpan().SequenceEqual(played);
         Say($"guest: played {urbs * packets} packets ({played.Length} bytes, {sw.Elapsed.TotalMilliseconds:0} ms); packet errors {errors}");
@@ -228,20 +216,8 @@ internal static class Demo
         }
         int mic = audio.MicrophonePacketSize;
         const int recordUrbs = 32; // 256 ms
-        lengths = Enumerable.Repeat(mic, packets).ToArray();
         byte[] recorded = new byte[recordUrbs * packets * mic];
-        var records = new Queue<Task<IsoUrbResult>>();
-        errors = 0;
-        for (int u = 0; u < recordUrbs || records.Count > 0;)
-        {
-            while (u < recordUrbs && records.Count < 3)
-            {
-                records.Enqueue(dev.IsochronousAsync(UsbAudioDevice.MicrophoneEndpoint, recorded.AsMemory(u * packets * mic, packets * mic), lengths));
-                u++;
-            }
-            IsoUrbResult r = await records.Dequeue().ConfigureAwait(false);
-            errors += r.Ok ? r.ErrorCount : packets;
-        }
+        errors = await StreamAsync(dev, UsbAudioDevice.MicrophoneEndpoint, recorded, mic, packets).ConfigureAwait(false);
         await dev.SetInterfaceAsync(UsbAudioDevice.MicrophoneInterface, 0).ConfigureAwait(false);
         int frameBytes = audio.MicrophoneChannels * UsbAudioDevice.BytesPerSample;
         long gaps = 0;
@@ -253,6 +229,29 @@ internal static class Demo
         }
         Say($"guest: recorded {recordUrbs * packets} packets ({recorded.Length / frameBytes} sample frames); packet errors {errors}, breaks in the microphone's counter {gaps}");
         return errors == 0 && gaps == 0 ? null : "the guest's recording has errors or gaps";
+    }
+
+    /// <summary>
+    /// Streams <paramref name="buffer"/> through an isochronous endpoint in URBs of <paramref name="packets"/> packets
+    /// of <paramref name="packet"/> bytes, three in flight as snd-usb-audio keeps them. Returns the packets that failed.
+    /// </summary>
+    private static async Task<int> StreamAsync(GuestUsbDevice dev, byte endpoint, byte[] buffer, int packet, int packets)
+    {
+        int[] lengths = Enumerable.Repeat(packet, packets).ToArray();
+        int urbs = buffer.Length / (packet * packets);
+        var inFlight = new Queue<Task<IsoUrbResult>>();
+        int errors = 0;
+        for (int u = 0; u < urbs || inFlight.Count > 0;)
+        {
+            while (u < urbs && inFlight.Count < 3)
+            {
+                inFlight.Enqueue(dev.IsochronousAsync(endpoint, buffer.AsMemory(u * packets * packet, packets * packet), lengths));
+                u++;
+            }
+            IsoUrbResult r = await inFlight.Dequeue().ConfigureAwait(false);
+            errors += r.Ok ? r.ErrorCount : packets;
+        }
+        return errors;
     }
 
     private static async Task<(string Sha, double Seconds)> ReadAllAsync(GuestMassStorage storage)

@@ -359,10 +359,28 @@ public sealed class VusbToolstack
 
     private async Task RemoveControllerNodesAsync(DomId domain, int devId, CancellationToken cancellationToken)
     {
+        string backendParent = $"{BackendRoot}/{domain.Value}";
+        string frontendParent = $"/local/domain/{domain.Value}/device/vusb";
         await _xs.TransactAsync(async tx =>
         {
-            await _xs.RemoveAsync($"{BackendRoot}/{domain.Value}/{devId}", tx, cancellationToken).ConfigureAwait(false);
-            await _xs.RemoveAsync($"/local/domain/{domain.Value}/device/vusb/{devId}", tx, cancellationToken).ConfigureAwait(false);
+            await _xs.RemoveAsync($"{backendParent}/{devId}", tx, cancellationToken).ConfigureAwait(false);
+            await _xs.RemoveAsync($"{frontendParent}/{devId}", tx, cancellationToken).ConfigureAwait(false);
+            // The last controller takes its domain's directories with it, as libxl's path cleanup does: an empty
+            // backend/vusb/<domid> would otherwise outlive the domain (nothing else removes it).
+            foreach (string parent in new[] { backendParent, frontendParent })
+            {
+                if ((await _xs.DirectoryAsync(parent, tx, cancellationToken).ConfigureAwait(false)).Count == 0)
+                {
+                    try
+                    {
+                        await _xs.RemoveAsync(parent, tx, cancellationToken).ConfigureAwait(false);
+                    }
+                    catch (XenStoreException e) when (e.ErrorName == "ENOENT")
+                    {
+                        // never there (a frontend that wrote nothing): nothing to clean up
+                    }
+                }
+            }
         }, cancellationToken).ConfigureAwait(false);
     }
 

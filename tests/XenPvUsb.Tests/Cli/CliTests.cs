@@ -68,6 +68,21 @@ public sealed class CliTests
         Assert.That((await RunAsync("usb-hc-destroy", "alpha", "0")).Exit, Is.Zero);
         Assert.That(await _world.Dom0.ReadAsync("/local/domain/0/backend/vusb/1/0"), Is.Null);
         Assert.That(await _world.Dom0.ReadAsync("/local/domain/1/device/vusb/0"), Is.Null);
+        Assert.That(await _world.Dom0.DirectoryAsync("/local/domain/0/backend/vusb"), Does.Not.Contain("1"),
+            "the domain's last controller takes backend/vusb/<domid> with it");
+        Assert.That(await _world.Dom0.DirectoryAsync("/local/domain/1/device"), Does.Not.Contain("vusb"));
+    }
+
+    [Test]
+    public async Task DestroyingOneOfTwoControllers_KeepsTheOther()
+    {
+        Assert.That((await RunAsync("usb-hc-create", "alpha", "2", "4")).Exit, Is.Zero);
+        Assert.That((await RunAsync("usb-hc-create", "alpha", "1", "2")).Exit, Is.Zero);
+        Assert.That((await RunAsync("usb-hc-destroy", "alpha", "0")).Exit, Is.Zero);
+        Assert.That(await _world.Dom0.DirectoryAsync("/local/domain/0/backend/vusb/1"), Is.EqualTo(new[] { "1" }));
+        Assert.That(await _world.Dom0.ReadAsync("/local/domain/0/backend/vusb/1/1/usb-ver"), Is.EqualTo("1"));
+        Assert.That((await RunAsync("usb-hc-destroy", "alpha", "1")).Exit, Is.Zero);
+        Assert.That(await _world.Dom0.DirectoryAsync("/local/domain/0/backend/vusb"), Does.Not.Contain("1"));
     }
 
     [Test]
