@@ -559,23 +559,32 @@ internal sealed partial class VusbController
     {
         fixed (byte* buf = t.Buffer)
         {
-            int n = 0;
-            int done = 0;
-            for (int i = 0; i < req.nr_buffer_segs && done < length; i++)
-            {
-                usbif_request_segment seg = req.seg[i];
-                int len = Math.Min(seg.length, length - done);
-                ref GrantCopySegment c = ref _copySegments[n++];
-                c.Ref = new GrantRef(seg.gref);
-                c.Offset = seg.offset;
-                c.Length = (ushort)len;
-                c.ToGuest = toGuest;
-                c.Local = (nint)(buf + bufferOffset + done);
-                c.Status = 0;
-                done += len;
-            }
-            return n == 0 || _grants.Copy(Frontend, _copySegments.AsSpan(0, n));
+            return CopySegmentRange(ref req, 0, req.nr_buffer_segs, buf + bufferOffset, length, toGuest);
         }
+    }
+
+    /// <summary>
+    /// Grant-copies <paramref name="length"/> bytes between segments [<paramref name="first"/>, <paramref name="end"/>) of
+    /// the request (taken in order, as one run of bytes) and <paramref name="local"/>, in one batch.
+    /// </summary>
+    private unsafe bool CopySegmentRange(ref usbif_urb_request req, int first, int end, byte* local, int length, bool toGuest)
+    {
+        int n = 0;
+        int done = 0;
+        for (int i = first; i < end && done < length; i++)
+        {
+            usbif_request_segment seg = req.seg[i];
+            int len = Math.Min(seg.length, length - done);
+            ref GrantCopySegment c = ref _copySegments[n++];
+            c.Ref = new GrantRef(seg.gref);
+            c.Offset = seg.offset;
+            c.Length = (ushort)len;
+            c.ToGuest = toGuest;
+            c.Local = (nint)(local + done);
+            c.Status = 0;
+            done += len;
+        }
+        return n == 0 || _grants.Copy(Frontend, _copySegments.AsSpan(0, n));
     }
 
     private void HandleUnlink(ushort id, int port, ushort unlinkId)

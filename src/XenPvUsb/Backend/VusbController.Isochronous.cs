@@ -172,28 +172,11 @@ internal sealed partial class VusbController
     /// <summary>Grant-copies the packet descriptors between the guest's descriptor segments and <see cref="IsoRequest.Descriptors"/>.</summary>
     private unsafe bool CopyIsoDescriptors(ref usbif_urb_request req, IsoRequest iso, bool toGuest)
     {
-        int length = iso.Packets * UrbRequestValidator.IsoDescriptorSize;
         int first = req.nr_buffer_segs;
-        int last = first + req.u_isoc_nr_frame_desc_segs;
         fixed (byte* buf = iso.Descriptors)
         {
-            int n = 0;
-            int done = 0;
-            for (int i = first; i < last && done < length; i++)
-            {
-                usbif_request_segment seg = req.seg[i];
-                int len = Math.Min(seg.length, length - done);
-                _copySegments[n++] = new GrantCopySegment
-                {
-                    Ref = new GrantRef(seg.gref),
-                    Offset = seg.offset,
-                    Length = (ushort)len,
-                    ToGuest = toGuest,
-                    Local = (nint)(buf + done),
-                };
-                done += len;
-            }
-            return _grants.Copy(Frontend, _copySegments.AsSpan(0, n));
+            return CopySegmentRange(ref req, first, first + req.u_isoc_nr_frame_desc_segs, buf,
+                iso.Packets * UrbRequestValidator.IsoDescriptorSize, toGuest);
         }
     }
 
