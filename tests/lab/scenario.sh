@@ -7,6 +7,9 @@ cd /payload
 . /payload/guest-lib.sh
 echo "LAB-SCENARIOS $LAB_SCENARIOS"
 rc=0
+# Before any scenario (so before the first xl create of the run): the package's daemon was enabled and
+# started by systemd at boot, and serves.
+( LAB_SCENARIO=boot; stage package -t 200 pv_boot_check ) || rc=1
 for s in $LAB_SCENARIOS; do
   echo "SCENARIO-BEGIN $s"
   if [ -f "/payload/scenarios/$s.sh" ]; then
