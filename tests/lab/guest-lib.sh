@@ -391,33 +391,36 @@ pv_stop() {
 
 # pv_boot_check (stage boot/package, run by scenario.sh before any scenario): a dom0 that booted with
 # the package installed has the daemon up and serving before the first guest is created. Nothing is
-# started here: the package is installed (this run's .deb, files verified), the unit enabled, systemd
-# started it at boot (its ExecMainStartTimestampMonotonic is before lab-payload.service's, the unit
-# that runs this script), READY=1 reached (Type=notify, active/running), no domain but dom0 exists, and
-# backend/vusb is watched: nothing is under it yet, and `xenpvusb usb-hc-create 0 2 4` (a controller
-# whose frontend is dom0, which has no xen-hcd, so it stays there) gets the backend to InitWait; it is
-# destroyed again. Figures: xenpvusbd-boot-start-s, -boot-ready-s (seconds since the kernel started),
-# lab-payload-start-s, xenpvusbd-hc-initwait-s.
+# started here: the package is installed (this run's .deb, files verified), the unit enabled (so
+# multi-user.target wants it), systemd started it at boot (ExecMainStartTimestampMonotonic before this
+# shell, scenario.sh, started: LAB_T0_UPTIME; no restart since), READY=1 reached (Type=notify,
+# active/running; ActiveEnterTimestampMonotonic), no domain but dom0 exists, and backend/vusb is
+# watched: nothing is under it yet, and `xenpvusb usb-hc-create 0 2 4` (a controller whose frontend is
+# dom0, which has no xen-hcd, so it stays there) gets the backend to InitWait; it is destroyed again.
+# (lab-payload.service, which runs this, is not ordered after xenpvusbd: both start in the same boot
+# transaction, so READY=1 may come after the payload started; the stage waits for it, starting nothing.)
+# Figures: xenpvusbd-boot-start-s, xenpvusbd-boot-ready-s, lab-scenarios-start-s (seconds since the
+# kernel started), xenpvusbd-hc-initwait-s.
 pv_boot_check() {
-  local en st d_start d_ready p_start doms t0 s n
+  local en st d_start d_ready sc_start wants doms t0 s n
   pv_pkg_check || return 1
   en=$(systemctl is-enabled xenpvusbd 2>&1)
   [ "$en" = enabled ] || { reason "$PV_PKG_STATE; systemctl is-enabled xenpvusbd: $en"; return 1; }
+  wants=$(systemctl show -p Wants --value multi-user.target)
+  case " $wants " in *" xenpvusbd.service "*) ;; *) reason "multi-user.target does not want xenpvusbd.service: $wants"; return 1;; esac
   doms=$(xl list 2>&1 | awk 'NR > 1 && $1 != "Domain-0" { print $1 }')
   [ -z "$doms" ] || { reason "domains other than dom0 exist already: $doms"; return 1; }
-  # READY=1 may still be on its way when this runs (lab-payload is not ordered after xenpvusbd): wait
-  # for the state, without starting anything
   wait_for 120 eval '[ "$(pv_prop ActiveState)" != activating ]'
-  st=$(pv_show ActiveState,SubState,Type,NRestarts,ExecMainStartTimestampMonotonic,ActiveEnterTimestampMonotonic)
+  st=$(pv_show ActiveState,SubState,Type,NRestarts)
   has_all "$st" ActiveState=active SubState=running Type=notify NRestarts=0 \
     || { pv_log 30; reason "$PV_PKG_STATE; enabled; but the unit is not active/running as Type=notify (READY=1) with no restart: $st"; return 1; }
   d_start=$(pv_prop ExecMainStartTimestampMonotonic); d_ready=$(pv_prop ActiveEnterTimestampMonotonic)
-  p_start=$(systemctl show -p ExecMainStartTimestampMonotonic --value lab-payload.service)
-  [ "${d_start:-0}" -gt 0 ] && [ "${p_start:-0}" -gt 0 ] && [ "$d_start" -lt "$p_start" ] \
-    || { reason "xenpvusbd's start ($d_start us) is not before lab-payload's ($p_start us): not started by systemd at boot"; return 1; }
+  sc_start=$(awk -v t="${LAB_T0_UPTIME:-0}" 'BEGIN { printf "%d", t * 1e6 }')
+  [ "${d_start:-0}" -gt 0 ] && [ "$sc_start" -gt 0 ] && [ "$d_start" -lt "$sc_start" ] \
+    || { reason "xenpvusbd's start (+$d_start us) is not before the scenarios' shell started (+$sc_start us): not started by systemd at boot"; return 1; }
   figure xenpvusbd-boot-start-s "$(awk -v t=$d_start 'BEGIN { printf "%.1f", t / 1e6 }')" s
   figure xenpvusbd-boot-ready-s "$(awk -v t=$d_ready 'BEGIN { printf "%.1f", t / 1e6 }')" s
-  figure lab-payload-start-s "$(awk -v t=$p_start 'BEGIN { printf "%.1f", t / 1e6 }')" s
+  figure lab-scenarios-start-s "$(awk -v t=$sc_start 'BEGIN { printf "%.1f", t / 1e6 }')" s
   pv_journal_has "serving backend/vusb" || { pv_log 30; reason "no 'serving backend/vusb' line from MainPID $(pv_pid)"; return 1; }
   # backend/vusb watched: nothing there yet; a controller made now is answered (InitWait)
   n=$(xenstore-list /local/domain/0/backend/vusb 2>/dev/null | wc -l)
@@ -432,5 +435,5 @@ pv_boot_check() {
   xenpvusb usb-hc-destroy 0 0 || { pv_log 20; reason "usb-hc-destroy 0 0 failed"; return 1; }
   wait_for 20 eval '! xenstore-exists /local/domain/0/backend/vusb/0/0 2>/dev/null' \
     || { reason "backend/vusb/0/0 still there after usb-hc-destroy"; return 1; }
-  reason "$PV_PKG_STATE; enabled; started by systemd at +$(awk -v t=$d_start 'BEGIN { printf "%.1f", t / 1e6 }') s (lab-payload at +$(awk -v t=$p_start 'BEGIN { printf "%.1f", t / 1e6 }') s), READY=1 at +$(awk -v t=$d_ready 'BEGIN { printf "%.1f", t / 1e6 }') s, $st; no guest yet; backend/vusb empty, usb-hc-create 0 2 4 -> InitWait in $s s (destroyed again)"
+  reason "$PV_PKG_STATE; enabled (multi-user.target wants it); systemd started it at +$(awk -v t=$d_start 'BEGIN { printf "%.1f", t / 1e6 }') s, READY=1 at +$(awk -v t=$d_ready 'BEGIN { printf "%.1f", t / 1e6 }') s, the scenarios' shell at +$(awk -v t=$sc_start 'BEGIN { printf "%.1f", t / 1e6 }') s; $st; no guest yet; backend/vusb empty, usb-hc-create 0 2 4 -> InitWait in $s s (destroyed again)"
 }

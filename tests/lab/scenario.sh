@@ -2,6 +2,7 @@
 # /payload/scenario.sh -- dom0 entry point, started by lab-run (systemd) after boot.
 # Runs the scenarios named in /payload/lab.env (LAB_SCENARIOS), each in its own subshell, then copies
 # the guest console logs and any crash lines of dom0/Xen to the console for the host.
+read -r LAB_T0_UPTIME _ < /proc/uptime   # when the scenarios' shell started (s since boot): for boot/package
 cd /payload
 . /payload/lab.env
 . /payload/guest-lib.sh

@@ -84,31 +84,32 @@ ps_create() {
   cat > $PS/guest.sh <<'G'
 # Each boot: wait for the stick (no command from dom0), read it whole, then do what dom0 asks
 # (data/lab-cmdN = gone | reread | region | list). Results carry the domain id (boots differ).
+# (Variables ps_*: the helpers of guest/init use n, k, sum and others as globals.)
 ID=$(pvfront xs-read domid)
 wait_usb_disk 600 || exit 0
 usb_list | sed "s/^GUEST-USB /GUEST-USB-d$ID /"
 read_all | sed "s/^GUEST-RESULT read /GUEST-RESULT read-d$ID /"
-n=1
-while pvfront xs-wait data/lab-cmd$n 3000; do
-  c=$(pvfront xs-read data/lab-cmd$n)
-  case $c in
+ps_n=1
+while pvfront xs-wait data/lab-cmd$ps_n 3000; do
+  ps_c=$(pvfront xs-read data/lab-cmd$ps_n)
+  case $ps_c in
     gone) wait_usb_gone 300 ;;
     reread) read_again reread-d$ID 600; usb_list | sed "s/^GUEST-USB /GUEST-USB-d$ID /" ;;
     region)
       # the stick's MiB 8..11, on whatever disk it is now
-      k=0 sum=
-      while [ $k -lt 5 ]; do
-        k=$((k + 1))
+      ps_k=0 ps_sum=
+      while [ $ps_k -lt 5 ]; do
+        ps_k=$((ps_k + 1))
         wait_usb_disk 60 || continue
-        sum=$(dd if=/dev/$DISK bs=1M skip=8 count=4 iflag=direct 2>/tmp/rg.err | sha256sum | cut -d' ' -f1)
+        ps_sum=$(dd if=/dev/$DISK bs=1M skip=8 count=4 iflag=direct 2>/tmp/rg.err | sha256sum | cut -d' ' -f1)
         grep -q '4+0 records in' /tmp/rg.err && break
-        cat /tmp/rg.err; sum=; sleep 5
+        cat /tmp/rg.err; ps_sum=; sleep 5
       done
-      result "region-d$ID tries=$k dev=$DISK sha256=${sum:-none}" ;;
-    list) usb_list | sed "s/^GUEST-USB /GUEST-USB$n-d$ID /" ;;
+      result "region-d$ID tries=$ps_k dev=$DISK sha256=${ps_sum:-none}" ;;
+    list) usb_list | sed "s/^GUEST-USB /GUEST-USB$ps_n-d$ID /" ;;
   esac
-  result "cmd$n-d$ID $c done"
-  n=$((n + 1))
+  result "cmd$ps_n-d$ID $ps_c done"
+  ps_n=$((ps_n + 1))
 done
 G
   t0=$(lab_now)
