@@ -153,7 +153,7 @@ public sealed class UsbPolicy
     private static UsbPolicyLine ParseLine(string line, int number)
     {
         int colon = line.IndexOf(':', StringComparison.Ordinal);
-        string verb = colon < 0 ? line : line[..colon].Trim();
+        string verb = colon < 0 ? line.Split([' ', '\t'], 2)[0] : line[..colon].Trim();
         bool allow = verb.ToUpperInvariant() switch
         {
             "ALLOW" => true,
