@@ -13,7 +13,7 @@ namespace XenPvUsb.Cli;
 /// and the xl names (usbctrl-attach, usbdev-attach hostbus= hostaddr=, ...). Every verb is a thin
 /// call into <see cref="VusbToolstack"/>; errors print one line and exit 1.
 /// </summary>
-internal static class CommandTable
+internal static partial class CommandTable
 {
     // How long an attach waits for the daemon's verdict (port-status/N); a new controller under TCG takes seconds.
     private static readonly TimeSpan s_verdictTimeout = TimeSpan.FromSeconds(10);
@@ -21,7 +21,7 @@ internal static class CommandTable
     public static RootCommand Build()
     {
         var root = new RootCommand("xenpvusb: give Xen guests USB devices through PVUSB (backend: xenpvusbd)");
-        foreach (Command c in Commands().Concat(AssignmentCommands()))
+        foreach (Command c in Commands().Concat(AssignmentCommands()).Concat(ApplyCommands()))
         {
             root.Subcommands.Add(c);
         }
@@ -66,6 +66,7 @@ internal static class CommandTable
         {
             DomId d = await ctx.Toolstack.ResolveDomainAsync(r.GetValue(domain)!, ct);
             (int c, int p, string b) = (Int(r.GetValue(devId), "DevId"), Int(r.GetValue(port), "Port"), r.GetValue(busId)!);
+            ctx.Toolstack.Policy = LoadPolicy();
             await ctx.Toolstack.AttachAsync(d, c, p, b, ct);
             await ReportVerdictAsync(ctx, d, c, p, b, ct);
         });
@@ -74,28 +75,47 @@ internal static class CommandTable
             DomId d = await ctx.Toolstack.ResolveDomainAsync(r.GetValue(domain)!, ct);
             await ctx.Toolstack.DetachAsync(d, Int(r.GetValue(devId), "DevId"), Int(r.GetValue(port), "Port"), ct);
         });
-        yield return Verb("usb-list", "List a domain's virtual USB controllers and their devices", [domain], async (r, ctx, ct) =>
+        var json = new Option<bool>("--json") { Description = "print JSON" };
+        Command list = Verb("usb-list", "List a domain's virtual USB controllers and their devices", [domain], async (r, ctx, ct) =>
         {
             DomId d = await ctx.Toolstack.ResolveDomainAsync(r.GetValue(domain)!, ct);
+            if (r.GetValue(json))
+            {
+                Console.WriteLine(ListJson(d, await ctx.Toolstack.ListAsync(d, ct), UsbSysfsOrEmpty()));
+                return;
+            }
             await PrintList(ctx, d, ct);
         });
-        yield return Verb("usb-list-assignable-devices", "List host USB devices that can be given to a guest", [], async (r, ctx, ct) =>
+        list.Options.Add(json);
+        yield return list;
+        Command assignable = Verb("usb-list-assignable-devices", "List host USB devices that can be given to a guest", [], async (r, ctx, ct) =>
         {
-            // Which persistent assignment claims each device, if the file has any rules.
+            // Which persistent assignment claims each device (if the file has rules), and what the policy says.
             IReadOnlyList<AssignmentRule> rules = AssignmentFile.Load(AssignmentsPath).Rules;
+            UsbPolicy policy = LoadPolicy();
+            var rows = new List<AssignableRow>();
             foreach (UsbDeviceInfo dev in await ctx.Toolstack.ListAssignableAsync(ct))
             {
-                string claim = "";
-                if (rules.Count > 0)
-                {
-                    IReadOnlyCollection<byte> classes = AssignmentFile.InterfaceClasses(ReadDescriptorsOrEmpty(dev.BusId));
-                    claim = AssignmentFile.FirstMatch(rules, dev, classes) is { } rule
-                        ? $"  [assigned to {rule.Domain}: {rule.Match}, line {rule.Line}]"
-                        : "  [no assignment]";
-                }
-                Console.WriteLine($"{dev.BusId,-10} Bus {dev.BusNum:D3} Device {dev.DevNum:D3}: ID {dev.VendorId:x4}:{dev.ProductId:x4} {Describe(dev)}{claim}");
+                HostDevice host = HostDevice.FromDescriptors(dev, ReadDescriptorsOrEmpty(dev.BusId));
+                rows.Add(new AssignableRow(dev, rules.Count > 0 ? AssignmentFile.FirstMatch(rules, dev, host.InterfaceClasses) : null,
+                    policy.Evaluate(dev, host.PolicyInterfaces)));
+            }
+            if (r.GetValue(json))
+            {
+                Console.WriteLine(AssignableJson(rows));
+                return;
+            }
+            foreach (AssignableRow row in rows)
+            {
+                UsbDeviceInfo dev = row.Device;
+                string claim = rules.Count == 0 ? ""
+                    : row.Rule is { } rule ? $"  [assigned to {rule.Domain}: {rule.Match}, line {rule.Line}]" : "  [no assignment]";
+                string verdict = row.Policy.Allowed ? "" : $"  [{row.Policy.Reason}]";
+                Console.WriteLine($"{dev.BusId,-10} Bus {dev.BusNum:D3} Device {dev.DevNum:D3}: ID {dev.VendorId:x4}:{dev.ProductId:x4} {Describe(dev)}{claim}{verdict}");
             }
         });
+        assignable.Options.Add(json);
+        yield return assignable;
         yield return Verb("usbctrl-attach", "Create a virtual USB controller: usbctrl-attach <Domain> [type=pv] [version=2] [ports=8] [grant-mode=copy|map]", [domain, keyValues], async (r, ctx, ct) =>
         {
             Dictionary<string, string> kv = KeyValues(r.GetValue(keyValues), "type", "version", "ports", "grant-mode");
@@ -125,6 +145,7 @@ internal static class CommandTable
                 throw new ToolstackException($"type={type}: only hostdev devices exist");
             }
             DomId d = await ctx.Toolstack.ResolveDomainAsync(r.GetValue(domain)!, ct);
+            ctx.Toolstack.Policy = LoadPolicy();
             (int c, int p, string b) = await ctx.Toolstack.AttachByAddressAsync(d, Int(bus, "hostbus"), Int(addr, "hostaddr"),
                 kv.TryGetValue("controller", out string? cs) ? Int(cs, "controller") : null,
                 kv.TryGetValue("port", out string? ps) ? Int(ps, "port") : null, ct);
@@ -209,10 +230,7 @@ internal static class CommandTable
         }
     }
 
-    private static string AssignmentsJson(IReadOnlyList<AssignmentRule> rules)
-    {
-        using var stream = new MemoryStream();
-        using (var w = new System.Text.Json.Utf8JsonWriter(stream, new System.Text.Json.JsonWriterOptions { Indented = true }))
+    private static string AssignmentsJson(IReadOnlyList<AssignmentRule> rules) => Json(w =>
         {
             w.WriteStartArray();
             foreach (AssignmentRule rule in rules)
@@ -254,9 +272,7 @@ internal static class CommandTable
                 w.WriteEndObject();
             }
             w.WriteEndArray();
-        }
-        return System.Text.Encoding.UTF8.GetString(stream.ToArray());
-    }
+        });
 
     /// <summary>A verb that works on local files only (no xenstore): errors print one line and exit 1.</summary>
     private static Command LocalVerb(string name, string description, Argument[] arguments, Option[] options, Action<ParseResult> action)
@@ -395,7 +411,32 @@ internal static class CommandTable
         }
     }
 
-    private static string Describe(UsbDeviceInfo d) => string.Join(' ', new[] { d.Manufacturer, d.Product }.Where(s => !string.IsNullOrWhiteSpace(s)));
+    /// <summary>
+    /// The device's name as lsusb prints it: vendor and product from the usb.ids database (XENPVUSB_USB_IDS names
+    /// another copy), else the device's own manufacturer and product strings.
+    /// </summary>
+    private static string Describe(UsbDeviceInfo d)
+    {
+        XenPvUsb.Host.UsbIds ids = UsbIdsDatabase();
+        string? vendor = ids.VendorName(d.VendorId) ?? d.Manufacturer;
+        string? product = ids.ProductName(d.VendorId, d.ProductId) ?? d.Product;
+        return string.Join(' ', new[] { vendor, product }.Where(s => !string.IsNullOrWhiteSpace(s)).Select(s => s!.Trim()));
+    }
+
+    private static (string Path, XenPvUsb.Host.UsbIds Ids)? s_usbIds;
+
+    private static XenPvUsb.Host.UsbIds UsbIdsDatabase()
+    {
+        if (Environment.GetEnvironmentVariable("XENPVUSB_USB_IDS") is not { Length: > 0 } path)
+        {
+            return XenPvUsb.Host.UsbIds.System;
+        }
+        if (s_usbIds is not { } cached || cached.Path != path)
+        {
+            s_usbIds = cached = (path, XenPvUsb.Host.UsbIds.Load([path]));
+        }
+        return cached.Ids;
+    }
 
     private static Dictionary<string, string> KeyValues(string[]? items, params string[] allowed)
     {

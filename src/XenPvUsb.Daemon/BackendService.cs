@@ -2,6 +2,7 @@ using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 using XenPvUsb.Backend;
 using XenPvUsb.Host;
+using XenPvUsb.Toolstack;
 using XenPvUsb.Usb.Usbfs;
 using XenPvUsb.Xen;
 
@@ -28,6 +29,8 @@ internal sealed class BackendService : IHostedService
     private readonly ILogger _logger;
     private readonly int _busyPollMicroseconds;
     private readonly SystemdNotifier? _notifier;
+    private readonly DaemonOptions _options;
+    private AssignmentService? _assignments;
     private EventLoop? _loop;
     private BackendRegistry? _registry;
     private BackendHost? _host;
@@ -38,6 +41,7 @@ internal sealed class BackendService : IHostedService
         DaemonOptions options, SystemdNotifier? notifier = null)
     {
         _notifier = notifier;
+        _options = options;
         _busyPollMicroseconds = options.BusyPollMicroseconds;
         _hostFactory = hostFactory;
         _lifetime = lifetime;
@@ -49,6 +53,7 @@ internal sealed class BackendService : IHostedService
         var loop = new EventLoop(_logger, LoopOptions());
         BackendHost host;
         BackendRegistry? registry = null;
+        AssignmentService? assignments = null;
         try
         {
             host = await _hostFactory(loop).WaitAsync(cancellationToken).ConfigureAwait(false);
@@ -60,12 +65,28 @@ internal sealed class BackendService : IHostedService
                 // the predecessor; claims nobody took over go back to dom0's drivers.
                 await usbfs.HandBackInheritedClaimsAsync().WaitAsync(cancellationToken).ConfigureAwait(false);
             }
+            if (!_options.NoAssignments)
+            {
+                // Its first pass runs after start: readiness does not wait for attaches.
+                assignments = new AssignmentService(host, new AssignmentSources
+                {
+                    AssignmentsPath = _options.AssignmentsPath ?? AssignmentFile.DefaultPath,
+                    PolicyPath = _options.PolicyPath ?? UsbPolicy.DefaultPath,
+                    SysfsRoot = host.SysfsRoot,
+                    Backend = host.Self,
+                });
+                await assignments.StartAsync(cancellationToken).ConfigureAwait(false);
+            }
         }
         catch (Exception e)
         {
             if (e is not OperationCanceledException)
             {
                 _logger.ServiceFailed(e);
+            }
+            if (assignments is not null)
+            {
+                await assignments.DisposeAsync().ConfigureAwait(false);
             }
             if (registry is not null)
             {
@@ -77,6 +98,7 @@ internal sealed class BackendService : IHostedService
         _loop = loop;
         _host = host;
         _registry = registry;
+        _assignments = assignments;
         _watchdog = WatchAsync(loop, host);
     }
 
@@ -86,6 +108,10 @@ internal sealed class BackendService : IHostedService
         // A stopping daemon is normally restarted (upgrade, systemctl restart, a lost xenstored): guests keep
         // their controllers and dom0 keeps off their devices; the successor takes over.
         (_host?.Usb as UsbfsHost)?.KeepClaimsForRestart();
+        if (_assignments is not null)
+        {
+            await _assignments.DisposeAsync().ConfigureAwait(false);
+        }
         if (_registry is not null)
         {
             await _registry.DisposeAsync().ConfigureAwait(false);

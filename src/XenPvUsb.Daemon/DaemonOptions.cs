@@ -18,10 +18,20 @@ internal sealed record DaemonOptions(bool Simulate, bool Demo, string? RunDirect
     /// <summary>How long the event loop keeps polling a busy ring (microseconds; 0: never).</summary>
     public int BusyPollMicroseconds { get; init; } = EventLoop.DefaultBusyPollMicroseconds;
 
+    /// <summary>The persistent assignments file (null: /etc/xenpvusb/assignments.conf).</summary>
+    public string? AssignmentsPath { get; init; }
+
+    /// <summary>The USB policy file (null: /etc/xenpvusb/usb-policy.conf).</summary>
+    public string? PolicyPath { get; init; }
+
+    /// <summary>Serve only: apply no persistent assignments.</summary>
+    public bool NoAssignments { get; init; }
+
     public static DaemonOptions Parse(string[] args)
     {
         bool simulate = false, demo = false, verbose = false;
-        string? runDir = null, image = null, cli = null, stateDir = null;
+        string? runDir = null, image = null, cli = null, stateDir = null, assignments = null, policy = null;
+        bool noAssignments = false;
         long? usbfsBudget = null;
         GrantMode grantMode = GrantMode.Copy;
         int busyPoll = EventLoop.DefaultBusyPollMicroseconds;
@@ -53,6 +63,15 @@ internal sealed record DaemonOptions(bool Simulate, bool Demo, string? RunDirect
                 case "--state-dir" when i + 1 < args.Length:
                     stateDir = args[++i];
                     break;
+                case "--assignments" when i + 1 < args.Length:
+                    assignments = args[++i];
+                    break;
+                case "--policy" when i + 1 < args.Length:
+                    policy = args[++i];
+                    break;
+                case "--no-assignments":
+                    noAssignments = true;
+                    break;
                 case "--image" when i + 1 < args.Length:
                     image = args[++i];
                     break;
@@ -78,13 +97,23 @@ internal sealed record DaemonOptions(bool Simulate, bool Demo, string? RunDirect
                     throw new UsageException($"unknown argument '{args[i]}'");
             }
         }
-        return new DaemonOptions(simulate, demo, runDir, image, cli, verbose) { GrantMode = grantMode, BusyPollMicroseconds = busyPoll, StateDirectory = stateDir, UsbfsBudget = usbfsBudget };
+        return new DaemonOptions(simulate, demo, runDir, image, cli, verbose)
+        {
+            GrantMode = grantMode,
+            BusyPollMicroseconds = busyPoll,
+            StateDirectory = stateDir,
+            UsbfsBudget = usbfsBudget,
+            AssignmentsPath = assignments,
+            PolicyPath = policy,
+            NoAssignments = noAssignments,
+        };
     }
 
     public const string Usage = """
         usage: xenpvusbd [--simulate [--run-dir DIR]] [--demo [--image FILE] [--cli PATH]]
                          [--grant-mode copy|map] [--busy-poll USEC] [--state-dir DIR]
-                         [--usbfs-budget KIB] [-v]
+                         [--usbfs-budget KIB] [--assignments FILE] [--policy FILE]
+                         [--no-assignments] [-v]
 
           (no option)   serve backend/vusb on this Xen dom0
           --simulate    serve a built-in simulated Xen host instead (xenstored socket in --run-dir)
@@ -101,6 +130,11 @@ internal sealed record DaemonOptions(bool Simulate, bool Demo, string? RunDirect
           --state-dir   where connected controllers keep their recovery journals, so that a
                         restarted daemon takes them over (default $RUNTIME_DIRECTORY, else
                         /run/xenpvusb; a tmpfs: it must survive the daemon, not the host)
+          --assignments the persistent assignments to apply when domains appear, devices are
+                        plugged in and the file changes (default /etc/xenpvusb/assignments.conf)
+          --policy      the USB policy those assignments obey (default /etc/xenpvusb/usb-policy.conf;
+                        without it: hubs denied, everything else allowed)
+          --no-assignments  serve controllers only; apply no persistent assignments
           -v            debug logging
         """;
 }

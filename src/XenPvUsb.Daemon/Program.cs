@@ -4,6 +4,7 @@ using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 using XenPvUsb.Backend;
 using XenPvUsb.Host;
+using XenPvUsb.Logging;
 using XenPvUsb.Simulation.Host;
 using XenPvUsb.Xen;
 using XenPvUsb.XenStore;
@@ -71,8 +72,11 @@ internal static class Program
             disposables.Add(grants);
             var usb = new XenPvUsb.Usb.Usbfs.UsbfsHost(loop, logger: lf.CreateLogger("XenPvUsb.Usb"), fdStore: fdStore);
             disposables.Add(usb);
+            var audit = new AuditTrail(lf.CreateLogger("XenPvUsb.Audit"));
+            disposables.Add(audit);
             return new BackendHost(store, grants, new XenEventChannels(), usb, loop, lf, DomId.Dom0)
             {
+                Audit = audit,
                 GrantMode = options.GrantMode,
                 StateDirectory = options.StateDirectory ?? DefaultStateDirectory(),
                 UsbfsBudget = options.UsbfsBudget ?? DefaultUsbfsBudget(),
@@ -165,6 +169,7 @@ internal static class Program
             store = await XenStoreConnection.ConnectAsync(sim.Dom0SocketPath).ConfigureAwait(false);
             BackendHost host = sim.CreateBackendHost(store, loop, sp.GetRequiredService<ILoggerFactory>());
             host.GrantMode = options.GrantMode;
+            host.SysfsRoot = sim.SysfsRoot;
             host.StateDirectory = options.StateDirectory ?? Path.Combine(runDir, "state");
             return host;
         });

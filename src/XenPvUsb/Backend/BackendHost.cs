@@ -1,5 +1,6 @@
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
+using XenPvUsb.Logging;
 using XenPvUsb.Usb;
 using XenPvUsb.Xen;
 using XenPvUsb.XenStore;
@@ -19,7 +20,17 @@ public sealed class BackendHost
         Loop = loop;
         LoggerFactory = loggerFactory ?? NullLoggerFactory.Instance;
         Self = self ?? DomId.Dom0;
+        Audit = new LoggedAuditTrail(LoggerFactory.CreateLogger("XenPvUsb.Audit"));
     }
+
+    /// <summary>Where attach, detach, plug, unplug and refusal records go (the daemon: the journal).</summary>
+    public IAuditTrail Audit { get; set; }
+
+    /// <summary>
+    /// The persistent assignment rule (as a line of the file) that claims a device for a domain (by name), for the
+    /// audit trail; null when no assignment service runs or no rule claims it.
+    /// </summary>
+    public Func<string?, UsbDeviceInfo, string?>? RuleFor { get; set; }
 
     public XenStoreConnection Store { get; }
 
@@ -44,6 +55,9 @@ public sealed class BackendHost
 
     /// <summary>Cap on the usbfs memory each controller may have at devices at once (see VusbController.UsbfsBudget).</summary>
     public long UsbfsBudget { get; set; } = VusbController.DefaultUsbfsBudget;
+
+    /// <summary>Where the host's sysfs is (the simulated host has its own tree).</summary>
+    public string SysfsRoot { get; set; } = "/sys";
 
     /// <summary>The domain this backend runs in (dom0).</summary>
     public DomId Self { get; }

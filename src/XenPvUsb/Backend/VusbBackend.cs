@@ -25,6 +25,10 @@ internal sealed class VusbBackend : IAsyncDisposable
     private readonly CancellationTokenSource _cts = new();
     private VusbController? _controller;
     private string?[] _assigned = [];
+    // What sysfs said of each port's device when it was attached: the audit trail names it after it is gone.
+    private UsbDeviceInfo?[] _deviceInfo = [];
+    private string? _domainName;
+    private bool _adopting;
     private XenStoreWatch? _frontendWatch;
     private Task? _frontendWatchLoop;
     private XenbusState _state = XenbusState.Unknown;
@@ -96,6 +100,8 @@ internal sealed class VusbBackend : IAsyncDisposable
             }
             FrontendPath = frontendPath;
             _assigned = new string?[numPorts + 1];
+            _deviceInfo = new UsbDeviceInfo?[numPorts + 1];
+            _domainName = await ReadDomainNameAsync().ConfigureAwait(false);
             GrantMode grantMode = _host.GrantMode;
             if (grantModeText is not null && !GrantModes.TryParse(grantModeText, out grantMode))
             {
@@ -234,7 +240,7 @@ internal sealed class VusbBackend : IAsyncDisposable
                 }
                 if (e.Added)
                 {
-                    await AttachLockedAsync(port, e.BusId).ConfigureAwait(false);
+                    await AttachLockedAsync(port, e.BusId, plugged: true).ConfigureAwait(false);
                 }
                 else
                 {
@@ -526,7 +532,16 @@ internal sealed class VusbBackend : IAsyncDisposable
             return false;
         }
         _state = XenbusState.Connected;
-        await SyncPortsLockedAsync().ConfigureAwait(false);
+        // The ports' devices were the guest's before the restart too: taken over, not attached anew (no audit record).
+        _adopting = true;
+        try
+        {
+            await SyncPortsLockedAsync().ConfigureAwait(false);
+        }
+        finally
+        {
+            _adopting = false;
+        }
         await _host.Loop.InvokeAsync(c.ResumeAdopted).ConfigureAwait(false);
         return true;
     }
@@ -656,7 +671,7 @@ internal sealed class VusbBackend : IAsyncDisposable
         }
     }
 
-    private async Task AttachLockedAsync(int port, string busId)
+    private async Task AttachLockedAsync(int port, string busId, bool plugged = false)
     {
         if (_dead || _removing)
         {
@@ -694,6 +709,11 @@ internal sealed class VusbBackend : IAsyncDisposable
         }
         await _host.Loop.InvokeAsync(() => c.AttachDevice(port, device, wire)).ConfigureAwait(false);
         _logger.DeviceAttached(Frontend.Value, DevId, port, busId, device.Speed);
+        _deviceInfo[port] = _host.Usb.Find(busId);
+        if (!_adopting)
+        {
+            Audit(plugged ? AuditAction.Plug : AuditAction.Attach, port, busId, plugged ? "plugged in, attached" : "attached");
+        }
         await PublishPortStatusAsync(port, new PortStatus(PortStatus.Attached, busId, null).ToString()).ConfigureAwait(false);
     }
 
@@ -704,6 +724,7 @@ internal sealed class VusbBackend : IAsyncDisposable
     private async Task RefuseLockedAsync(int port, string busId, string reason)
     {
         _logger.PortAssignmentRefused(Frontend.Value, DevId, port, busId, reason);
+        Audit(AuditAction.Refuse, port, busId, $"refused: {reason}", reason, UsbSysfs.IsValidBusId(busId) ? _host.Usb.Find(busId) : null);
         if (_assigned[port] == busId)
         {
             _registry.ReleaseBusId(busId, this);
@@ -723,6 +744,53 @@ internal sealed class VusbBackend : IAsyncDisposable
             await xs.WriteAsync($"{BackendPath}/{PortStatus.Directory}/{port}", new PortStatus(PortStatus.Refused, busId, reason).ToString(), tx).ConfigureAwait(false);
             return true;
         }).ConfigureAwait(false);
+    }
+
+    /// <summary>One audit record about a port's device; <paramref name="info"/> if known, else what sysfs said at its attach.</summary>
+    private void Audit(AuditAction action, int port, string busId, string what, string? reason = null, UsbDeviceInfo? info = null)
+    {
+        info ??= port < _deviceInfo.Length ? _deviceInfo[port] : null;
+        info ??= UsbSysfs.IsValidBusId(busId) ? _host.Usb.Find(busId) : null;
+        string? vidPid = info is null ? null : $"{info.VendorId:x4}:{info.ProductId:x4}";
+        string? rule = null;
+        if (info is not null && _host.RuleFor is { } ruleFor)
+        {
+            try
+            {
+                rule = ruleFor(_domainName, info);
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+            {
+            }
+        }
+        string device = vidPid is null ? busId : $"{busId} ({vidPid}{(info?.Serial is { } sn ? $" serial {sn}" : "")})";
+        string domain = _domainName is null ? $"domain {Frontend.Value}" : $"{_domainName} (domain {Frontend.Value})";
+        _host.Audit.Record(new AuditRecord(action, $"vusb {Frontend.Value}/{DevId} port {port}: {device} {what}; guest {domain}{(rule is null ? "" : $"; rule: {rule}")}")
+        {
+            DomId = Frontend,
+            Domain = _domainName,
+            DevId = DevId,
+            Port = port,
+            BusId = busId,
+            VidPid = vidPid,
+            Serial = info?.Serial,
+            Rule = rule,
+            Reason = reason,
+        });
+    }
+
+    // The guest's name (written by the toolstack, not by the guest); null if it has none.
+    private async Task<string?> ReadDomainNameAsync()
+    {
+        try
+        {
+            string? name = await _host.Store.ReadAsync($"/local/domain/{Frontend.Value}/name").ConfigureAwait(false);
+            return string.IsNullOrEmpty(name) ? null : name.Length > 128 ? name[..128] : name;
+        }
+        catch (XenStoreException)
+        {
+            return null;
+        }
     }
 
     /// <summary>Writes (or, for null, removes) port-status/N; never recreates a backend directory the toolstack removed.</summary>
@@ -766,9 +834,15 @@ internal sealed class VusbBackend : IAsyncDisposable
             }
             double handback = System.Diagnostics.Stopwatch.GetElapsedTime(start).TotalMilliseconds;
             _logger.DeviceDetached(Frontend.Value, DevId, port, busId ?? device.BusId, handback);
+            if (keepAssignment)
+            {
+                Audit(AuditAction.Unplug, port, busId ?? device.BusId, "unplugged; the port waits for it");
+            }
         }
         if (!keepAssignment && busId is not null)
         {
+            Audit(AuditAction.Detach, port, busId, _dead ? "detached: the guest domain is gone; back to dom0" : "detached; back to dom0");
+            _deviceInfo[port] = null;
             _registry.ReleaseBusId(busId, this);
             _assigned[port] = null;
         }

@@ -86,7 +86,9 @@ public static partial class UsbSysfs
             {
                 interfaceClass = 0;
             }
-            return new UsbInterfaceInfo(number, alternate, (byte)interfaceClass, ReadDriverName(directory));
+            TryReadNumber(directory, "bInterfaceSubClass", NumberStyles.AllowHexSpecifier, out int subClass);
+            TryReadNumber(directory, "bInterfaceProtocol", NumberStyles.AllowHexSpecifier, out int protocol);
+            return new UsbInterfaceInfo(number, alternate, (byte)interfaceClass, ReadDriverName(directory), (byte)subClass, (byte)protocol, directory);
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {

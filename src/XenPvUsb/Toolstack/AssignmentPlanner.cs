@@ -3,8 +3,21 @@ using XenPvUsb.Xen;
 
 namespace XenPvUsb.Toolstack;
 
-/// <summary>A host device as the planner sees it: what sysfs says, and the classes of its interfaces.</summary>
-public sealed record HostDevice(UsbDeviceInfo Info, IReadOnlyCollection<byte> InterfaceClasses);
+/// <summary>
+/// A host device as the planner sees it: what sysfs says, the classes of its interfaces, and for the policy their
+/// class, subclass and protocol (null: only the classes are known).
+/// </summary>
+public sealed record HostDevice(UsbDeviceInfo Info, IReadOnlyCollection<byte> InterfaceClasses, IReadOnlyCollection<UsbInterfaceClass>? Interfaces = null)
+{
+    /// <summary>Reads the device's interfaces from its descriptors (sysfs's descriptors file).</summary>
+    public static HostDevice FromDescriptors(UsbDeviceInfo info, ReadOnlySpan<byte> descriptors)
+    {
+        IReadOnlyCollection<UsbInterfaceClass> interfaces = UsbPolicy.Interfaces(descriptors);
+        return new HostDevice(info, interfaces.Select(i => i.Class).ToHashSet(), interfaces);
+    }
+
+    public IReadOnlyCollection<UsbInterfaceClass> PolicyInterfaces => Interfaces ?? InterfaceClasses.Select(c => new UsbInterfaceClass(c, 0, 0)).ToList();
+}
 
 /// <summary>One controller of a running domain: its id, USB version, and the bus id on each port (null: free).</summary>
 public sealed record PlannedController(int DevId, int UsbVersion, IReadOnlyList<string?> Ports);
@@ -21,8 +34,11 @@ public sealed record CreateControllerAction(AssignmentRule Rule, DomId Domain, C
 /// <summary>Put <see cref="BusId"/> on a port of a controller. <see cref="DevId"/> is null for the controller <see cref="CreateControllerAction"/> makes.</summary>
 public sealed record AttachAction(AssignmentRule Rule, DomId Domain, int? DevId, int Port, string BusId) : AssignmentAction(Rule);
 
-/// <summary>A device the rule matches that does not go to the domain, and why (for the audit trail).</summary>
-public sealed record RefusalAction(AssignmentRule Rule, DomId Domain, string BusId, string Reason) : AssignmentAction(Rule);
+/// <summary>
+/// A device the rule matches that does not go to the domain, and why (for the audit trail). <see cref="ByPolicy"/>:
+/// a policy decision (hub, the policy file, a device dom0 needs), not a conflict or a lack of ports.
+/// </summary>
+public sealed record RefusalAction(AssignmentRule Rule, DomId Domain, string BusId, string Reason, bool ByPolicy = false) : AssignmentAction(Rule);
 
 /// <summary>
 /// Works out what the persistent assignments ask for, now: for each running domain, the devices present that
@@ -30,13 +46,14 @@ public sealed record RefusalAction(AssignmentRule Rule, DomId Domain, string Bus
 /// one and the domain has none. Rules apply in file order: a device two domains' rules match goes to the one
 /// whose rule comes first (the other gets a refusal saying so). Hubs never go anywhere; devices dom0 needs (its
 /// console keyboard and mouse, its boot disk: <paramref name="dom0Needed"/>) go only to rules that name them
-/// (serial, port path or a whole vendor:product) or say force. A pure function of its inputs: the daemon calls
+/// (serial, port path or a whole vendor:product) or say force; the USB policy (<paramref name="policy"/>) refuses
+/// what it denies, forced or not. A pure function of its inputs: the daemon calls
 /// it when a domain appears, a device is plugged in or the file changes, and carries the actions out.
 /// </summary>
 public static class AssignmentPlanner
 {
     public static IReadOnlyList<AssignmentAction> Plan(IReadOnlyList<AssignmentRule> rules, IReadOnlyList<RunningDomain> domains,
-        IReadOnlyList<HostDevice> devices, IReadOnlySet<string> dom0Needed)
+        IReadOnlyList<HostDevice> devices, IReadOnlySet<string> dom0Needed, UsbPolicy? policy = null)
     {
         ArgumentNullException.ThrowIfNull(rules);
         ArgumentNullException.ThrowIfNull(domains);
@@ -88,12 +105,17 @@ public static class AssignmentPlanner
                 }
                 if (info.IsHub)
                 {
-                    actions.Add(new RefusalAction(rule, domain.Id, info.BusId, "a hub cannot be passed through"));
+                    actions.Add(new RefusalAction(rule, domain.Id, info.BusId, "a hub cannot be passed through", ByPolicy: true));
+                    continue;
+                }
+                if (policy?.Evaluate(info, dev.PolicyInterfaces) is { Allowed: false } verdict)
+                {
+                    actions.Add(new RefusalAction(rule, domain.Id, info.BusId, verdict.Reason, ByPolicy: true));
                     continue;
                 }
                 if (dom0Needed.Contains(info.BusId) && rule.Match.IsBroad && !rule.Force)
                 {
-                    actions.Add(new RefusalAction(rule, domain.Id, info.BusId, "dom0 needs it (console input or boot disk); name it or add force"));
+                    actions.Add(new RefusalAction(rule, domain.Id, info.BusId, "dom0 needs it (console input or boot disk); name it or add force", ByPolicy: true));
                     continue;
                 }
                 if (PickPort(rule, domain, info, free, created, actions) is not { } target)

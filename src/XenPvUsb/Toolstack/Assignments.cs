@@ -235,25 +235,8 @@ public static class AssignmentFile
     /// The interface classes (bInterfaceClass) of every interface descriptor in <paramref name="descriptors"/>
     /// (sysfs's descriptors file: the device descriptor, then each configuration's). A bad length ends the walk.
     /// </summary>
-    public static IReadOnlyCollection<byte> InterfaceClasses(ReadOnlySpan<byte> descriptors)
-    {
-        var classes = new HashSet<byte>();
-        int i = 0;
-        while (i + 2 <= descriptors.Length)
-        {
-            int length = descriptors[i];
-            if (length < 2 || i + length > descriptors.Length)
-            {
-                break;
-            }
-            if (descriptors[i + 1] == 4 && length >= 9)
-            {
-                classes.Add(descriptors[i + 5]);
-            }
-            i += length;
-        }
-        return classes;
-    }
+    public static IReadOnlyCollection<byte> InterfaceClasses(ReadOnlySpan<byte> descriptors) =>
+        UsbPolicy.Interfaces(descriptors).Select(i => i.Class).ToHashSet();
 
     /// <summary>The rules of the file at <paramref name="path"/> (none if it does not exist).</summary>
     public static (IReadOnlyList<AssignmentRule> Rules, IReadOnlyList<string> Errors) Load(string path) =>

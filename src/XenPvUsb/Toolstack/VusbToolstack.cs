@@ -28,6 +28,9 @@ public sealed class VusbToolstack
         _backend = backendDomain ?? DomId.Dom0;
     }
 
+    /// <summary>The USB policy attaches must pass (null: none; the CLI sets the file's).</summary>
+    public UsbPolicy? Policy { get; set; }
+
     private string BackendRoot => $"/local/domain/{_backend.Value}/backend/vusb";
 
     /// <summary>A domain by id or by name (the /local/domain/N/name node).</summary>
@@ -154,6 +157,22 @@ public sealed class VusbToolstack
         if (info.IsHub)
         {
             throw new ToolstackException($"{busId} is a hub; hubs cannot be passed through");
+        }
+        if (Policy is { } policy)
+        {
+            byte[] descriptors;
+            try
+            {
+                descriptors = UsbSysfs.ReadDescriptors(_sysfsRoot, busId);
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+            {
+                descriptors = [];
+            }
+            if (policy.Evaluate(info, UsbPolicy.Interfaces(descriptors)) is { Allowed: false } verdict)
+            {
+                throw new ToolstackException($"{busId} ({info.VendorId:x4}:{info.ProductId:x4}) is {verdict.Reason}");
+            }
         }
         string be = await RequireControllerAsync(domain, devId, cancellationToken).ConfigureAwait(false);
         await _xs.TransactAsync(async tx =>

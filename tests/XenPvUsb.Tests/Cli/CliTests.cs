@@ -300,6 +300,147 @@ public sealed class CliTests
         }
     }
 
+    [Test]
+    public async Task Apply_CarriesOutTheRulesNow_AndSaysWhatItDid()
+    {
+        string file = Path.Combine(_world.Directory, "assign-apply.conf");
+        File.WriteAllText(file, $"alpha id=1209:5a01 serial=XPU0001 controller=2:4 port=2\nbeta id=1209:*\n");
+        Environment.SetEnvironmentVariable("XENPVUSB_ASSIGNMENTS", file);
+        try
+        {
+            (int exit, string output, string err) = await RunAsync("apply", "alpha");
+            Assert.That(exit, Is.Zero, err);
+            Assert.That(output, Does.Contain("made controller 0 (USB 2, 4 ports)").And.Contain($"attached {_stick} to controller 0 port 2"));
+            Assert.That(await _world.Dom0.ReadAsync($"/local/domain/0/backend/vusb/{await DomIdOf("alpha")}/0/port/2"), Is.EqualTo(_stick));
+
+            // beta's broad vendor rule comes second: the stick is alpha's, and beta has no controller anyway.
+            (exit, output, _) = await RunAsync("apply");
+            Assert.That(exit, Is.Zero);
+            Assert.That(output, Does.Contain($"beta: not {_stick}: also matched by line 1 for alpha"));
+            (_, output, _) = await RunAsync("apply", "alpha");
+            Assert.That(output, Is.EqualTo("nothing to do\n"), "applied twice: nothing more");
+        }
+        finally
+        {
+            Environment.SetEnvironmentVariable("XENPVUSB_ASSIGNMENTS", null);
+        }
+    }
+
+    [Test]
+    public async Task LibvirtHook_OnStarted_AppliesTheFileAndTheDomainXmlsAssignments_AndIgnoresOtherOperations()
+    {
+        string file = Path.Combine(_world.Directory, "assign-hook.conf");
+        File.WriteAllText(file, "# nothing for alpha here\n");
+        string xml = $"""
+            <domain type='xen'>
+              <name>alpha</name>
+              <metadata>
+                <xenpvusb:assign xmlns:xenpvusb='{CommandTable.LibvirtNamespace}' match='id=1209:5a01 serial=XPU0001' port='3' controller='2:4'/>
+              </metadata>
+            </domain>
+            """;
+        Environment.SetEnvironmentVariable("XENPVUSB_ASSIGNMENTS", file);
+        TextReader oldIn = Console.In;
+        try
+        {
+            Console.SetIn(new StringReader(xml));
+            Assert.That((await RunAsync("libvirt-hook", "alpha", "prepare", "begin", "-")).Exit, Is.Zero);
+            Assert.That(await _world.Dom0.DirectoryAsync($"/local/domain/0/backend/vusb/{await DomIdOf("alpha")}"), Is.Empty, "prepare does nothing");
+
+            Console.SetIn(new StringReader(xml));
+            (int exit, string output, string err) = await RunAsync("libvirt-hook", "alpha", "started", "begin", "-");
+            Assert.That(exit, Is.Zero, err);
+            Assert.That(output, Does.Contain($"attached {_stick} to controller 0 port 3"));
+            Assert.That(await _world.Dom0.ReadAsync($"/local/domain/0/backend/vusb/{await DomIdOf("alpha")}/0/port/3"), Is.EqualTo(_stick));
+
+            Console.SetIn(new StringReader("<domain><metadata><x:assign xmlns:x='https://xenpvusb.org/libvirt/1' match='colour=red'/></metadata></domain>"));
+            (exit, _, err) = await RunAsync("libvirt-hook", "alpha", "reconnect", "begin", "-");
+            Assert.That(exit, Is.EqualTo(1));
+            Assert.That(err, Does.Contain("<xenpvusb:assign> number 1"));
+
+            Console.SetIn(new StringReader("<!DOCTYPE d [<!ENTITY e SYSTEM 'file:///etc/passwd'>]><domain>&e;</domain>"));
+            Assert.That((await RunAsync("libvirt-hook", "alpha", "started", "begin", "-")).Exit, Is.EqualTo(1), "no DTDs, no external entities");
+        }
+        finally
+        {
+            Console.SetIn(oldIn);
+            Environment.SetEnvironmentVariable("XENPVUSB_ASSIGNMENTS", null);
+        }
+    }
+
+    [Test]
+    public async Task Json_OfUsbListAndAssignableDevices_AndNamesFromUsbIds()
+    {
+        string ids = Path.Combine(_world.Directory, "usb.ids");
+        File.WriteAllText(ids, "# test database\n1209  Generic\n\t5a01  Test Stick From usb.ids\n");
+        Environment.SetEnvironmentVariable("XENPVUSB_USB_IDS", ids);
+        try
+        {
+            Assert.That((await RunAsync("usb-hc-create", "alpha", "2", "2")).Exit, Is.Zero);
+            Assert.That((await RunAsync("usb-attach", "alpha", "0", "1", _stick)).Exit, Is.Zero);
+            (int exit, string output, _) = await RunAsync("usb-list", "alpha", "--json");
+            Assert.That(exit, Is.Zero);
+            using (var doc = System.Text.Json.JsonDocument.Parse(output))
+            {
+                System.Text.Json.JsonElement c = doc.RootElement.GetProperty("controllers")[0];
+                Assert.That(c.GetProperty("ports").GetInt32(), Is.EqualTo(2));
+                System.Text.Json.JsonElement port1 = c.GetProperty("portList")[0];
+                Assert.That(port1.GetProperty("busid").GetString(), Is.EqualTo(_stick));
+                Assert.That(port1.GetProperty("name").GetString(), Is.EqualTo("Generic Test Stick From usb.ids"));
+                Assert.That(c.GetProperty("portList")[1].GetProperty("busid").ValueKind, Is.EqualTo(System.Text.Json.JsonValueKind.Null));
+            }
+            (exit, output, _) = await RunAsync("usb-list-assignable-devices", "--json");
+            Assert.That(exit, Is.Zero);
+            using (var doc = System.Text.Json.JsonDocument.Parse(output))
+            {
+                System.Text.Json.JsonElement kbd = doc.RootElement.EnumerateArray().Single();
+                Assert.That(kbd.GetProperty("busid").GetString(), Is.EqualTo(_keyboard), "the stick is assigned, the hub never is");
+                Assert.That(kbd.GetProperty("policy").GetProperty("allowed").GetBoolean(), Is.True);
+                Assert.That(kbd.GetProperty("assignment").ValueKind, Is.EqualTo(System.Text.Json.JsonValueKind.Null));
+            }
+            (_, output, _) = await RunAsync("usb-list", "alpha");
+            Assert.That(output, Does.Contain("ID 1209:5a01 Generic Test Stick From usb.ids"), "lsusb's names");
+        }
+        finally
+        {
+            Environment.SetEnvironmentVariable("XENPVUSB_USB_IDS", null);
+        }
+    }
+
+    [Test]
+    public async Task UsbAttach_OfADeviceThePolicyDenies_IsRefusedWithTheLine()
+    {
+        string policy = Path.Combine(_world.Directory, "usb-policy.conf");
+        File.WriteAllText(policy, "# no keyboards\nDENY:class=03 prot=01\nALLOW:\n");
+        Environment.SetEnvironmentVariable("XENPVUSB_POLICY", policy);
+        try
+        {
+            Assert.That((await RunAsync("usb-hc-create", "alpha", "2", "2")).Exit, Is.Zero);
+            (int exit, _, string err) = await RunAsync("usb-attach", "alpha", "0", "1", _keyboard);
+            Assert.That(exit, Is.EqualTo(1));
+            Assert.That(err, Does.Contain("denied by policy line 2 (DENY:class=03 prot=01)"));
+            Assert.That((await RunAsync("usb-attach", "alpha", "0", "1", _stick)).Exit, Is.Zero);
+            (_, string output, _) = await RunAsync("usb-list-assignable-devices");
+            Assert.That(output, Does.Contain("[denied by policy line 2"));
+        }
+        finally
+        {
+            Environment.SetEnvironmentVariable("XENPVUSB_POLICY", null);
+        }
+    }
+
+    private async Task<ushort> DomIdOf(string name)
+    {
+        foreach (string d in await _world.Dom0.DirectoryAsync("/local/domain"))
+        {
+            if (await _world.Dom0.ReadAsync($"/local/domain/{d}/name") == name)
+            {
+                return ushort.Parse(d, System.Globalization.CultureInfo.InvariantCulture);
+            }
+        }
+        throw new InvalidOperationException(name);
+    }
+
     private static string[] AssignmentRules(string file) =>
         XenPvUsb.Toolstack.AssignmentFile.Load(file).Rules.Select(r => r.Format()).ToArray();
 }

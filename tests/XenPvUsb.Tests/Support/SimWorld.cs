@@ -80,12 +80,35 @@ internal sealed class SimWorld : IAsyncDisposable
 
     private long _usbfsBudget = VusbController.DefaultUsbfsBudget;
     private BackendHost? _backendHost;
+    private XenPvUsb.Logging.IAuditTrail? _audit;
+
+    /// <summary>The backend host the current registry runs on.</summary>
+    public BackendHost Backend => _backendHost!;
+
+    /// <summary>Where the backends' audit records go (null: logged only); kept across restarts.</summary>
+    public XenPvUsb.Logging.IAuditTrail? Audit
+    {
+        get => _audit;
+        set
+        {
+            _audit = value;
+            if (_backendHost is not null && value is not null)
+            {
+                _backendHost.Audit = value;
+            }
+        }
+    }
 
     private BackendRegistry NewRegistry()
     {
         BackendHost host = Host.CreateBackendHost(Dom0, Loop, usb: Usb);
         host.StateDirectory = StateDirectory;
         host.UsbfsBudget = _usbfsBudget;
+        host.SysfsRoot = Host.SysfsRoot;
+        if (_audit is not null)
+        {
+            host.Audit = _audit;
+        }
         _backendHost = host;
         return new BackendRegistry(host);
     }
