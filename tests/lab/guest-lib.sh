@@ -395,12 +395,14 @@ pv_stop() {
 # multi-user.target wants it), systemd started it at boot (ExecMainStartTimestampMonotonic before this
 # shell, scenario.sh, started: LAB_T0_UPTIME; no restart since), READY=1 reached (Type=notify,
 # active/running; ActiveEnterTimestampMonotonic), no domain but dom0 exists, and backend/vusb is
-# watched: nothing is under it yet, and `xenpvusb usb-hc-create 0 2 4` (a controller whose frontend is
-# dom0, which has no xen-hcd, so it stays there) gets the backend to InitWait; it is destroyed again.
+# watched: nothing is under it yet, and a controller written there for a domain that does not exist
+# (32000: backend/vusb/32000/0/state = 1) is answered at once: the daemon logs it as stale and removes
+# it. (An InitWait answer needs a domain: `xenpvusb usb-hc-create` refuses dom0 as the frontend, and
+# the first guest is what this must come before.)
 # (lab-payload.service, which runs this, is not ordered after xenpvusbd: both start in the same boot
 # transaction, so READY=1 may come after the payload started; the stage waits for it, starting nothing.)
 # Figures: xenpvusbd-boot-start-s, xenpvusbd-boot-ready-s, lab-scenarios-start-s (seconds since the
-# kernel started), xenpvusbd-hc-initwait-s.
+# kernel started), xenpvusbd-stale-answer-s.
 pv_boot_check() {
   local en st d_start d_ready sc_start wants doms t0 s n
   pv_pkg_check || return 1
@@ -422,18 +424,18 @@ pv_boot_check() {
   figure xenpvusbd-boot-ready-s "$(awk -v t=$d_ready 'BEGIN { printf "%.1f", t / 1e6 }')" s
   figure lab-scenarios-start-s "$(awk -v t=$sc_start 'BEGIN { printf "%.1f", t / 1e6 }')" s
   pv_journal_has "serving backend/vusb" || { pv_log 30; reason "no 'serving backend/vusb' line from MainPID $(pv_pid)"; return 1; }
-  # backend/vusb watched: nothing there yet; a controller made now is answered (InitWait)
+  # backend/vusb watched: nothing there yet; a controller of a domain that does not exist is answered
   n=$(xenstore-list /local/domain/0/backend/vusb 2>/dev/null | wc -l)
   [ "$n" = 0 ] || { xenstore-ls -f /local/domain/0/backend/vusb; reason "backend/vusb is not empty before any guest"; return 1; }
+  local be=/local/domain/0/backend/vusb/32000/0
   t0=$(lab_now)
-  xenpvusb usb-hc-create 0 2 4 || { pv_log 20; reason "xenpvusb usb-hc-create 0 2 4 failed"; return 1; }
-  wait_for 20 eval '[ "$(xenstore-read /local/domain/0/backend/vusb/0/0/state 2>/dev/null)" = 2 ]' \
-    || { xenstore-ls -f /local/domain/0/backend/vusb; pv_log 20; reason "the controller's backend did not reach InitWait (2)"; return 1; }
+  # one node, one write (a write of several keys is not atomic, and the daemon answers the first)
+  xenstore-write $be/state 1 || { reason "xenstore-write of $be/state failed"; return 1; }
+  wait_for 20 eval "! xenstore-exists $be 2>/dev/null" \
+    || { xenstore-ls -f $be; pv_log 20; xenstore-rm /local/domain/0/backend/vusb/32000; reason "the daemon did not answer a controller written under backend/vusb within 20 s"; return 1; }
   s=$(lab_elapsed "$t0")
-  figure xenpvusbd-hc-initwait-s "$s" s
-  xenstore-ls -f /local/domain/0/backend/vusb/0/0 | head -n 20
-  xenpvusb usb-hc-destroy 0 0 || { pv_log 20; reason "usb-hc-destroy 0 0 failed"; return 1; }
-  wait_for 20 eval '! xenstore-exists /local/domain/0/backend/vusb/0/0 2>/dev/null' \
-    || { reason "backend/vusb/0/0 still there after usb-hc-destroy"; return 1; }
-  reason "$PV_PKG_STATE; enabled (multi-user.target wants it); systemd started it at +$(awk -v t=$d_start 'BEGIN { printf "%.1f", t / 1e6 }') s, READY=1 at +$(awk -v t=$d_ready 'BEGIN { printf "%.1f", t / 1e6 }') s, the scenarios' shell at +$(awk -v t=$sc_start 'BEGIN { printf "%.1f", t / 1e6 }') s; $st; no guest yet; backend/vusb empty, usb-hc-create 0 2 4 -> InitWait in $s s (destroyed again)"
+  xenstore-exists /local/domain/0/backend/vusb/32000 2>/dev/null && xenstore-rm /local/domain/0/backend/vusb/32000
+  wait_for 10 pv_journal_has "vusb 32000/0: the guest domain does not exist" || { pv_log 20; reason "$be went, but the daemon's journal does not say why"; return 1; }
+  figure xenpvusbd-stale-answer-s "$s" s
+  reason "$PV_PKG_STATE; enabled (multi-user.target wants it); systemd started it at +$(awk -v t=$d_start 'BEGIN { printf "%.1f", t / 1e6 }') s, READY=1 at +$(awk -v t=$d_ready 'BEGIN { printf "%.1f", t / 1e6 }') s, the scenarios' shell at +$(awk -v t=$sc_start 'BEGIN { printf "%.1f", t / 1e6 }') s; $st; no guest yet; backend/vusb empty, and a controller written there for the absent domain 32000 was removed by the daemon in $s s ('the guest domain does not exist; removing its stale controller')"
 }

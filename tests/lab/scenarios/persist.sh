@@ -242,7 +242,8 @@ ps_cleanup() {
 ps_field() { local r=$1 k=$2; r=${r#*\""$k"\":\"}; [ "$r" = "$1" ] && return 0; echo "${r%%\"*}"; }
 
 # The audit records since the assignment: one line per record, counted per action, checked for the
-# fields each event must carry.
+# fields each event must carry. (The stick's first plug-in, with no domain to go to, changes no guest's
+# port: no record is asked for it.)
 ps_journal() {
   local cur i a n rec f line why='' bad='' b1 b2 d1 d2 hid kb
   read -r cur < $PS/cursor; read -r b1 < $PS/busid1; read -r b2 < $PS/busid2 2>/dev/null
@@ -278,12 +279,14 @@ ps_journal() {
   }
   local st="DOMAIN=$PS_G VID_PID=$PS_VIDPID SERIAL=$LAB_STICK_PERS_SERIAL"
   need "attach (xl create, domain $d1)" attach: $st DOMID=$d1 BUSID=$b1
-  need "plug ($b1, the first plug-in)" plug: BUSID=$b1 VID_PID=$PS_VIDPID SERIAL=$LAB_STICK_PERS_SERIAL
   [ -n "$d2" ] && need "attach (after xl reboot, domain $d2)" attach: $st DOMID=$d2 BUSID=$b1
   [ -n "$d2" ] && need "detach (domain $d1 gone at the reboot)" detach: DOMAIN=$PS_G DOMID=$d1 BUSID=$b1
   [ -n "$b2" ] && need "unplug ($b1)" unplug: BUSID=$b1 VID_PID=$PS_VIDPID SERIAL=$LAB_STICK_PERS_SERIAL
-  [ -n "$b2" ] && need "plug ($b2, the other port)" plug: BUSID=$b2 VID_PID=$PS_VIDPID SERIAL=$LAB_STICK_PERS_SERIAL
-  [ -n "$b2" ] && need "attach (after the replug, $b2)" attach: $st DOMID=$d2 BUSID=$b2
+  # back on another port, under another bus id: an attach (the rule's), or a plug ("plugged in, attached")
+  if [ -n "$b2" ]; then
+    grep -E "^(attach|plug): " $PS/audit | grep " DOMID=$d2 " | grep " BUSID=$b2 " | grep " SERIAL=$LAB_STICK_PERS_SERIAL " | grep -q " DOMAIN=$PS_G " \
+      || bad="$bad; no attach or plug record of $b2 to domain $d2 (after the replug)"
+  fi
   [ -n "$b2" ] && need "detach (the cleanup's destroy)" detach: DOMAIN=$PS_G DOMID=$d2 BUSID=$b2
   if [ -n "$kb" ]; then
     grep -E "^(refuse|policy): " $PS/audit | grep " BUSID=$kb " | grep -q " VID_PID=0627:0001 " \
