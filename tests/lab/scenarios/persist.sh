@@ -47,8 +47,6 @@ ps_guest_read() {
 
 ps_assign() {
   local out j
-  journalctl -n 0 --show-cursor -q --no-pager 2>/dev/null | sed -n 's/^-- cursor: //p' > $PS/cursor
-  [ -s $PS/cursor ] || { reason "no journal cursor"; return 1; }
   xl domid $PS_G > /dev/null 2>&1 && { reason "a domain $PS_G exists already"; return 1; }
   usb_has_serial $LAB_STICK_PERS_SERIAL && { reason "$LAB_STICK_PERS_SERIAL is plugged in already"; return 1; }
   out=$(xenpvusb assign $PS_G $PS_MATCH 2>&1) || { reason "xenpvusb assign failed: $out"; return 1; }
@@ -203,7 +201,6 @@ ps_broad() {
   [ -n "$kb" ] || { reason "no keyboard in dom0's sysfs"; return 1; }
   usb_bound_to $kb usbhid || { reason "the keyboard $kb is not with usbhid before the rule (drivers: $(usb_drivers $kb))"; return 1; }
   echo "$kb $tb" > $PS/hid
-  journalctl -n 0 --show-cursor -q --no-pager 2>/dev/null | sed -n 's/^-- cursor: //p' > $PS/cursor-broad
   out=$(xenpvusb assign $PS_G class=03 2>&1) || { reason "xenpvusb assign $PS_G class=03 failed: $out"; return 1; }
   echo "$out"
   out=$(xenpvusb apply $PS_G 2>&1); echo "apply: $out" | tee $PS/apply
@@ -241,18 +238,19 @@ ps_cleanup() {
 # ps_field JSON KEY: the string value of KEY in one journal JSON record ("" if none).
 ps_field() { local r=$1 k=$2; r=${r#*\""$k"\":\"}; [ "$r" = "$1" ] && return 0; echo "${r%%\"*}"; }
 
-# The audit records since the assignment: one line per record, counted per action, checked for the
-# fields each event must carry. (The stick's first plug-in, with no domain to go to, changes no guest's
+# The audit records of this boot about the guest (DOMAIN=persg): one line per record, counted per action,
+# checked for the fields each event must carry; the daemon's own log lines of them (audit <Action>: ...,
+# and any "the journal did not take an audit record") are printed beside them. (The stick's first plug-in, with no domain to go to, changes no guest's
 # port: no record is asked for it.)
 ps_journal() {
-  local cur i a n rec f line why='' bad='' b1 b2 d1 d2 hid kb
-  read -r cur < $PS/cursor; read -r b1 < $PS/busid1; read -r b2 < $PS/busid2 2>/dev/null
+  local i a n rec f line why='' bad='' b1 b2 d1 d2 hid kb
+  read -r b1 < $PS/busid1; read -r b2 < $PS/busid2 2>/dev/null
   read -r d1 < $PS/domid1; read -r d2 < $PS/domid2 2>/dev/null; read -r hid < $PS/hid 2>/dev/null; kb=${hid%% *}
   : > $PS/audit
   i=0
   for a in $PS_ACTIONS; do
     i=$((i + 1))
-    journalctl --after-cursor="$cur" MESSAGE_ID=$PS_MSGID$i -o json --no-pager \
+    journalctl -b MESSAGE_ID=$PS_MSGID$i DOMAIN=$PS_G -o json --no-pager \
       --output-fields=MESSAGE_ID,XENPVUSB_ACTION,DOMAIN,DOMID,DEVID,PORT,BUSID,VID_PID,SERIAL,RULE,REASON,_SYSTEMD_UNIT,_PID,MESSAGE 2>/dev/null > $PS/j-$a
     n=0
     while IFS= read -r rec; do
@@ -268,6 +266,8 @@ ps_journal() {
     why="$why $a=$n"
   done
   sed 's/^/AUDIT /' $PS/audit
+  echo "--- the daemon's log lines of its audit records (journalctl -u xenpvusbd -b, events 250 and 251)"
+  journalctl -b -u xenpvusbd -o short-monotonic --no-pager 2>/dev/null | grep -E 'Audit\[25[01]\]' | grep -E 'persg|journal did not take'
   # what each part of the scenario must have left
   need() { # DESCRIPTION PATTERN...: a record with every pattern
     local d=$1 l p ok; shift
