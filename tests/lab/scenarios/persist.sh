@@ -235,8 +235,8 @@ ps_cleanup() {
   reason "rules removed, $PS_G destroyed, backend/vusb/${id:-?} gone, the stick unplugged, dom0's HID devices with usbhid"
 }
 
-# ps_field JSON KEY: the string value of KEY in one journal JSON record ("" if none).
-ps_field() { local r=$1 k=$2; r=${r#*\""$k"\":\"}; [ "$r" = "$1" ] && return 0; echo "${r%%\"*}"; }
+# ps_field JSON KEY: PS_V = the string value of KEY in one journal JSON record ("" if none). No fork.
+ps_field() { local r=$1 k=$2; PS_V=; r=${r#*\""$k"\":\"}; [ "$r" = "$1" ] && return 0; PS_V=${r%%\"*}; }
 
 # The audit records of this boot about the guest (DOMAIN=persg): one line per record, counted per action,
 # checked for the fields each event must carry; the daemon's own log lines of them (audit <Action>: ...,
@@ -257,10 +257,10 @@ ps_journal() {
       [ -n "$rec" ] || continue
       n=$((n + 1))
       line="$a:"
-      for f in XENPVUSB_ACTION DOMAIN DOMID DEVID PORT BUSID VID_PID SERIAL RULE REASON _SYSTEMD_UNIT; do line="$line $f=$(ps_field "$rec" $f | tr ' ' _)"; done
+      for f in XENPVUSB_ACTION DOMAIN DOMID DEVID PORT BUSID VID_PID SERIAL RULE REASON _SYSTEMD_UNIT; do ps_field "$rec" $f; line="$line $f=${PS_V// /_}"; done
       echo "$line" >> $PS/audit
-      [ "$(ps_field "$rec" XENPVUSB_ACTION)" = $a ] || bad="$bad; a $a record (MESSAGE_ID ..$i) has XENPVUSB_ACTION=$(ps_field "$rec" XENPVUSB_ACTION)"
-      [ "$(ps_field "$rec" _SYSTEMD_UNIT)" = xenpvusbd.service ] || bad="$bad; a $a record not from xenpvusbd.service"
+      ps_field "$rec" XENPVUSB_ACTION; [ "$PS_V" = $a ] || bad="$bad; a $a record (MESSAGE_ID ..$i) has XENPVUSB_ACTION=$PS_V"
+      ps_field "$rec" _SYSTEMD_UNIT; [ "$PS_V" = xenpvusbd.service ] || bad="$bad; a $a record not from xenpvusbd.service"
     done < $PS/j-$a
     figure persist-audit-$a "$n" records
     why="$why $a=$n"
@@ -297,7 +297,11 @@ ps_journal() {
   # RULE must name the stick's rule on every record about the stick that is an attach
   grep "^attach: .* SERIAL=$LAB_STICK_PERS_SERIAL " $PS/audit | grep -v " RULE=[^ ]*serial=$LAB_STICK_PERS_SERIAL" | head -n 1 | grep -q . \
     && bad="$bad; an attach record of the stick without its rule in RULE"
-  [ -z "$bad" ] || { reason "records:$why${bad}"; return 1; }
+  if [ -n "$bad" ]; then
+    # whether journald dropped or suppressed anything this boot
+    journalctl -b _COMM=systemd-journal -o short-monotonic --no-pager 2>/dev/null | grep -iE 'suppress|drop|missed|rotat|vacuum' | tail -n 10
+    reason "records:$why${bad}"; return 1
+  fi
   reason "records:$why; every step has its record with DOMAIN/DOMID/BUSID/VID_PID/SERIAL/RULE"
 }
 
