@@ -134,7 +134,7 @@ ps_sees() {
 
 ps_first() {
   local t0; read -r t0 < $PS/t-create
-  ps_sees read-d$(cat $PS/domid) "$(cat $PS/busid1)" $t0 create || return 1
+  ps_sees "read-d$(cat $PS/domid)" "$(cat $PS/busid1)" $t0 create || return 1
   reason "no command given: $PS_SEEN"
 }
 
