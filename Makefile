@@ -5,6 +5,7 @@
 #   make fuzz    10^6 hostile requests, ring and xenstore games through the real backend (FUZZ_REQUESTS, FUZZ_SEED)
 #   make publish NativeAOT single binaries of xenpvusbd and xenpvusb (no .NET needed on the dom0), the shim, the unit
 #   make check   formatting (dotnet format, clang-format) and the shim's exported ABI
+#   make deb     the Debian package out/deb/xenpvusb_<version>_amd64.deb (make deb-lint: lintian on it)
 #   make lab     real Xen under QEMU (see tests/lab/README.md)
 
 CONFIG ?= Release
@@ -19,7 +20,7 @@ DAEMON_BIN := src/XenPvUsb.Daemon/bin/$(CONFIG)/net10.0/xenpvusbd
 CLI_BIN := src/XenPvUsb.Cli/bin/$(CONFIG)/net10.0/xenpvusb
 IMAGE ?=
 
-.PHONY: all deps native build run test bench fuzz publish check clean lab
+.PHONY: all deps native build run test bench fuzz publish check clean lab deb deb-lint
 
 all: build
 
@@ -73,6 +74,33 @@ publish: deps
 	cp native/build/libxenpvusb-shim.so.1 $(OUT)/publish/
 	cp packaging/systemd/xenpvusbd.service $(OUT)/publish/
 	@ls -la $(OUT)/publish/xenpvusbd $(OUT)/publish/xenpvusb $(OUT)/publish/libxenpvusb-shim.so.1 $(OUT)/publish/xenpvusbd.service
+
+# The Debian package: dpkg-deb over the NativeAOT binaries, the shim, the unit, the man pages, ...
+# (packaging/deb/build-deb.sh). Its version is Directory.Build.props's <Version>, plus
+# +git<commits>.<commit> in a git checkout; DEB_VERSION=... overrides it, DEB_MAINTAINER=... the maintainer.
+VERSION := $(shell sed -n 's:.*<Version>\(.*\)</Version>.*:\1:p' Directory.Build.props)
+DEB := $(OUT)/deb
+apt_install = missing=""; for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+deb: publish
+	@$(call apt_install,dpkg-dev binutils)
+	packaging/deb/build-deb.sh $(OUT)/publish $(DEB) $(VERSION)
+
+# Prints every tag, E:, W:, I: and the overridden ones (O:, with the reason in N: lines), and fails on
+# an E: tag. (lintian's own --fail-on error also fails on overridden errors once --show-overrides is given.)
+deb-lint: deb
+	@$(call apt_install,lintian)
+	@tags=$$(lintian --fail-on none --display-info --show-overrides $(DEB)/xenpvusb_*_amd64.deb) \
+		|| { echo "deb-lint: lintian did not run"; exit 1; }; \
+	printf '%s\n' "$$tags"; \
+	count() { printf '%s\n' "$$tags" | grep -c "^$$1: " || true; }; \
+	echo "deb-lint: $$(count E) errors, $$(count W) warnings, $$(count I) infos, $$(count O) overridden"; \
+	[ "$$(count E)" -eq 0 ]
 
 check: build
 	$(DOTNET) format XenPvUsb.sln --verify-no-changes -v:q

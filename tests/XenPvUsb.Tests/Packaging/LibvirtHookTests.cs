@@ -71,7 +71,9 @@ public sealed class LibvirtHookTests
               <name>lv1</name>
               <uuid>4dea22b3-1d52-d8f3-2516-782e98ab3fa0</uuid>
               <metadata>
-                <xenpvusb:assign xmlns:xenpvusb='https://xenpvusb.org/libvirt/1' match='class=03' port='4' force='yes'/>
+                <xenpvusb:assignments xmlns:xenpvusb='https://xenpvusb.org/libvirt/1'>
+                  <xenpvusb:assign match='class=03' port='4' force='yes'/>
+                </xenpvusb:assignments>
               </metadata>
               <os><type>linux</type></os>
             </domain>
