@@ -112,8 +112,9 @@ clean:
 	$(MAKE) -C native clean
 	$(DOTNET) clean XenPvUsb.sln -v:q >/dev/null
 
-# The lab carries the NativeAOT binaries, the shim and the systemd unit to dom0 in its payload.
-lab: publish
-lab: export LAB_PAYLOAD_EXTRA := $(abspath $(OUT)/publish)
+# The lab boots dom0 with the Debian package installed (run-lab: dpkg -i into a per-run copy of the
+# dom0 image; lintian on it as a stage) and carries the package in its payload.
+lab: deb
+lab: export LAB_DEB := $(abspath $(DEB))
 
 -include tests/lab/lab.mk

@@ -168,12 +168,12 @@ usb_busdev() {
   echo "$b $n"
 }
 
-# read_disk DEV: O_DIRECT 1 MiB reads of the whole disk into tmpfs (timed), then sha256.
-# Prints "bytes secs mbps sha256".
+# read_disk DEV [MIB]: O_DIRECT 1 MiB reads of the whole disk (or its first MIB MiB) into tmpfs
+# (timed), then sha256. Prints "bytes secs mbps sha256".
 read_disk() {
   local t0 t1 bytes f=/dev/shm/lab-read.bin
   t0=${EPOCHREALTIME/[.,]/}
-  dd if="/dev/$1" of=$f bs=1M iflag=direct status=none || return 1
+  dd if="/dev/$1" of=$f bs=1M ${2:+count=$2} iflag=direct status=none || return 1
   t1=${EPOCHREALTIME/[.,]/}
   bytes=$(stat -c %s $f)
   echo "$bytes $(awk -v us=$((t1 - t0)) -v n="$bytes" 'BEGIN { printf "%.2f %.2f", us / 1e6, n / us }') $(sha256sum $f | cut -d' ' -f1)"
@@ -263,11 +263,16 @@ lab_crash_scan() {
 }
 
 # --- xenpvusbd, the systemd service -----------------------------------------------------------------
-# Installed the way a package would: the NativeAOT binaries and the shim from the payload (make publish)
-# in /usr/lib/xenpvusb (the daemon loads the shim from beside itself), the CLI linked into
-# /usr/local/bin, the unit from packaging/systemd (carried in the payload by make publish). No .NET.
+# Installed from the Debian package (make deb): run-lab installs this run's .deb into dom0's image
+# before the boot (so systemd starts the enabled unit at boot, as on a machine where it was installed
+# earlier) and carries the same file in the payload (/payload/$LAB_DEB). Files: the NativeAOT binaries
+# and the shim in /usr/lib/xenpvusb (the daemon loads the shim from beside itself), /usr/bin/xenpvusb,
+# the unit, the conffiles /etc/default/xenpvusbd and /etc/xenpvusb/*.conf. No .NET.
+PV_PKG=xenpvusb
 PV_LIBDIR=/usr/lib/xenpvusb
 PV_UNIT=/lib/systemd/system/xenpvusbd.service
+PV_DEFAULTS=/etc/default/xenpvusbd
+PV_FILES="$PV_LIBDIR/xenpvusbd $PV_LIBDIR/xenpvusb $PV_LIBDIR/libxenpvusb-shim.so.1 /usr/bin/xenpvusb $PV_UNIT $PV_DEFAULTS /etc/xenpvusb/assignments.conf /etc/xenpvusb/usb-policy.conf"
 
 # has_all "K=V K=V ..." K=V...: every one of the given words is in the first list.
 has_all() { local l=" $1 " w; shift; for w; do case $l in *" $w "*) ;; *) return 1;; esac; done; }
@@ -287,20 +292,49 @@ pv_journal() { journalctl -u xenpvusbd _PID="$(pv_pid)" ${1:+--since "@$(($1 / 1
 # pv_journal_has REGEX [T0]: pv_journal has a line matching REGEX.
 pv_journal_has() { pv_journal "$2" | grep -qE "$1"; }
 
-# pv_install: put the binaries and the unit in place (once per boot) and reload systemd.
+# pv_pkg_check: the package is installed, it is this run's .deb (its md5sums are the installed ones),
+# and its files are there (dpkg --verify: no file differs from the package, conffiles aside). Sets
+# PV_PKG_STATE ("xenpvusb <version>, <n> files verified"); the reason on failure.
+PV_PKG_STATE=
+pv_pkg_check() {
+  local st deb=/payload/${LAB_DEB:-none} v bad f
+  st=$(dpkg-query -W -f '${Status} ${Version}' $PV_PKG 2>&1)
+  case $st in "install ok installed "*) ;; *) reason "dpkg: $PV_PKG is not installed: $st"; return 1;; esac
+  v=${st#install ok installed }
+  if [ -f "$deb" ]; then
+    [ "$(dpkg-deb -f "$deb" Version)" = "$v" ] || { reason "installed $PV_PKG $v is not the payload's $(basename "$deb")"; return 1; }
+    cmp -s <(dpkg-deb -I "$deb" md5sums) /var/lib/dpkg/info/$PV_PKG.md5sums \
+      || { reason "installed $PV_PKG $v: its md5sums differ from the payload's $(basename "$deb")"; return 1; }
+  fi
+  for f in $PV_FILES; do [ -e "$f" ] || { reason "$PV_PKG $v: no $f"; return 1; }; done
+  # dpkg --verify: one line per file that differs from the package ("??5?????? c /etc/..." for a
+  # conffile the lab edited, e.g. /etc/default/xenpvusbd when LAB_XENPVUSBD_ARGS is given)
+  bad=$(dpkg --verify $PV_PKG 2>&1 | grep -v '^??5?????? c ')
+  [ -z "$bad" ] || { reason "dpkg --verify $PV_PKG: $(echo "$bad" | head -n 2 | tr '\n' ' ')"; return 1; }
+  PV_PKG_STATE="$PV_PKG $v, $(wc -l < /var/lib/dpkg/info/$PV_PKG.md5sums) files verified (dpkg --verify)"
+}
+
+# pv_install: the package is installed (run-lab put it into dom0's image; if not, e.g. with LAB_IMAGES,
+# `dpkg -i` of the payload's .deb here), and LAB_XENPVUSBD_ARGS (the host's environment), if given, is
+# in the conffile /etc/default/xenpvusbd, the unit's EnvironmentFile: written, and the running daemon
+# restarted to take it (once per boot).
 pv_install() {
-  [ -x /payload/xenpvusbd ] && [ -x /payload/xenpvusb ] && [ -f /payload/libxenpvusb-shim.so.1 ] \
-    || { reason "no xenpvusbd/xenpvusb/shim in the payload (make lab publishes them)"; return 1; }
-  [ -f /payload/xenpvusbd.service ] || { reason "no xenpvusbd.service in the payload (make publish copies packaging/systemd)"; return 1; }
-  # LAB_XENPVUSBD_ARGS (from the host's environment): the daemon's options, through the unit's EnvironmentFile
-  [ -n "${LAB_XENPVUSBD_ARGS:-}" ] && echo "XENPVUSBD_OPTS=\"$LAB_XENPVUSBD_ARGS\"" > /etc/default/xenpvusbd
-  [ -f $PV_UNIT ] && cmp -s /payload/xenpvusbd.service $PV_UNIT && [ -x $PV_LIBDIR/xenpvusbd ] && return 0
-  mkdir -p $PV_LIBDIR
-  install -m 0755 /payload/xenpvusbd /payload/xenpvusb $PV_LIBDIR/ \
-    && install -m 0644 /payload/libxenpvusb-shim.so.1 $PV_LIBDIR/ \
-    && install -m 0644 /payload/xenpvusbd.service $PV_UNIT || { reason "install failed"; return 1; }
-  ln -sf $PV_LIBDIR/xenpvusb /usr/local/bin/xenpvusb
-  systemctl daemon-reload || { reason "systemctl daemon-reload failed"; return 1; }
+  if ! pv_pkg_check; then
+    [ -f "/payload/${LAB_DEB:-none}" ] || return 1
+    echo "pv_install: $(cat "$LAB_TMP/reason" 2>/dev/null); dpkg -i /payload/$LAB_DEB"
+    dpkg -i "/payload/$LAB_DEB" || { reason "dpkg -i $LAB_DEB failed"; return 1; }
+    pv_pkg_check || return 1
+    PV_PKG_STATE="$PV_PKG_STATE; installed by dpkg -i in this boot"
+  fi
+  if [ -n "${LAB_XENPVUSBD_ARGS:-}" ] && [ ! -f $LAB_TMP/pv-args-set ]; then
+    echo "XENPVUSBD_OPTS=\"$LAB_XENPVUSBD_ARGS\"" > $PV_DEFAULTS
+    : > $LAB_TMP/pv-args-set
+    if [ "$(pv_prop ActiveState)" = active ]; then
+      systemctl restart xenpvusbd || { pv_log; reason "systemctl restart xenpvusbd (for XENPVUSBD_OPTS=\"$LAB_XENPVUSBD_ARGS\") failed"; return 1; }
+    fi
+    PV_PKG_STATE="$PV_PKG_STATE; XENPVUSBD_OPTS=\"$LAB_XENPVUSBD_ARGS\" in $PV_DEFAULTS"
+  fi
+  return 0
 }
 
 # pv_ensure: install if needed and start the service unless it runs. `systemctl start` of a Type=notify
@@ -322,7 +356,11 @@ pv_ensure() {
   # journald may take a moment to store the line the daemon wrote before READY=1
   wait_for 20 pv_journal_has "serving backend/vusb" || { pv_log; reason "no 'serving backend/vusb' line in the journal of pid $pid"; return 1; }
   ! command -v dotnet > /dev/null || { reason "dom0 has a dotnet ($(command -v dotnet)): the NativeAOT binaries must run without"; return 1; }
-  reason "systemd: $st; journal: serving backend/vusb; no .NET in dom0"
+  if [ -n "${LAB_XENPVUSBD_ARGS:-}" ]; then
+    tr '\0' ' ' < /proc/$pid/cmdline | grep -qF -- "$LAB_XENPVUSBD_ARGS" \
+      || { reason "MainPID $pid runs without XENPVUSBD_OPTS \"$LAB_XENPVUSBD_ARGS\": $(tr '\0' ' ' < /proc/$pid/cmdline)"; return 1; }
+  fi
+  reason "$PV_PKG_STATE; systemd: $st; journal: serving backend/vusb; no .NET in dom0"
 }
 
 # pv_stop: `systemctl stop`, which must be clean: the unit inactive with Result=success, systemd's
@@ -349,4 +387,55 @@ pv_stop() {
   errs=$(journalctl -u xenpvusbd _PID="$pid" -p err --since "@$((t0 / 1000000))" -o cat --no-pager 2>&1 | grep -v '^-- ')
   [ -z "$errs" ] || { echo "$errs"; reason "errors while stopping: $(echo "$errs" | head -n1)"; return 1; }
   reason "pid $pid stopped in $dt s: $st, journal: $stopped; Deactivated successfully"
+}
+
+# pv_boot_check (stage boot/package, run by scenario.sh before any scenario): a dom0 that booted with
+# the package installed has the daemon up and serving before the first guest is created. Nothing is
+# started here: the package is installed (this run's .deb, files verified), the unit enabled (so
+# multi-user.target wants it), systemd started it at boot (ExecMainStartTimestampMonotonic before this
+# shell, scenario.sh, started: LAB_T0_UPTIME; no restart since), READY=1 reached (Type=notify,
+# active/running; ActiveEnterTimestampMonotonic), no domain but dom0 exists, and backend/vusb is
+# watched: nothing is under it yet, and a controller written there for a domain that does not exist
+# (32000: backend/vusb/32000/0/state = 1) is answered at once: the daemon logs it as stale and removes
+# it. (An InitWait answer needs a domain: `xenpvusb usb-hc-create` refuses dom0 as the frontend, and
+# the first guest is what this must come before.)
+# (lab-payload.service, which runs this, is not ordered after xenpvusbd: both start in the same boot
+# transaction, so READY=1 may come after the payload started; the stage waits for it, starting nothing.)
+# Figures: xenpvusbd-boot-start-s, xenpvusbd-boot-ready-s, lab-scenarios-start-s (seconds since the
+# kernel started), xenpvusbd-stale-answer-s.
+pv_boot_check() {
+  local en st d_start d_ready sc_start wants doms t0 s n
+  pv_pkg_check || return 1
+  en=$(systemctl is-enabled xenpvusbd 2>&1)
+  [ "$en" = enabled ] || { reason "$PV_PKG_STATE; systemctl is-enabled xenpvusbd: $en"; return 1; }
+  wants=$(systemctl show -p Wants --value multi-user.target)
+  case " $wants " in *" xenpvusbd.service "*) ;; *) reason "multi-user.target does not want xenpvusbd.service: $wants"; return 1;; esac
+  doms=$(xl list 2>&1 | awk 'NR > 1 && $1 != "Domain-0" { print $1 }')
+  [ -z "$doms" ] || { reason "domains other than dom0 exist already: $doms"; return 1; }
+  wait_for 120 eval '[ "$(pv_prop ActiveState)" != activating ]'
+  st=$(pv_show ActiveState,SubState,Type,NRestarts)
+  has_all "$st" ActiveState=active SubState=running Type=notify NRestarts=0 \
+    || { pv_log 30; reason "$PV_PKG_STATE; enabled; but the unit is not active/running as Type=notify (READY=1) with no restart: $st"; return 1; }
+  d_start=$(pv_prop ExecMainStartTimestampMonotonic); d_ready=$(pv_prop ActiveEnterTimestampMonotonic)
+  sc_start=$(awk -v t="${LAB_T0_UPTIME:-0}" 'BEGIN { printf "%d", t * 1e6 }')
+  [ "${d_start:-0}" -gt 0 ] && [ "$sc_start" -gt 0 ] && [ "$d_start" -lt "$sc_start" ] \
+    || { reason "xenpvusbd's start (+$d_start us) is not before the scenarios' shell started (+$sc_start us): not started by systemd at boot"; return 1; }
+  figure xenpvusbd-boot-start-s "$(awk -v t=$d_start 'BEGIN { printf "%.1f", t / 1e6 }')" s
+  figure xenpvusbd-boot-ready-s "$(awk -v t=$d_ready 'BEGIN { printf "%.1f", t / 1e6 }')" s
+  figure lab-scenarios-start-s "$(awk -v t=$sc_start 'BEGIN { printf "%.1f", t / 1e6 }')" s
+  pv_journal_has "serving backend/vusb" || { pv_log 30; reason "no 'serving backend/vusb' line from MainPID $(pv_pid)"; return 1; }
+  # backend/vusb watched: nothing there yet; a controller of a domain that does not exist is answered
+  n=$(xenstore-list /local/domain/0/backend/vusb 2>/dev/null | wc -l)
+  [ "$n" = 0 ] || { xenstore-ls -f /local/domain/0/backend/vusb; reason "backend/vusb is not empty before any guest"; return 1; }
+  local be=/local/domain/0/backend/vusb/32000/0
+  t0=$(lab_now)
+  # one node, one write (a write of several keys is not atomic, and the daemon answers the first)
+  xenstore-write $be/state 1 || { reason "xenstore-write of $be/state failed"; return 1; }
+  wait_for 20 eval "! xenstore-exists $be 2>/dev/null" \
+    || { xenstore-ls -f $be; pv_log 20; xenstore-rm /local/domain/0/backend/vusb/32000; reason "the daemon did not answer a controller written under backend/vusb within 20 s"; return 1; }
+  s=$(lab_elapsed "$t0")
+  xenstore-exists /local/domain/0/backend/vusb/32000 2>/dev/null && xenstore-rm /local/domain/0/backend/vusb/32000
+  wait_for 10 pv_journal_has "vusb 32000/0: the guest domain does not exist" || { pv_log 20; reason "$be went, but the daemon's journal does not say why"; return 1; }
+  figure xenpvusbd-stale-answer-s "$s" s
+  reason "$PV_PKG_STATE; enabled (multi-user.target wants it); systemd started it at +$(awk -v t=$d_start 'BEGIN { printf "%.1f", t / 1e6 }') s, READY=1 at +$(awk -v t=$d_ready 'BEGIN { printf "%.1f", t / 1e6 }') s, the scenarios' shell at +$(awk -v t=$sc_start 'BEGIN { printf "%.1f", t / 1e6 }') s; $st; no guest yet; backend/vusb empty, and a controller written there for the absent domain 32000 was removed by the daemon in $s s ('the guest domain does not exist; removing its stale controller')"
 }

@@ -11,7 +11,7 @@ UP=/run/lab-unitprobe   # not in /tmp: the probe units have a private /tmp
 mkdir -p $UP
 
 up_settings() {
-  sed -n '/^# --- Least privilege/,/^\[Install\]/p' /payload/xenpvusbd.service | grep -E '^[A-Za-z]+=' > $UP/settings
+  sed -n '/^# --- Least privilege/,/^\[Install\]/p' $PV_UNIT | grep -E '^[A-Za-z]+=' > $UP/settings
   [ -s $UP/settings ] || { reason "no hardening settings found in the unit"; return 1; }
   reason "$(wc -l < $UP/settings) settings"
 }
