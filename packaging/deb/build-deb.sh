@@ -76,7 +76,7 @@ install -m 0644 "$pkg/systemd/xenpvusbd.service" "$root/lib/systemd/system/"
 install -m 0644 "$pkg/etc/default/xenpvusbd" "$root/etc/default/"
 install -m 0644 "$pkg/etc/xenpvusb/assignments.conf" "$pkg/etc/xenpvusb/usb-policy.conf" "$root/etc/xenpvusb/"
 install -m 0644 "$pkg/bash-completion/xenpvusb" "$root/usr/share/bash-completion/completions/"
-install -m 0755 "$pkg/libvirt/libvirt-hook-libxl" "$root/usr/share/xenpvusb/"
+install -m 0755 "$pkg/libvirt/libxl" "$root/usr/share/xenpvusb/libvirt-hook-libxl"
 
 for page in "$pkg"/man/*.[0-9]; do
     name=${page##*/}

@@ -122,7 +122,8 @@ internal static partial class CommandTable
 
     /// <summary>
     /// The &lt;xenpvusb:assign match="id=0781:5567 serial=X" port="1" controller="2:8" force="yes"/&gt; elements in a
-    /// libvirt domain XML's &lt;metadata&gt;, as rules for that domain. No DTD, no external entities.
+    /// libvirt domain XML's &lt;metadata&gt; (libvirt keeps one element per namespace there, so several go inside one
+    /// &lt;xenpvusb:assignments&gt;), as rules for that domain. No DTD, no external entities.
     /// </summary>
     internal static IReadOnlyList<AssignmentRule> LibvirtRules(string domain, string xml)
     {

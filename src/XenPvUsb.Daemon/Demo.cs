@@ -3,9 +3,11 @@ using System.Diagnostics;
 using System.Security.Cryptography;
 using Microsoft.Extensions.Logging;
 using XenPvUsb.Backend;
+using XenPvUsb.Logging;
 using XenPvUsb.Simulation.Devices;
 using XenPvUsb.Simulation.Guest;
 using XenPvUsb.Simulation.Host;
+using XenPvUsb.Toolstack;
 using XenPvUsb.Xen;
 using XenPvUsb.XenStore;
 
@@ -62,7 +64,10 @@ internal static class Demo
         Step("Starting the backend (the daemon's BackendRegistry, as xenpvusbd runs it)");
         using var loop = new EventLoop(logging.CreateLogger("XenPvUsb"));
         await using XenStoreConnection dom0 = await XenStoreConnection.ConnectAsync(sim.Dom0SocketPath).ConfigureAwait(false);
-        await using var registry = new BackendRegistry(sim.CreateBackendHost(dom0, loop, logging));
+        BackendHost backendHost = sim.CreateBackendHost(dom0, loop, logging);
+        backendHost.SysfsRoot = sim.SysfsRoot;
+        backendHost.Audit = new DemoAudit();
+        await using var registry = new BackendRegistry(backendHost);
         await registry.StartAsync().ConfigureAwait(false);
 
         Step($"Creating guest '{GuestName}' (what xl create does to xenstore)");
@@ -146,8 +151,62 @@ internal static class Demo
         Say("guest: port 1 reported disconnected");
         await CliAsync(cli, env, "usb-hc-destroy", GuestName, "0").ConfigureAwait(false);
         await sim.DestroyGuestAsync(guest).ConfigureAwait(false);
+
+        if (!await PersistentAsync(sim, backendHost, cli, env, runDir).ConfigureAwait(false))
+        {
+            return 1;
+        }
         Step("Done: the guest used both devices through xenpvusbd's backend");
         return 0;
+    }
+
+    /// <summary>
+    /// A persistent assignment made while the guest is down: the daemon gives it the stick (and a controller) when
+    /// it is created, and again after it reboots with a new domain id, with no command in between.
+    /// </summary>
+    private static async Task<bool> PersistentAsync(SimulatedXenHost sim, BackendHost host, string cli, Dictionary<string, string> env, string runDir)
+    {
+        Step($"A persistent assignment: the stick is {GuestName}'s, by vendor:product and serial, across reboots");
+        string conf = Path.Combine(runDir, "etc", "assignments.conf");
+        Directory.CreateDirectory(Path.GetDirectoryName(conf)!);
+        File.Delete(conf);
+        env["XENPVUSB_ASSIGNMENTS"] = conf;
+        await CliAsync(cli, env, "assign", GuestName, $"id={MassStorageDevice.DefaultVendorId:x4}:{MassStorageDevice.DefaultProductId:x4}", "serial=XPU0001", "controller=2:4").ConfigureAwait(false);
+        await CliAsync(cli, env, "assignments").ConfigureAwait(false);
+        await using var service = new AssignmentService(host, new AssignmentSources
+        {
+            AssignmentsPath = conf,
+            PolicyPath = Path.Combine(runDir, "etc", "usb-policy.conf"),
+            SysfsRoot = sim.SysfsRoot,
+        });
+        await service.StartAsync().ConfigureAwait(false);
+        DomId? previous = null;
+        foreach (string when in new[] { "created", "rebooted" })
+        {
+            SimulatedGuest g = await sim.CreateGuestAsync(GuestName).ConfigureAwait(false);
+            Say($"{GuestName} {when}: domain {g.Id}{(previous is { } p ? $" (was {p})" : "")}; no xenpvusb command follows");
+            SimulatedFrontend fe = await g.ConnectFrontendAsync(0).ConfigureAwait(false);
+            await fe.WaitForPortAsync(1, connected: true, TimeSpan.FromSeconds(15)).ConfigureAwait(false);
+            GuestUsbDevice dev = await GuestUsbDevice.EnumerateAsync(fe, 1, address: 2).ConfigureAwait(false);
+            Say($"guest: controller 0 (made by xenpvusbd), port 1: ID {dev.VendorId:x4}:{dev.ProductId:x4} {dev.Product}, serial {dev.Serial}");
+            if (dev.ProductId != MassStorageDevice.DefaultProductId)
+            {
+                Console.Error.WriteLine("demo FAILED: the assigned stick did not come back");
+                return false;
+            }
+            await CliAsync(cli, env, "usb-list", GuestName).ConfigureAwait(false);
+            previous = g.Id;
+            await sim.DestroyGuestAsync(g).ConfigureAwait(false);
+        }
+        await CliAsync(cli, env, "unassign", GuestName).ConfigureAwait(false);
+        return true;
+    }
+
+    /// <summary>The audit trail as xenpvusbd sends it to the journal, printed.</summary>
+    private sealed class DemoAudit : IAuditTrail
+    {
+        public void Record(AuditRecord record) =>
+            Console.WriteLine($"    journal: MESSAGE_ID={AuditTrail.MessageId(record.Action)} XENPVUSB_ACTION={record.Action.ToString().ToLowerInvariant()} BUSID={record.BusId} DOMAIN={record.Domain}{(record.Rule is { } r ? $" RULE=\"{r}\"" : "")}");
     }
 
     private static async Task<string> ReadKeyboardAsync(GuestUsbDevice kbd, HidKeyboardDevice keyboard, string text)

@@ -751,7 +751,6 @@ internal sealed class VusbBackend : IAsyncDisposable
     {
         info ??= port < _deviceInfo.Length ? _deviceInfo[port] : null;
         info ??= UsbSysfs.IsValidBusId(busId) ? _host.Usb.Find(busId) : null;
-        string? vidPid = info is null ? null : $"{info.VendorId:x4}:{info.ProductId:x4}";
         string? rule = null;
         if (info is not null && _host.RuleFor is { } ruleFor)
         {
@@ -763,20 +762,17 @@ internal sealed class VusbBackend : IAsyncDisposable
             {
             }
         }
-        string device = vidPid is null ? busId : $"{busId} ({vidPid}{(info?.Serial is { } sn ? $" serial {sn}" : "")})";
         string domain = _domainName is null ? $"domain {Frontend.Value}" : $"{_domainName} (domain {Frontend.Value})";
-        _host.Audit.Record(new AuditRecord(action, $"vusb {Frontend.Value}/{DevId} port {port}: {device} {what}; guest {domain}{(rule is null ? "" : $"; rule: {rule}")}")
+        string message = $"vusb {Frontend.Value}/{DevId} port {port}: {AuditRecord.DeviceText(busId, info)} {what}; guest {domain}{(rule is null ? "" : $"; rule: {rule}")}";
+        _host.Audit.Record(new AuditRecord(action, message)
         {
             DomId = Frontend,
             Domain = _domainName,
             DevId = DevId,
             Port = port,
-            BusId = busId,
-            VidPid = vidPid,
-            Serial = info?.Serial,
             Rule = rule,
             Reason = reason,
-        });
+        }.WithDevice(busId, info));
     }
 
     // The guest's name (written by the toolstack, not by the guest); null if it has none.

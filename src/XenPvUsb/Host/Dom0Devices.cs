@@ -53,7 +53,9 @@ public static class Dom0Devices
             {
                 return "mouse";
             }
-            if (i.Directory is { } dir && HasInputDevice(dir))
+            int configuration = UsbSysfs.ReadConfigurationValue(sysfsRoot, busId) ?? 0;
+            string dir = Path.Combine(sysfsRoot, "bus", "usb", "devices", string.Create(CultureInfo.InvariantCulture, $"{busId}:{configuration}.{i.Number}"));
+            if (HasInputDevice(dir))
             {
                 return "input device";
             }

@@ -7,5 +7,4 @@ namespace XenPvUsb.Host;
 /// <param name="Driver">Name of the bound driver ("usbfs" when claimed through usbfs), or null if none.</param>
 /// <param name="SubClass">bInterfaceSubClass.</param>
 /// <param name="Protocol">bInterfaceProtocol.</param>
-/// <param name="Directory">The interface's sysfs directory.</param>
-public sealed record UsbInterfaceInfo(int Number, int AlternateSetting, byte InterfaceClass, string? Driver, byte SubClass = 0, byte Protocol = 0, string? Directory = null);
+public sealed record UsbInterfaceInfo(int Number, int AlternateSetting, byte InterfaceClass, string? Driver, byte SubClass = 0, byte Protocol = 0);

@@ -88,7 +88,7 @@ public static partial class UsbSysfs
             }
             TryReadNumber(directory, "bInterfaceSubClass", NumberStyles.AllowHexSpecifier, out int subClass);
             TryReadNumber(directory, "bInterfaceProtocol", NumberStyles.AllowHexSpecifier, out int protocol);
-            return new UsbInterfaceInfo(number, alternate, (byte)interfaceClass, ReadDriverName(directory), (byte)subClass, (byte)protocol, directory);
+            return new UsbInterfaceInfo(number, alternate, (byte)interfaceClass, ReadDriverName(directory), (byte)subClass, (byte)protocol);
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {

@@ -3,6 +3,7 @@ using System.Globalization;
 using System.Text;
 using Microsoft.Extensions.Logging;
 using XenPvUsb.Interop.Linux;
+using XenPvUsb.Usb;
 using XenPvUsb.Xen;
 
 namespace XenPvUsb.Logging;
@@ -49,6 +50,14 @@ public sealed record AuditRecord(AuditAction Action, string Message)
     public string? Rule { get; init; }
 
     public string? Reason { get; init; }
+
+    /// <summary>A device in messages: its bus id, and vendor:product and serial if known.</summary>
+    public static string DeviceText(string busId, UsbDeviceInfo? info) =>
+        info is null ? busId : $"{busId} ({info.VendorId:x4}:{info.ProductId:x4}{(info.Serial is { } s ? $" serial {s}" : "")})";
+
+    /// <summary>This record with the device's fields (BUSID, VID_PID, SERIAL) set.</summary>
+    public AuditRecord WithDevice(string busId, UsbDeviceInfo? info) =>
+        this with { BusId = busId, VidPid = info is null ? null : $"{info.VendorId:x4}:{info.ProductId:x4}", Serial = info?.Serial };
 }
 
 /// <summary>Where audit records go.</summary>

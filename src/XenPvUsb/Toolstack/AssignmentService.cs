@@ -350,18 +350,14 @@ public sealed class AssignmentService : IAsyncDisposable
                     break;
                 }
                 UsbDeviceInfo? info = _host.Usb.Find(f.BusId) ?? _seen.GetValueOrDefault(f.BusId)?.Info;
-                string device = info is null ? f.BusId : $"{f.BusId} ({info.VendorId:x4}:{info.ProductId:x4}{(info.Serial is { } s ? $" serial {s}" : "")})";
                 _host.Audit.Record(new AuditRecord(f.ByPolicy ? AuditAction.Policy : AuditAction.Refuse,
-                    $"{device} not given to {rule.Domain} (domain {f.Domain.Value}): {f.Reason}; rule {ruleText}")
+                    $"{AuditRecord.DeviceText(f.BusId, info)} not given to {rule.Domain} (domain {f.Domain.Value}): {f.Reason}; rule {ruleText}")
                 {
                     DomId = f.Domain,
                     Domain = rule.Domain,
-                    BusId = f.BusId,
-                    VidPid = info is null ? null : $"{info.VendorId:x4}:{info.ProductId:x4}",
-                    Serial = info?.Serial,
                     Rule = ruleText,
                     Reason = f.Reason,
-                });
+                }.WithDevice(f.BusId, info));
                 break;
         }
     }

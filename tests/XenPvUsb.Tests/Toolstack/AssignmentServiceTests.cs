@@ -97,6 +97,18 @@ public sealed class AssignmentServiceTests
     private Task<string?> PortAsync(SimulatedGuest g, int devId, int port) =>
         _world.Dom0.ReadAsync($"/local/domain/0/backend/vusb/{g.Id.Value}/{devId}/port/{port}");
 
+    /// <summary>A stick, the rule for it, the service, and guest g1 created with the stick on <paramref name="port"/>.</summary>
+    private async Task<(string Stick, SimulatedGuest Guest, SimulatedFrontend Frontend)> GuestWithAssignedStickAsync(string extra, int port = 1)
+    {
+        string stick = _world.PlugStick();
+        File.WriteAllText(_conf, StickRule("g1", extra) + "\n");
+        await StartServiceAsync();
+        SimulatedGuest g = await _world.Host.CreateGuestAsync("g1");
+        SimulatedFrontend fe = await g.ConnectFrontendAsync(0);
+        await fe.WaitForPortAsync(port, connected: true, s_timeout);
+        return (stick, g, fe);
+    }
+
     private static string StickRule(string domain, string extra = "") =>
         $"{domain} id={MassStorageDevice.DefaultVendorId:x4}:{MassStorageDevice.DefaultProductId:x4} serial=XPU0001{extra}";
 
@@ -133,12 +145,7 @@ public sealed class AssignmentServiceTests
     [Test]
     public async Task StickUnpluggedAndPluggedIntoAnotherPort_IsAttachedAgain_AndTheOldPortFreed()
     {
-        string stick = _world.PlugStick();
-        File.WriteAllText(_conf, StickRule("g1", " controller=2:4") + "\n");
-        await StartServiceAsync();
-        SimulatedGuest g = await _world.Host.CreateGuestAsync("g1");
-        SimulatedFrontend fe = await g.ConnectFrontendAsync(0);
-        await fe.WaitForPortAsync(1, connected: true, s_timeout);
+        (string stick, SimulatedGuest g, SimulatedFrontend fe) = await GuestWithAssignedStickAsync(" controller=2:4");
 
         string image = Path.Combine(_world.Directory, "moved.img");
         StickImage.Create(image, 1024 * 1024, 1);
@@ -157,12 +164,7 @@ public sealed class AssignmentServiceTests
     [Test]
     public async Task StickUnpluggedAndBackInTheSamePort_IsAPlug_OnItsPort()
     {
-        string stick = _world.PlugStick();
-        File.WriteAllText(_conf, StickRule("g1", " controller=2:4 port=3") + "\n");
-        await StartServiceAsync();
-        SimulatedGuest g = await _world.Host.CreateGuestAsync("g1");
-        SimulatedFrontend fe = await g.ConnectFrontendAsync(0);
-        await fe.WaitForPortAsync(3, connected: true, s_timeout);
+        (string stick, SimulatedGuest g, SimulatedFrontend fe) = await GuestWithAssignedStickAsync(" controller=2:4 port=3", port: 3);
 
         string image = Path.Combine(_world.Directory, "again.img");
         StickImage.Create(image, 1024 * 1024, 1);
@@ -179,12 +181,7 @@ public sealed class AssignmentServiceTests
     [Test]
     public async Task DaemonRestart_KeepsTheAssignment_AndAttachesNothingTwice()
     {
-        string stick = _world.PlugStick();
-        File.WriteAllText(_conf, StickRule("g1", " controller=2:4") + "\n");
-        await StartServiceAsync();
-        SimulatedGuest g = await _world.Host.CreateGuestAsync("g1");
-        SimulatedFrontend fe = await g.ConnectFrontendAsync(0);
-        await fe.WaitForPortAsync(1, connected: true, s_timeout);
+        (string stick, SimulatedGuest g, _) = await GuestWithAssignedStickAsync(" controller=2:4");
 
         await RestartServiceAsync();
         await NextPassAsync();
