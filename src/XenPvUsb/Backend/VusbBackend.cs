@@ -837,7 +837,10 @@ internal sealed class VusbBackend : IAsyncDisposable
         }
         if (!keepAssignment && busId is not null)
         {
-            Audit(AuditAction.Detach, port, busId, _dead ? "detached: the guest domain is gone; back to dom0" : "detached; back to dom0");
+            string what = _dead ? "detached: the guest domain is gone; back to dom0"
+                : device is null && UsbSysfs.IsValidBusId(busId) && _host.Usb.Find(busId) is null ? "detached while unplugged: the port is free again"
+                : "detached; back to dom0";
+            Audit(AuditAction.Detach, port, busId, what);
             _deviceInfo[port] = null;
             _registry.ReleaseBusId(busId, this);
             _assigned[port] = null;

@@ -20,7 +20,7 @@ namespace XenPvUsb.Toolstack;
 /// A device a rule follows by what it is (not by its port path) that is unplugged has its port emptied, so that it
 /// is attached again wherever it is plugged back in. Refusals and policy decisions go to the audit trail once per
 /// domain, device and reason, not on every pass; an attach the daemon refused is not retried until the device is
-/// plugged again, a controller comes or goes, or the files change. Nothing here runs on the event loop, and a
+/// plugged again or the files change (or, for a device another controller held, until a controller goes). Nothing here runs on the event loop, and a
 /// failing pass is logged and does not stop later ones. A guest can trigger nothing: its writes are in its own
 /// frontend directory, which is not watched.
 /// </remarks>
@@ -39,7 +39,9 @@ public sealed class AssignmentService : IAsyncDisposable
     private readonly CancellationTokenSource _cts = new();
     private readonly ConcurrentQueue<string> _unplugged = new();
     private readonly HashSet<(ushort Dom, string BusId, string Reason)> _recorded = [];
-    private readonly HashSet<(ushort Dom, string BusId)> _refused = [];
+    // Attaches the backend refused, not to try again for now, and whether a controller change may help (the device
+    // was on another controller's port: one going away frees it).
+    private readonly Dictionary<(ushort Dom, string BusId), bool> _refused = [];
     private readonly HashSet<(ushort Dom, int Line)> _waitingForController = [];
     private readonly ConcurrentDictionary<string, HostDevice> _seen = new(StringComparer.Ordinal);
     private readonly List<XenStoreWatch> _watches = [];
@@ -47,6 +49,7 @@ public sealed class AssignmentService : IAsyncDisposable
     private FileSystemWatcher[] _fileWatchers = [];
     private (DateTime, long)[] _fileStamps = [];
     private volatile bool _clearRefused;
+    private volatile bool _clearConflicts;
     private Task _loop = Task.CompletedTask;
     private int _passes;
 
@@ -109,7 +112,7 @@ public sealed class AssignmentService : IAsyncDisposable
                 {
                     if (controllers)
                     {
-                        _clearRefused = true; // a port freed elsewhere may let a refused attach through now
+                        _clearConflicts = true; // a port freed elsewhere may let a refused attach through now
                     }
                     _kick.Set();
                 }
@@ -132,10 +135,7 @@ public sealed class AssignmentService : IAsyncDisposable
         }
         else
         {
-            lock (_refused)
-            {
-                _refused.RemoveWhere(r => r.BusId == e.BusId);
-            }
+            RemoveRefused(r => r.BusId == e.BusId);
         }
         _kick.Set();
     }
@@ -225,6 +225,17 @@ public sealed class AssignmentService : IAsyncDisposable
                 _refused.Clear();
             }
         }
+        if (_clearConflicts)
+        {
+            _clearConflicts = false;
+            lock (_refused)
+            {
+                foreach ((ushort, string) key in _refused.Where(kv => kv.Value).Select(kv => kv.Key).ToList())
+                {
+                    _refused.Remove(key);
+                }
+            }
+        }
         await FreePortsOfMovedDevicesAsync(ct).ConfigureAwait(false);
 
         IReadOnlyList<AppliedAction> results = await _applier.ApplyAsync(skip: Skip, cancellationToken: ct).ConfigureAwait(false);
@@ -241,11 +252,22 @@ public sealed class AssignmentService : IAsyncDisposable
         PassCompleted?.Invoke(results);
     }
 
+    private void RemoveRefused(Func<(ushort Dom, string BusId), bool> which)
+    {
+        lock (_refused)
+        {
+            foreach ((ushort, string) key in _refused.Keys.Where(which).ToList())
+            {
+                _refused.Remove(key);
+            }
+        }
+    }
+
     private bool Skip(DomId domain, string busId)
     {
         lock (_refused)
         {
-            return _refused.Contains((domain.Value, busId));
+            return _refused.ContainsKey((domain.Value, busId));
         }
     }
 
@@ -308,10 +330,7 @@ public sealed class AssignmentService : IAsyncDisposable
         var ids = running.Select(d => d.Id.Value).ToHashSet();
         _recorded.RemoveWhere(r => !ids.Contains(r.Dom));
         _waitingForController.RemoveWhere(r => !ids.Contains(r.Dom));
-        lock (_refused)
-        {
-            _refused.RemoveWhere(r => !ids.Contains(r.Dom));
-        }
+        RemoveRefused(r => !ids.Contains(r.Dom));
     }
 
     private void Report(AppliedAction r, IReadOnlyList<RunningDomain> running)
@@ -333,7 +352,7 @@ public sealed class AssignmentService : IAsyncDisposable
                 // The daemon's own refusal is in the audit trail already (the backend recorded it); not retried for now.
                 lock (_refused)
                 {
-                    _refused.Add((a.Domain.Value, a.BusId));
+                    _refused[(a.Domain.Value, a.BusId)] = r.Outcome.Contains("assigned to another controller", StringComparison.Ordinal);
                 }
                 _logger.AssignmentActionFailed(rule.Domain, r.Outcome);
                 break;

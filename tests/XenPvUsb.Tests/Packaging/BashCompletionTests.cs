@@ -13,15 +13,9 @@ public sealed class BashCompletionTests
     [Test]
     public async Task Completion_OfVerbsDomainsControllersPortsAndBusIds()
     {
-        string? script = null;
-        for (DirectoryInfo? d = new(AppContext.BaseDirectory); d is not null && script is null; d = d.Parent)
-        {
-            string candidate = Path.Combine(d.FullName, "packaging", "bash-completion", "test-completion.sh");
-            script = File.Exists(candidate) ? candidate : null;
-        }
-        Assert.That(script, Is.Not.Null, "packaging/bash-completion/test-completion.sh");
+        string script = XenPvUsb.Tests.Support.RepoFile.Find(Path.Combine("packaging", "bash-completion", "test-completion.sh"));
         var psi = new ProcessStartInfo("/bin/bash") { RedirectStandardOutput = true, RedirectStandardError = true };
-        psi.ArgumentList.Add(script!);
+        psi.ArgumentList.Add(script);
         psi.ArgumentList.Add(AppContext.BaseDirectory);
         using Process p = Process.Start(psi)!;
         Task<string> output = p.StandardOutput.ReadToEndAsync();

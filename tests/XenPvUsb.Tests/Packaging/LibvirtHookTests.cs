@@ -21,19 +21,7 @@ public sealed class LibvirtHookTests
     [TearDown]
     public async Task StopWorld() => await _world.DisposeAsync();
 
-    private static string HookPath()
-    {
-        for (DirectoryInfo? d = new(AppContext.BaseDirectory); d is not null; d = d.Parent)
-        {
-            string candidate = Path.Combine(d.FullName, "packaging", "libvirt", "libxl");
-            if (File.Exists(candidate))
-            {
-                return candidate;
-            }
-        }
-        Assert.Fail($"packaging/libvirt/libxl not found above {AppContext.BaseDirectory}");
-        return "";
-    }
+    private static string HookPath() => RepoFile.Find(Path.Combine("packaging", "libvirt", "libxl"));
 
     private async Task<(int Exit, string Output)> RunHookAsync(string conf, string xml, params string[] args)
     {

@@ -99,19 +99,7 @@ public sealed partial class UnitSecurityTests
         return settings;
     }
 
-    private static string UnitPath()
-    {
-        for (DirectoryInfo? d = new(AppContext.BaseDirectory); d is not null; d = d.Parent)
-        {
-            string candidate = Path.Combine(d.FullName, "packaging", "systemd", "xenpvusbd.service");
-            if (File.Exists(candidate))
-            {
-                return candidate;
-            }
-        }
-        Assert.Fail($"packaging/systemd/xenpvusbd.service not found above {AppContext.BaseDirectory}");
-        return "";
-    }
+    private static string UnitPath() => XenPvUsb.Tests.Support.RepoFile.Find(Path.Combine("packaging", "systemd", "xenpvusbd.service"));
 
     private static string? FindOnPath(string name)
     {
