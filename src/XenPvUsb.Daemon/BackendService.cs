@@ -24,21 +24,23 @@ namespace XenPvUsb.Daemon;
 /// </remarks>
 internal sealed class BackendService : IHostedService
 {
-    private readonly Func<EventLoop, Task<BackendHost>> _hostFactory;
+    private readonly Func<EventLoop, IReadOnlyList<EventLoop>, Task<BackendHost>> _hostFactory;
     private readonly IHostApplicationLifetime _lifetime;
     private readonly ILogger _logger;
     private readonly int _busyPollMicroseconds;
     private readonly SystemdNotifier? _notifier;
     private readonly DaemonOptions _options;
     private AssignmentService? _assignments;
-    private EventLoop? _loop;
+    private EventLoop[] _loops = [];
+    // Loop i's last heartbeat (Stopwatch ticks); the first loop tells systemd only while every loop beats.
+    private long[] _beats = [];
     private BackendRegistry? _registry;
     private BackendHost? _host;
     private Task _watchdog = Task.CompletedTask;
     private System.Runtime.InteropServices.PosixSignalRegistration? _countersSignal;
     private volatile bool _stopping;
 
-    public BackendService(Func<EventLoop, Task<BackendHost>> hostFactory, IHostApplicationLifetime lifetime, ILogger<BackendService> logger,
+    public BackendService(Func<EventLoop, IReadOnlyList<EventLoop>, Task<BackendHost>> hostFactory, IHostApplicationLifetime lifetime, ILogger<BackendService> logger,
         DaemonOptions options, SystemdNotifier? notifier = null)
     {
         _notifier = notifier;
@@ -51,13 +53,14 @@ internal sealed class BackendService : IHostedService
 
     public async Task StartAsync(CancellationToken cancellationToken)
     {
-        var loop = new EventLoop(_logger, LoopOptions());
+        EventLoop[] loops = CreateLoops(_options.EffectiveLoops);
+        EventLoop loop = loops[0];
         BackendHost host;
         BackendRegistry? registry = null;
         AssignmentService? assignments = null;
         try
         {
-            host = await _hostFactory(loop).WaitAsync(cancellationToken).ConfigureAwait(false);
+            host = await _hostFactory(loop, loops).WaitAsync(cancellationToken).ConfigureAwait(false);
             registry = new BackendRegistry(host);
             await registry.StartAsync(cancellationToken).ConfigureAwait(false);
             if (host.Usb is UsbfsHost usbfs)
@@ -93,14 +96,15 @@ internal sealed class BackendService : IHostedService
             {
                 await registry.DisposeAsync().ConfigureAwait(false);
             }
-            loop.Dispose();
+            DisposeLoops(loops);
             throw new ServiceStartException(e);
         }
-        _loop = loop;
+        _loops = loops;
+        _logger.LoopsStarted(loops.Length);
         _host = host;
         _registry = registry;
         _assignments = assignments;
-        _watchdog = WatchAsync(loop, host);
+        _watchdog = WatchAsync(loops, host);
         // SIGUSR1 (`systemctl kill -s USR1 xenpvusbd`): every connected controller's counters to the log.
         BackendRegistry served = registry;
         _countersSignal = System.Runtime.InteropServices.PosixSignalRegistration.Create(SigUsr1, context =>
@@ -138,12 +142,12 @@ internal sealed class BackendService : IHostedService
         {
             await _registry.DisposeAsync().ConfigureAwait(false);
         }
-        _loop?.Dispose();
+        DisposeLoops(_loops);
         await _watchdog.ConfigureAwait(false);
         _logger.ServiceStopped();
     }
 
-    private EventLoopOptions LoopOptions()
+    private EventLoop[] CreateLoops(int count)
     {
         TimeSpan? watchdog = SystemdNotifier.WatchdogInterval();
         SystemdNotifier? notifier = _notifier;
@@ -151,13 +155,57 @@ internal sealed class BackendService : IHostedService
         {
             _logger.WatchdogEnabled(watchdog.Value.TotalSeconds);
         }
-        return new EventLoopOptions
+        TimeSpan interval = watchdog is { } w ? w / 2 : TimeSpan.FromSeconds(5);
+        long stale = (long)(watchdog?.TotalSeconds ?? 10) * System.Diagnostics.Stopwatch.Frequency;
+        _beats = new long[count];
+        var loops = new EventLoop[count];
+        for (int i = 0; i < count; i++)
         {
-            BusyPollMicroseconds = _busyPollMicroseconds,
-            Heartbeat = watchdog is not null && notifier is not null ? () => notifier.NotifyWatchdog() : null,
-            HeartbeatInterval = watchdog is { } w ? w / 2 : TimeSpan.FromSeconds(5),
-            OnFatal = FatalExit,
-        };
+            int index = i;
+            _beats[i] = System.Diagnostics.Stopwatch.GetTimestamp();
+            Action beat = () => Volatile.Write(ref _beats[index], System.Diagnostics.Stopwatch.GetTimestamp());
+            if (i == 0 && watchdog is not null && notifier is not null)
+            {
+                // WATCHDOG=1 only while every loop turns: a controller loop stuck for a whole watchdog interval stops it.
+                beat = () =>
+                {
+                    long now = System.Diagnostics.Stopwatch.GetTimestamp();
+                    Volatile.Write(ref _beats[0], now);
+                    for (int b = 1; b < _beats.Length; b++)
+                    {
+                        if (now - Volatile.Read(ref _beats[b]) > stale)
+                        {
+                            return;
+                        }
+                    }
+                    notifier.NotifyWatchdog();
+                };
+            }
+            try
+            {
+                loops[i] = new EventLoop(_logger, new EventLoopOptions
+                {
+                    BusyPollMicroseconds = _busyPollMicroseconds,
+                    Heartbeat = beat,
+                    HeartbeatInterval = interval,
+                    OnFatal = FatalExit,
+                });
+            }
+            catch
+            {
+                DisposeLoops(loops);
+                throw;
+            }
+        }
+        return loops;
+    }
+
+    private static void DisposeLoops(EventLoop?[] loops)
+    {
+        foreach (EventLoop? l in loops)
+        {
+            l?.Dispose();
+        }
     }
 
     private static void FatalExit(Exception e)
@@ -168,9 +216,9 @@ internal sealed class BackendService : IHostedService
         Tmds.Linux.LibC._exit(70);
     }
 
-    private async Task WatchAsync(EventLoop loop, BackendHost host)
+    private async Task WatchAsync(EventLoop[] loops, BackendHost host)
     {
-        Task finished = await Task.WhenAny(loop.Completion, host.Store.Completion).ConfigureAwait(false);
+        Task finished = await Task.WhenAny([.. loops.Select(l => l.Completion), host.Store.Completion]).ConfigureAwait(false);
         if (_stopping)
         {
             return;

@@ -27,6 +27,14 @@ internal sealed record DaemonOptions(bool Simulate, bool Demo, string? RunDirect
     /// <summary>Serve only: apply no persistent assignments.</summary>
     public bool NoAssignments { get; init; }
 
+    /// <summary>Event loops controllers are sharded over; null: one per CPU (at most <see cref="MaxLoops"/>).</summary>
+    public int? Loops { get; init; }
+
+    public const int MaxLoops = 64;
+
+    /// <summary>The loops to run: <see cref="Loops"/>, or one per CPU this process may use, at most 8 by default.</summary>
+    public int EffectiveLoops => Loops ?? Math.Clamp(Environment.ProcessorCount, 1, 8);
+
     public static DaemonOptions Parse(string[] args)
     {
         bool simulate = false, demo = false, verbose = false;
@@ -35,6 +43,7 @@ internal sealed record DaemonOptions(bool Simulate, bool Demo, string? RunDirect
         long? usbfsBudget = null;
         GrantMode grantMode = GrantMode.Copy;
         int busyPoll = EventLoop.DefaultBusyPollMicroseconds;
+        int? loops = null;
         for (int i = 0; i < args.Length; i++)
         {
             switch (args[i])
@@ -91,6 +100,14 @@ internal sealed record DaemonOptions(bool Simulate, bool Demo, string? RunDirect
                         throw new UsageException($"--busy-poll takes microseconds from 0 to 1000000, not '{args[i]}'");
                     }
                     break;
+                case "--loops" when i + 1 < args.Length:
+                    if (!int.TryParse(args[++i], System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int n)
+                        || n is < 1 or > MaxLoops)
+                    {
+                        throw new UsageException($"--loops takes a count from 1 to {MaxLoops}, not '{args[i]}'");
+                    }
+                    loops = n;
+                    break;
                 case "-h" or "--help":
                     throw new UsageException();
                 default:
@@ -106,6 +123,7 @@ internal sealed record DaemonOptions(bool Simulate, bool Demo, string? RunDirect
             AssignmentsPath = assignments,
             PolicyPath = policy,
             NoAssignments = noAssignments,
+            Loops = loops,
         };
     }
 
@@ -113,7 +131,7 @@ internal sealed record DaemonOptions(bool Simulate, bool Demo, string? RunDirect
         usage: xenpvusbd [--simulate [--run-dir DIR]] [--demo [--image FILE] [--cli PATH]]
                          [--grant-mode copy|map] [--busy-poll USEC] [--state-dir DIR]
                          [--usbfs-budget KIB] [--assignments FILE] [--policy FILE]
-                         [--no-assignments] [-v]
+                         [--no-assignments] [--loops N] [-v]
 
           (no option)   serve backend/vusb on this Xen dom0
           --simulate    serve a built-in simulated Xen host instead (xenstored socket in --run-dir)
@@ -135,6 +153,8 @@ internal sealed record DaemonOptions(bool Simulate, bool Demo, string? RunDirect
           --policy      the USB policy those assignments obey (default /etc/xenpvusb/usb-policy.conf;
                         without it: hubs denied, everything else allowed)
           --no-assignments  serve controllers only; apply no persistent assignments
+          --loops       event-loop threads the controllers are spread over, each controller with
+                        its devices on one (default: one per CPU, at most 8)
           -v            debug logging
         """;
 }

@@ -19,6 +19,9 @@ internal static partial class Log
     [LoggerMessage(EventId = 6, Level = LogLevel.Warning, Message = "SIGUSR1: the counters could not be logged")]
     public static partial void CountersFailed(this ILogger logger, Exception exception);
 
+    [LoggerMessage(EventId = 7, Level = LogLevel.Information, Message = "{Loops} event loops: controllers are spread over them")]
+    public static partial void LoopsStarted(this ILogger logger, int loops);
+
     [LoggerMessage(EventId = 3, Level = LogLevel.Information, Message = "stopped: controllers left connected for the next xenpvusbd, their devices kept from dom0's drivers")]
     public static partial void ServiceStopped(this ILogger logger);
 }

@@ -63,7 +63,7 @@ internal static class Program
         builder.Logging.SetMinimumLevel(options.Verbose ? LogLevel.Debug : LogLevel.Information);
         var owned = new List<IAsyncDisposable>();
         var disposables = new List<IDisposable>();
-        builder.Services.AddSingleton<Func<EventLoop, Task<BackendHost>>>(sp => async loop =>
+        builder.Services.AddSingleton<Func<EventLoop, IReadOnlyList<EventLoop>, Task<BackendHost>>>(sp => async (loop, loops) =>
         {
             ILoggerFactory lf = sp.GetRequiredService<ILoggerFactory>();
             XenStoreConnection store = await XenStoreConnection.OpenDefaultAsync(lf.CreateLogger("XenPvUsb.XenStore")).ConfigureAwait(false);
@@ -80,6 +80,7 @@ internal static class Program
                 GrantMode = options.GrantMode,
                 StateDirectory = options.StateDirectory ?? DefaultStateDirectory(),
                 UsbfsBudget = options.UsbfsBudget ?? DefaultUsbfsBudget(),
+                ControllerLoops = loops,
             };
         });
         builder.Services.AddSingleton(options);
@@ -164,13 +165,14 @@ internal static class Program
         Console.Error.WriteLine($"  XENSTORED_PATH={sim.Dom0SocketPath} XENPVUSB_SYSFS={sim.SysfsRoot} xenpvusb usb-list-assignable-devices");
 
         XenStoreConnection? store = null;
-        builder.Services.AddSingleton<Func<EventLoop, Task<BackendHost>>>(sp => async loop =>
+        builder.Services.AddSingleton<Func<EventLoop, IReadOnlyList<EventLoop>, Task<BackendHost>>>(sp => async (loop, loops) =>
         {
             store = await XenStoreConnection.ConnectAsync(sim.Dom0SocketPath).ConfigureAwait(false);
             BackendHost host = sim.CreateBackendHost(store, loop, sp.GetRequiredService<ILoggerFactory>());
             host.GrantMode = options.GrantMode;
             host.SysfsRoot = sim.SysfsRoot;
             host.StateDirectory = options.StateDirectory ?? Path.Combine(runDir, "state");
+            host.ControllerLoops = loops;
             return host;
         });
         builder.Services.AddSingleton(options);

@@ -58,9 +58,12 @@ public sealed class DecoratingUsbHost : IUsbHost
 
     public UsbDeviceInfo? Find(string busId) => _inner.Find(busId);
 
-    public IUsbHostDevice Open(string busId)
+    public IUsbHostDevice Open(string busId) => Wrap(busId, _inner.Open(busId));
+
+    public IUsbHostDevice Open(string busId, XenPvUsb.Xen.EventLoop loop) => Wrap(busId, _inner.Open(busId, loop));
+
+    private IUsbHostDevice Wrap(string busId, IUsbHostDevice device)
     {
-        IUsbHostDevice device = _inner.Open(busId);
         Func<IUsbHostDevice, IUsbHostDevice>? wrap;
         lock (_lock)
         {

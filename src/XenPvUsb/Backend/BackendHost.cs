@@ -18,6 +18,8 @@ public sealed class BackendHost
         EventChannels = eventChannels;
         Usb = usb;
         Loop = loop;
+        _controllerLoops = [loop];
+        _controllersOnLoop = [0];
         LoggerFactory = loggerFactory ?? NullLoggerFactory.Instance;
         Self = self ?? DomId.Dom0;
         Audit = new LoggedAuditTrail(LoggerFactory.CreateLogger("XenPvUsb.Audit"));
@@ -40,7 +42,57 @@ public sealed class BackendHost
 
     public IUsbHost Usb { get; }
 
+    /// <summary>The loop of xenstore's and the host's own work (hotplug, resyncs); the first of <see cref="ControllerLoops"/>.</summary>
     public EventLoop Loop { get; }
+
+    private EventLoop[] _controllerLoops;
+    private int[] _controllersOnLoop;
+    private readonly Lock _loopLock = new();
+
+    /// <summary>
+    /// The loops controllers are sharded over (default: only <see cref="Loop"/>). Each controller, with its rings, event
+    /// channel and devices, lives on one of them, so controllers on different loops run on different cores.
+    /// </summary>
+    public IReadOnlyList<EventLoop> ControllerLoops
+    {
+        get => _controllerLoops;
+        set
+        {
+            ArgumentOutOfRangeException.ThrowIfZero(value.Count);
+            _controllerLoops = [.. value];
+            _controllersOnLoop = new int[value.Count];
+        }
+    }
+
+    /// <summary>The loop with the fewest controllers, for a new one (give it back with <see cref="ReleaseControllerLoop"/>).</summary>
+    public EventLoop AcquireControllerLoop()
+    {
+        lock (_loopLock)
+        {
+            int best = 0;
+            for (int i = 1; i < _controllersOnLoop.Length; i++)
+            {
+                if (_controllersOnLoop[i] < _controllersOnLoop[best])
+                {
+                    best = i;
+                }
+            }
+            _controllersOnLoop[best]++;
+            return _controllerLoops[best];
+        }
+    }
+
+    public void ReleaseControllerLoop(EventLoop loop)
+    {
+        lock (_loopLock)
+        {
+            int i = Array.IndexOf(_controllerLoops, loop);
+            if (i >= 0 && _controllersOnLoop[i] > 0)
+            {
+                _controllersOnLoop[i]--;
+            }
+        }
+    }
 
     public ILoggerFactory LoggerFactory { get; }
 

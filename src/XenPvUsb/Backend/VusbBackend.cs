@@ -23,6 +23,9 @@ internal sealed class VusbBackend : IAsyncDisposable
     private readonly ILogger _logger;
     private readonly AsyncLock _lock = new();
     private readonly CancellationTokenSource _cts = new();
+    // The loop this controller and its devices live on (one of the host's controller loops).
+    private readonly EventLoop _loop;
+    private int _loopReleased;
     private VusbController? _controller;
     private string?[] _assigned = [];
     // What sysfs said of each port's device when it was attached: the audit trail names it after it is gone.
@@ -53,6 +56,7 @@ internal sealed class VusbBackend : IAsyncDisposable
         Frontend = frontend;
         DevId = devId;
         BackendPath = $"/local/domain/{host.Self.Value}/backend/vusb/{frontend.Value}/{devId}";
+        _loop = host.AcquireControllerLoop();
     }
 
     public DomId Frontend { get; }
@@ -67,8 +71,11 @@ internal sealed class VusbBackend : IAsyncDisposable
 
     internal VusbController? Controller => _controller;
 
+    /// <summary>The loop this controller and its devices run on.</summary>
+    internal EventLoop Loop => _loop;
+
     /// <summary>Logs the controller's counters if it is connected (<see cref="VusbController.LogCounters"/>).</summary>
-    internal Task<bool> LogCountersAsync() => _host.Loop.InvokeAsync(() =>
+    internal Task<bool> LogCountersAsync() => _loop.InvokeAsync(() =>
     {
         if (_controller is not { IsConnected: true } c)
         {
@@ -119,9 +126,9 @@ internal sealed class VusbBackend : IAsyncDisposable
                 grantMode = _host.GrantMode;
                 _logger.GrantModeInvalid(Frontend.Value, DevId, grantModeText, grantMode);
             }
-            _controller = await _host.Loop.InvokeAsync(() =>
+            _controller = await _loop.InvokeAsync(() =>
             {
-                var c = new VusbController(Frontend, DevId, numPorts, usbVer, _host.Grants, _host.Loop, _logger, grantMode, mergeBulkIn)
+                var c = new VusbController(Frontend, DevId, numPorts, usbVer, _host.Grants, _loop, _logger, grantMode, mergeBulkIn)
                 {
                     UsbfsBudget = _host.UsbfsBudget,
                 };
@@ -274,11 +281,15 @@ internal sealed class VusbBackend : IAsyncDisposable
             await DisconnectLockedAsync(releaseDevices: true).ConfigureAwait(false);
             if (_controller is { } c)
             {
-                await _host.Loop.InvokeAsync(c.Dispose).ConfigureAwait(false);
+                await _loop.InvokeAsync(c.Dispose).ConfigureAwait(false);
             }
         }
         await _cts.CancelAsync().ConfigureAwait(false);
         await StopWatchingAsync().ConfigureAwait(false);
+        if (Interlocked.Exchange(ref _loopReleased, 1) == 0)
+        {
+            _host.ReleaseControllerLoop(_loop);
+        }
         // _cts is cancelled, not disposed: late callers (hotplug, @releaseDomain) may still ask for its token.
     }
 
@@ -350,7 +361,7 @@ internal sealed class VusbBackend : IAsyncDisposable
                     break;
                 case XenbusState.Closing when _state is not XenbusState.Closed and not XenbusState.Closing:
                     // The frontend is going away: keep answering (its teardown unlinks and waits) until it is Closed.
-                    await _host.Loop.InvokeAsync(_controller.BeginClose).ConfigureAwait(false);
+                    await _loop.InvokeAsync(_controller.BeginClose).ConfigureAwait(false);
                     await WriteStateAsync(XenbusState.Closing).ConfigureAwait(false);
                     break;
                 case XenbusState.Closed or XenbusState.Unknown when _state is not XenbusState.Closed and not XenbusState.InitWait:
@@ -383,12 +394,12 @@ internal sealed class VusbBackend : IAsyncDisposable
         VusbController c = _controller!;
         string? text = FrontendPath is null ? null : await _host.Store.ReadAsync($"{FrontendPath}/state").ConfigureAwait(false);
         bool frontendUp = text is "3" or "4" or "5";
-        if (!frontendUp || !await _host.Loop.InvokeAsync(() => c.IsConnected).ConfigureAwait(false))
+        if (!frontendUp || !await _loop.InvokeAsync(() => c.IsConnected).ConfigureAwait(false))
         {
             await FinishRemovalLockedAsync().ConfigureAwait(false);
             return;
         }
-        await _host.Loop.InvokeAsync(c.BeginClose).ConfigureAwait(false);
+        await _loop.InvokeAsync(c.BeginClose).ConfigureAwait(false);
         await WriteStateAsync(XenbusState.Closing).ConfigureAwait(false);
         _ = RemovalDeadlineAsync();
     }
@@ -405,7 +416,7 @@ internal sealed class VusbBackend : IAsyncDisposable
                     _logger.RemovalForced(Frontend.Value, DevId, RemovalGrace.TotalSeconds);
                     // A device that never gave its URBs back: answer them anyway, the frontend waits for each.
                     VusbController c = _controller!;
-                    await _host.Loop.InvokeAsync(() =>
+                    await _loop.InvokeAsync(() =>
                     {
                         if (c.IsConnected)
                         {
@@ -451,7 +462,7 @@ internal sealed class VusbBackend : IAsyncDisposable
             IEventChannel channel = _host.EventChannels.BindInterdomain(Frontend, new EvtchnPort(port));
             try
             {
-                await _host.Loop.InvokeAsync(() => c.Connect(new GrantRef(urbRef), new GrantRef(connRef), channel, journal)).ConfigureAwait(false);
+                await _loop.InvokeAsync(() => c.Connect(new GrantRef(urbRef), new GrantRef(connRef), channel, journal)).ConfigureAwait(false);
             }
             catch
             {
@@ -528,7 +539,7 @@ internal sealed class VusbBackend : IAsyncDisposable
             IEventChannel channel = _host.EventChannels.BindInterdomain(Frontend, new EvtchnPort(port));
             try
             {
-                await _host.Loop.InvokeAsync(() => c.Adopt(new GrantRef(urbRef), new GrantRef(connRef), channel, journal, in snapshot)).ConfigureAwait(false);
+                await _loop.InvokeAsync(() => c.Adopt(new GrantRef(urbRef), new GrantRef(connRef), channel, journal, in snapshot)).ConfigureAwait(false);
             }
             catch
             {
@@ -553,7 +564,7 @@ internal sealed class VusbBackend : IAsyncDisposable
         {
             _adopting = false;
         }
-        await _host.Loop.InvokeAsync(c.ResumeAdopted).ConfigureAwait(false);
+        await _loop.InvokeAsync(c.ResumeAdopted).ConfigureAwait(false);
         return true;
     }
 
@@ -576,7 +587,7 @@ internal sealed class VusbBackend : IAsyncDisposable
             {
                 return;
             }
-            bool connected = await _host.Loop.InvokeAsync(() =>
+            bool connected = await _loop.InvokeAsync(() =>
             {
                 c.Suspend();
                 return c.IsConnected;
@@ -584,13 +595,13 @@ internal sealed class VusbBackend : IAsyncDisposable
             if (connected)
             {
                 long deadline = Environment.TickCount64 + (long)grace.TotalMilliseconds;
-                while (await _host.Loop.InvokeAsync(() => c.InFlight).ConfigureAwait(false) > 0 && Environment.TickCount64 < deadline)
+                while (await _loop.InvokeAsync(() => c.InFlight).ConfigureAwait(false) > 0 && Environment.TickCount64 < deadline)
                 {
                     await Task.Delay(5).ConfigureAwait(false);
                 }
-                await _host.Loop.InvokeAsync(() => c.AnswerAllInFlight(Usbif.Usbif.USBIF_STATUS_IOERROR)).ConfigureAwait(false);
+                await _loop.InvokeAsync(() => c.AnswerAllInFlight(Usbif.Usbif.USBIF_STATUS_IOERROR)).ConfigureAwait(false);
             }
-            await _host.Loop.InvokeAsync(() =>
+            await _loop.InvokeAsync(() =>
             {
                 c.Release();
                 for (int port = 1; port <= c.NumPorts; port++)
@@ -611,7 +622,7 @@ internal sealed class VusbBackend : IAsyncDisposable
             _disposed = true;
             if (_controller is { } c)
             {
-                await _host.Loop.InvokeAsync(() =>
+                await _loop.InvokeAsync(() =>
                 {
                     c.Suspend();
                     c.Release(crash: true);
@@ -632,7 +643,7 @@ internal sealed class VusbBackend : IAsyncDisposable
         {
             return;
         }
-        await _host.Loop.InvokeAsync(c.Disconnect).ConfigureAwait(false);
+        await _loop.InvokeAsync(c.Disconnect).ConfigureAwait(false);
         if (releaseDevices)
         {
             for (int port = 1; port < _assigned.Length; port++)
@@ -689,14 +700,14 @@ internal sealed class VusbBackend : IAsyncDisposable
             return;
         }
         VusbController c = _controller!;
-        if (await _host.Loop.InvokeAsync(() => c.DeviceAt(port) is not null).ConfigureAwait(false))
+        if (await _loop.InvokeAsync(() => c.DeviceAt(port) is not null).ConfigureAwait(false))
         {
             return;
         }
         IUsbHostDevice device;
         try
         {
-            device = _host.Usb.Open(busId);
+            device = _host.Usb.Open(busId, _loop);
         }
         catch (UsbDeviceException e)
         {
@@ -718,7 +729,7 @@ internal sealed class VusbBackend : IAsyncDisposable
             await RefuseLockedAsync(port, busId, $"a {device.Speed}-speed device cannot be served on a USB {c.UsbVersion}.x controller").ConfigureAwait(false);
             return;
         }
-        await _host.Loop.InvokeAsync(() => c.AttachDevice(port, device, wire)).ConfigureAwait(false);
+        await _loop.InvokeAsync(() => c.AttachDevice(port, device, wire)).ConfigureAwait(false);
         _logger.DeviceAttached(Frontend.Value, DevId, port, busId, device.Speed);
         _deviceInfo[port] = _host.Usb.Find(busId);
         if (!_adopting)
@@ -826,13 +837,13 @@ internal sealed class VusbBackend : IAsyncDisposable
     private async Task DetachLockedAsync(int port, bool keepAssignment)
     {
         VusbController c = _controller!;
-        IUsbHostDevice? device = await _host.Loop.InvokeAsync(() => c.DetachDevice(port)).ConfigureAwait(false);
+        IUsbHostDevice? device = await _loop.InvokeAsync(() => c.DetachDevice(port)).ConfigureAwait(false);
         string? busId = _assigned[port];
         if (device is not null)
         {
             // Dispose ends the device's transfers at once; the hand-back to dom0 (drivers bound again)
             // runs off the loop and is awaited here, bounded only by the device itself.
-            await _host.Loop.InvokeAsync(device.Dispose).ConfigureAwait(false);
+            await _loop.InvokeAsync(device.Dispose).ConfigureAwait(false);
             long start = System.Diagnostics.Stopwatch.GetTimestamp();
             if (await Task.WhenAny(device.Released, Task.Delay(s_releaseWarning)).ConfigureAwait(false) != device.Released)
             {

@@ -13,6 +13,12 @@ public interface IUsbHost
     IUsbHostDevice Open(string busId);
 
     /// <summary>
+    /// As <see cref="Open(string)"/>, for a controller that lives on <paramref name="loop"/>: a device with its own
+    /// event-loop work (usbfs) is driven from that loop, so submissions and completions stay on one thread.
+    /// </summary>
+    IUsbHostDevice Open(string busId, Xen.EventLoop loop) => Open(busId);
+
+    /// <summary>
     /// Gives the device at a bus id, which no controller serves, back to the host's drivers: for the devices of
     /// a stale controller whose domain died while no daemon ran (its predecessor closed them without hand-back).
     /// A device open here now is left alone.

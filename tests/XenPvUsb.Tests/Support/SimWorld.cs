@@ -48,7 +48,10 @@ internal sealed class SimWorld : IAsyncDisposable
     /// <summary>Written into the controllers <see cref="AddGuestAsync"/> makes (false: merge-bulk-in = 0).</summary>
     public bool MergeBulkIn { get; set; } = true;
 
-    public static async Task<SimWorld> StartAsync()
+    /// <summary>Loops beyond <see cref="Loop"/> that controllers are sharded over (none unless StartAsync was asked for more).</summary>
+    public IReadOnlyList<EventLoop> ExtraLoops { get; private set; } = [];
+
+    public static async Task<SimWorld> StartAsync(int loops = 1)
     {
         string dir = Path.Combine(Path.GetTempPath(), $"xenpvusb-test-{Guid.NewGuid():N}");
         SimulatedXenHost host = await SimulatedXenHost.StartAsync(dir);
@@ -56,6 +59,7 @@ internal sealed class SimWorld : IAsyncDisposable
         XenStoreConnection dom0 = await XenStoreConnection.ConnectAsync(host.Dom0SocketPath);
         var usb = new DecoratingUsbHost(host.Usb);
         var world = new SimWorld(dir, host, loop, dom0, usb, null!);
+        world.ExtraLoops = [.. Enumerable.Range(1, loops - 1).Select(_ => new EventLoop())];
         world.Registry = world.NewRegistry();
         await world.Registry.StartAsync();
         return world;
@@ -105,6 +109,7 @@ internal sealed class SimWorld : IAsyncDisposable
         host.StateDirectory = StateDirectory;
         host.UsbfsBudget = _usbfsBudget;
         host.SysfsRoot = Host.SysfsRoot;
+        host.ControllerLoops = [Loop, .. ExtraLoops];
         if (_audit is not null)
         {
             host.Audit = _audit;
@@ -206,6 +211,10 @@ internal sealed class SimWorld : IAsyncDisposable
         await Registry.DisposeAsync();
         await Dom0.DisposeAsync();
         Loop.Dispose();
+        foreach (EventLoop l in ExtraLoops)
+        {
+            l.Dispose();
+        }
         await Host.DisposeAsync();
         Host.Usb.Dispose();
         try

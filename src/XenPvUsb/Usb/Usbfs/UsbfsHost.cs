@@ -124,8 +124,11 @@ public sealed class UsbfsHost : IUsbHost, IDisposable
     /// ioctls (a driver's disconnect runs in DISCONNECT_CLAIM): do not call it on the event loop thread.
     /// </summary>
     /// <exception cref="UsbDeviceException">Absent, a hub, its port owned by another program (EBUSY), or an interface busy.</exception>
-    public IUsbHostDevice Open(string busId)
+    public IUsbHostDevice Open(string busId) => Open(busId, _loop);
+
+    public IUsbHostDevice Open(string busId, EventLoop loop)
     {
+        ArgumentNullException.ThrowIfNull(loop);
         if (!UsbSysfs.IsValidBusId(busId))
         {
             throw new UsbDeviceException($"Open {busId}: not a USB bus id (EINVAL)", UsbDevFs.EINVAL);
@@ -153,7 +156,7 @@ public sealed class UsbfsHost : IUsbHost, IDisposable
         try
         {
             // On failure the device gives the claim back itself, before reconnecting drivers.
-            return new UsbfsDevice(file, _loop, _sysfsRoot, info, path, _logger, claim, _slowThreshold);
+            return new UsbfsDevice(file, loop, _sysfsRoot, info, path, _logger, claim, _slowThreshold);
         }
         catch
         {
