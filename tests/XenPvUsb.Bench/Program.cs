@@ -26,6 +26,29 @@ internal static class Program
     private static async Task<int> Main()
     {
         Console.WriteLine($"xenpvusb bench: bulk IN 512 B URBs, null device, {Environment.ProcessorCount} cores, {s_measure.TotalSeconds:0} s per run");
+        int cores = Environment.ProcessorCount;
+        // The polling guest spins on a core of its own: the backend's loops get the others.
+        int pollLoops = Math.Max(1, cores - 1);
+        Console.WriteLine();
+        Console.WriteLine("polling frontend: the guest spins on its rings and never asks for an event; the backend busy-polls, so");
+        Console.WriteLine($"  no event channel and no wake-up is in the path: the round trip is the backend's work plus the guest's own");
+        Console.WriteLine($"  (grant, ring slot, copy-out). One guest thread drives every controller; {pollLoops} backend loop(s) ({cores} cores).");
+        Console.WriteLine($"{"controllers",-12} {"in flight",9} {"URB/s",10} {"p50 us",8} {"p99 us",8} {"p99.9 us",9}");
+        foreach ((int n, int window) in new[] { (1, 1), (1, 8), (16, 1), (64, 1) })
+        {
+            await RunPolledAsync(n, window, pollLoops).ConfigureAwait(false);
+        }
+        Console.WriteLine();
+        Console.WriteLine("controllers sharded over loops (event-driven guests: one thread each, sleeping on its event channel; busy-poll 0)");
+        Console.WriteLine($"{"controllers",-12} {"loops",6} {"URB/s",10} {"p50 us",8} {"p99 us",8} {"p99.9 us",9}");
+        foreach (int n in new[] { 1, 16, 64 })
+        {
+            for (int loops = 1; loops <= cores; loops *= 2)
+            {
+                await RunAsync(n, 0, loopCount: loops, scaling: true).ConfigureAwait(false);
+            }
+        }
+        Console.WriteLine();
         foreach (int busyPoll in new[] { 0, EventLoop.DefaultBusyPollMicroseconds })
         {
             Console.WriteLine($"backend busy-poll window {busyPoll} us");
@@ -152,40 +175,153 @@ internal static class Program
         return (fe, Task.WhenAll(slow, hung));
     }
 
-    private static async Task<(double P99Microseconds, HostileCounts Counts)> RunAsync(int controllers, int busyPollMicroseconds,
-        Disturbance disturbance = Disturbance.None, string? label = null)
+    /// <summary>The simulated host, <paramref name="loopCount"/> backend loops, the registry and one controller per guest with a null device on port 1.</summary>
+    private sealed class Rig : IAsyncDisposable
     {
-        string dir = Path.Combine(Path.GetTempPath(), $"xenpvusb-bench-{Environment.ProcessId}-{controllers}");
-        await using SimulatedXenHost sim = await SimulatedXenHost.StartAsync(dir).ConfigureAwait(false);
-        using var loop = new EventLoop(busyPollMicroseconds: busyPollMicroseconds);
-        await using XenStoreConnection dom0 = await XenStoreConnection.ConnectAsync(sim.Dom0SocketPath).ConfigureAwait(false);
-        var usb = new DecoratingUsbHost(new NullUsbHost());
-        usb.Wrap("2-90", d => new SlowUsbDevice(d) { OperationDelay = TimeSpan.FromSeconds(2) });
-        usb.Wrap("2-91", d => new SlowUsbDevice(d) { HungEndpoint = 0x81, IgnoresCancels = true });
-        await using var registry = new BackendRegistry(sim.CreateBackendHost(dom0, loop, usb: usb));
-        await registry.StartAsync().ConfigureAwait(false);
-        var toolstack = new VusbToolstack(dom0, sim.SysfsRoot);
-        long rssIdle = Rss();
+        public required SimulatedXenHost Sim { get; init; }
+        public required EventLoop[] Loops { get; init; }
+        public required XenStoreConnection Dom0 { get; init; }
+        public required BackendRegistry Registry { get; init; }
+        public required VusbToolstack Toolstack { get; init; }
+        public required SimulatedFrontend[] Frontends { get; init; }
+        public long RssIdle { get; init; }
 
-        var frontends = new SimulatedFrontend[controllers];
-        for (int i = 0; i < controllers; i++)
+        public static async Task<Rig> StartAsync(int controllers, int busyPollMicroseconds, int loopCount)
         {
-            SimulatedGuest guest = await sim.CreateGuestAsync($"bench{i}").ConfigureAwait(false);
-            Task<SimulatedFrontend> connecting = guest.ConnectFrontendAsync(0, startEventThread: false);
-            int devId = await toolstack.CreateControllerAsync(guest.Id, 2, 1).ConfigureAwait(false);
-            frontends[i] = await connecting.ConfigureAwait(false);
-            // As `xenstore-write` would: the daemon attaches whatever bus id appears in port/1.
-            await dom0.WriteAsync($"/local/domain/0/backend/vusb/{guest.Id.Value}/{devId}/port/1", $"2-{i + 1}").ConfigureAwait(false);
-        }
-        foreach (SimulatedFrontend fe in frontends)
-        {
-            var sw = Stopwatch.StartNew();
-            while (fe.PortSpeed(1) == 0 && sw.Elapsed < TimeSpan.FromSeconds(10))
+            string dir = Path.Combine(Path.GetTempPath(), $"xenpvusb-bench-{Environment.ProcessId}-{controllers}");
+            SimulatedXenHost sim = await SimulatedXenHost.StartAsync(dir).ConfigureAwait(false);
+            EventLoop[] loops = [.. Enumerable.Range(0, loopCount).Select(_ => new EventLoop(busyPollMicroseconds: busyPollMicroseconds))];
+            XenStoreConnection dom0 = await XenStoreConnection.ConnectAsync(sim.Dom0SocketPath).ConfigureAwait(false);
+            var usb = new DecoratingUsbHost(new NullUsbHost());
+            usb.Wrap("2-90", d => new SlowUsbDevice(d) { OperationDelay = TimeSpan.FromSeconds(2) });
+            usb.Wrap("2-91", d => new SlowUsbDevice(d) { HungEndpoint = 0x81, IgnoresCancels = true });
+            BackendHost host = sim.CreateBackendHost(dom0, loops[0], usb: usb);
+            host.ControllerLoops = loops;
+            var registry = new BackendRegistry(host);
+            await registry.StartAsync().ConfigureAwait(false);
+            var toolstack = new VusbToolstack(dom0, sim.SysfsRoot);
+            long rssIdle = Rss();
+
+            var frontends = new SimulatedFrontend[controllers];
+            for (int i = 0; i < controllers; i++)
             {
-                // Conn events are only read when the frontend polls: submit a probe that refreshes them.
-                fe.SubmitSync(UsbifPipe.Create(1, 0, 0, true, UsbTransferType.Control), GuestUsbDevice.Setup(0x80, 0, 0, 0, 2), new byte[2]);
+                SimulatedGuest guest = await sim.CreateGuestAsync($"bench{i}").ConfigureAwait(false);
+                Task<SimulatedFrontend> connecting = guest.ConnectFrontendAsync(0, startEventThread: false);
+                int devId = await toolstack.CreateControllerAsync(guest.Id, 2, 1).ConfigureAwait(false);
+                frontends[i] = await connecting.ConfigureAwait(false);
+                // As `xenstore-write` would: the daemon attaches whatever bus id appears in port/1.
+                await dom0.WriteAsync($"/local/domain/0/backend/vusb/{guest.Id.Value}/{devId}/port/1", $"2-{i + 1}").ConfigureAwait(false);
+            }
+            foreach (SimulatedFrontend fe in frontends)
+            {
+                var sw = Stopwatch.StartNew();
+                while (fe.PortSpeed(1) == 0 && sw.Elapsed < TimeSpan.FromSeconds(10))
+                {
+                    // Conn events are only read when the frontend polls: submit a probe that refreshes them.
+                    fe.SubmitSync(UsbifPipe.Create(1, 0, 0, true, UsbTransferType.Control), GuestUsbDevice.Setup(0x80, 0, 0, 0, 2), new byte[2]);
+                }
+            }
+            return new Rig { Sim = sim, Loops = loops, Dom0 = dom0, Registry = registry, Toolstack = toolstack, Frontends = frontends, RssIdle = rssIdle };
+        }
+
+        public async ValueTask DisposeAsync()
+        {
+            foreach (SimulatedFrontend fe in Frontends)
+            {
+                await fe.DisposeAsync().ConfigureAwait(false);
+            }
+            await Registry.DisposeAsync().ConfigureAwait(false);
+            await Dom0.DisposeAsync().ConfigureAwait(false);
+            foreach (EventLoop l in Loops)
+            {
+                l.Dispose();
+            }
+            await Sim.DisposeAsync().ConfigureAwait(false);
+        }
+    }
+
+    /// <summary>
+    /// One guest thread keeps <paramref name="window"/> URBs in flight on each controller, spinning on the rings (no
+    /// event either way); the latency of a URB is from its post to the moment the guest sees its answer.
+    /// </summary>
+    private static async Task RunPolledAsync(int controllers, int window, int loopCount)
+    {
+        await using Rig rig = await Rig.StartAsync(controllers, EventLoop.DefaultBusyPollMicroseconds, loopCount).ConfigureAwait(false);
+        var samples = new List<long>(8_000_000);
+        long measureFrom = Stopwatch.GetTimestamp() + (long)(s_warmup.TotalSeconds * Stopwatch.Frequency);
+        long stopAt = measureFrom + (long)(s_measure.TotalSeconds * Stopwatch.Frequency);
+        var thread = new Thread(() => DrivePolled(rig.Frontends, window, samples, measureFrom, stopAt)) { IsBackground = true };
+        thread.Start();
+        thread.Join();
+        samples.Sort();
+        double us(long ticks) => ticks * 1e6 / Stopwatch.Frequency;
+        Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+            $"{controllers,-12} {window,9} {samples.Count / s_measure.TotalSeconds,10:0} {us(Percentile(samples, 0.50)),8:0.0} {us(Percentile(samples, 0.99)),8:0.0} {us(Percentile(samples, 0.999)),9:0.0}"));
+    }
+
+    private static void DrivePolled(SimulatedFrontend[] frontends, int window, List<long> samples, long measureFrom, long stopAt)
+    {
+        UsbifPipe pipe = UsbifPipe.Create(1, 0, 1, true, UsbTransferType.Bulk);
+        int n = frontends.Length;
+        var buffers = new byte[n * SimulatedFrontend.ShadowSlots][];
+        var posted = new long[n * SimulatedFrontend.ShadowSlots];
+        Span<int> done = stackalloc int[SimulatedFrontend.ShadowSlots];
+        var results = new UrbResult[SimulatedFrontend.ShadowSlots];
+        for (int f = 0; f < n; f++)
+        {
+            for (int w = 0; w < window; w++)
+            {
+                byte[] b = new byte[512];
+                int slot = frontends[f].PostPolled(pipe, b);
+                buffers[(f * SimulatedFrontend.ShadowSlots) + slot] = b;
+                posted[(f * SimulatedFrontend.ShadowSlots) + slot] = Stopwatch.GetTimestamp();
             }
         }
+        while (true)
+        {
+            for (int f = 0; f < n; f++)
+            {
+                SimulatedFrontend fe = frontends[f];
+                int got = fe.ReapPolled(done, results);
+                if (got == 0)
+                {
+                    continue;
+                }
+                long now = Stopwatch.GetTimestamp();
+                if (now > stopAt)
+                {
+                    return;
+                }
+                for (int k = 0; k < got; k++)
+                {
+                    int at = (f * SimulatedFrontend.ShadowSlots) + done[k];
+                    if (results[k].Status != 0)
+                    {
+                        throw new InvalidOperationException($"URB failed: {results[k].Status}");
+                    }
+                    if (posted[at] >= measureFrom)
+                    {
+                        samples.Add(now - posted[at]);
+                    }
+                    byte[] b = buffers[at];
+                    int slot = fe.PostPolled(pipe, b);
+                    int next = (f * SimulatedFrontend.ShadowSlots) + slot;
+                    buffers[next] = b;
+                    posted[next] = Stopwatch.GetTimestamp();
+                }
+            }
+        }
+    }
+
+    private static async Task<(double P99Microseconds, HostileCounts Counts)> RunAsync(int controllers, int busyPollMicroseconds,
+        Disturbance disturbance = Disturbance.None, string? label = null, int loopCount = 1, bool scaling = false)
+    {
+        await using Rig rig = await Rig.StartAsync(controllers, busyPollMicroseconds, loopCount).ConfigureAwait(false);
+        SimulatedXenHost sim = rig.Sim;
+        XenStoreConnection dom0 = rig.Dom0;
+        VusbToolstack toolstack = rig.Toolstack;
+        SimulatedFrontend[] frontends = rig.Frontends;
+        long rssIdle = rig.RssIdle;
 
         var counts = new HostileCounts();
         using var stopHostile = new CancellationTokenSource();
@@ -216,7 +352,12 @@ internal static class Program
         all.Sort();
         double us(long ticks) => ticks * 1e6 / Stopwatch.Frequency;
         double rate = all.Count / s_measure.TotalSeconds;
-        if (label is not null)
+        if (scaling)
+        {
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                $"{controllers,-12} {loopCount,6} {rate,10:0} {us(Percentile(all, 0.50)),8:0.0} {us(Percentile(all, 0.99)),8:0.0} {us(Percentile(all, 0.999)),9:0.0}"));
+        }
+        else if (label is not null)
         {
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
                 $"{label,-28} {rate,10:0} {us(Percentile(all, 0.50)),8:0.0} {us(Percentile(all, 0.99)),8:0.0} {us(Percentile(all, 0.999)),9:0.0}"));
@@ -227,10 +368,6 @@ internal static class Program
                 $"{controllers,-12} {rate,10:0} {us(Percentile(all, 0.50)),8:0.0} {us(Percentile(all, 0.99)),8:0.0} {us(Percentile(all, 0.999)),9:0.0} {rssLoaded / 1048576.0,8:0.0}"));
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
                 $"{"",-12} process RSS before guests {rssIdle / 1048576.0:0.0} MiB (daemon side + simulator), after {rssLoaded / 1048576.0:0.0} MiB (with {controllers} simulated guests in the same process)"));
-        }
-        foreach (SimulatedFrontend fe in frontends)
-        {
-            await fe.DisposeAsync().ConfigureAwait(false);
         }
         if (hostile is { } h)
         {

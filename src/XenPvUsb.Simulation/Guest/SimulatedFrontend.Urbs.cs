@@ -115,6 +115,69 @@ public sealed partial class SimulatedFrontend
         }
     }
 
+    /// <summary>
+    /// Polling mode (the benchmark's): puts one URB on the ring and returns its shadow index without waiting. The
+    /// backend is notified only if it asked (req_event), as any frontend does; a backend busy-polling its ring asks not.
+    /// Collect the answer with <see cref="ReapPolled"/>. No event thread may run.
+    /// </summary>
+    public int PostPolled(UsbifPipe pipe, Memory<byte> buffer, bool shortNotOk = false)
+    {
+        if (_eventThread is not null)
+        {
+            throw new InvalidOperationException("polling needs a frontend connected without its event thread");
+        }
+        _shadowSemaphore.Wait();
+        lock (_ringLock)
+        {
+            ThrowIfDead();
+            Shadow s = _shadows[_freeShadows.Pop()];
+            s.Tcs = null;
+            s.Done = false;
+            PutUrb(s, pipe, 0, buffer, shortNotOk, 0);
+            return s.Index;
+        }
+    }
+
+    /// <summary>
+    /// Polling mode: takes the answers on the ring now, without asking for an event (rsp_event is left behind, so the
+    /// backend sends none), and writes the shadow indexes they answered into <paramref name="done"/> (their results in
+    /// <paramref name="results"/>). Returns how many.
+    /// </summary>
+    public int ReapPolled(Span<int> done, Span<UrbResult> results)
+    {
+        int n = 0;
+        lock (_ringLock)
+        {
+            ThrowIfDead();
+            if (!_urbRing.TryReadResponseProd(out uint rp))
+            {
+                SetProtocolError("urb ring rsp_prod overflow");
+                ThrowIfDead();
+            }
+            while (_urbRing.RspCons != rp && n < done.Length)
+            {
+                usbif_urb_response rsp = _urbRing.CopyNextResponse();
+                if (rsp.id >= ShadowSlots || !_shadows[rsp.id].InFlight)
+                {
+                    SetProtocolError($"response for request {rsp.id} not in flight");
+                    ThrowIfDead();
+                }
+                Shadow s = _shadows[rsp.id];
+                CompleteShadow(s, rsp);
+                s.Done = false;
+                done[n] = s.Index;
+                results[n] = s.Result;
+                n++;
+                _freeShadows.Push(s.Index);
+            }
+        }
+        if (n > 0)
+        {
+            _shadowSemaphore.Release(n);
+        }
+        return n;
+    }
+
     /// <summary>Puts a raw, possibly malformed request on the ring and waits for the response with its id (hostile-frontend tests).</summary>
     public Task<usbif_urb_response> SubmitRawAsync(usbif_urb_request request)
     {

@@ -800,7 +800,9 @@ internal sealed partial class VusbController
                 Complete(_slots[transfer.Tag], transfer);
                 if (_dispatchDepth == 0)
                 {
-                    PushResponses();
+                    // From a device's reap: the answers of every URB reaped in this turn of the loop are pushed
+                    // (and the guest notified) once, at its end.
+                    _loop.RequestFlush(this);
                 }
             }
             catch (Exception e)

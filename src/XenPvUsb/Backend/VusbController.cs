@@ -12,7 +12,7 @@ namespace XenPvUsb.Backend;
 /// URBs in flight. Everything here runs on the event loop thread (completions from other threads
 /// are queued back to it), so it takes no locks. Cf. QEMU hw/usb/xen-usb.c.
 /// </summary>
-internal sealed partial class VusbController : IEventHandler, IBusyPollable, IFaultContained, IUsbTransferOwner, IDisposable
+internal sealed partial class VusbController : IEventHandler, IBusyPollable, IFlushable, IFaultContained, IUsbTransferOwner, IDisposable
 {
     private readonly IGrantTable _grants;
     private readonly EventLoop _loop;
@@ -437,6 +437,9 @@ internal sealed partial class VusbController : IEventHandler, IBusyPollable, IFa
     }
 
     public bool Poll() => ProcessRings();
+
+    /// <summary>End of a loop turn in which devices completed URBs: their answers go to the guest together.</summary>
+    public void Flush() => Contained(static c => c.PushResponses());
 
     public bool Arm() => _evtchn is not null && !_ringError && !_suspended && _urbRing.FinalCheckForRequests();
 

@@ -20,6 +20,12 @@ public interface IBusyPollable
     bool Arm();
 }
 
+/// <summary>Work the loop runs once at the end of a turn, however many times it was asked for during it (<see cref="EventLoop.RequestFlush"/>).</summary>
+public interface IFlushable
+{
+    void Flush();
+}
+
 /// <summary>Something with a file descriptor the event loop waits on.</summary>
 public interface IEventHandler
 {
@@ -87,6 +93,8 @@ public sealed unsafe class EventLoop : IDisposable
     private readonly List<IBusyPollable> _hot = new();
     private readonly List<IBusyPollable> _ready = new();
     private readonly List<IBusyPollable> _readyNow = new();
+    private readonly List<IFlushable> _flush = new();
+    private readonly List<IFlushable> _flushNow = new();
     private readonly long _busyPollTicks;
     private readonly Action? _heartbeat;
     private readonly long _heartbeatTicks;
@@ -160,6 +168,18 @@ public sealed unsafe class EventLoop : IDisposable
         if (!_ready.Contains(pollable))
         {
             _ready.Add(pollable);
+        }
+    }
+
+    /// <summary>
+    /// Loop thread only: call <paramref name="flushable"/>'s <see cref="IFlushable.Flush"/> once, after every handler that is
+    /// ready in this turn of the loop has run (several device completions in one turn: one response push, one notification).
+    /// </summary>
+    public void RequestFlush(IFlushable flushable)
+    {
+        if (!_flush.Contains(flushable))
+        {
+            _flush.Add(flushable);
         }
     }
 
@@ -285,7 +305,9 @@ public sealed unsafe class EventLoop : IDisposable
                         Dispatch(id, entry.Handler, (uint)events[i].events);
                     }
                 }
+                RunFlushes();
                 RunPosted();
+                RunFlushes();
                 if (_ready.Count > 0)
                 {
                     PollReady();
@@ -432,6 +454,28 @@ public sealed unsafe class EventLoop : IDisposable
                 _hot.RemoveAt(i);
             }
         }
+    }
+
+    private void RunFlushes()
+    {
+        if (_flush.Count == 0)
+        {
+            return;
+        }
+        _flushNow.AddRange(_flush);
+        _flush.Clear();
+        foreach (IFlushable f in _flushNow)
+        {
+            try
+            {
+                f.Flush();
+            }
+            catch (Exception e)
+            {
+                Fault(f, e);
+            }
+        }
+        _flushNow.Clear();
     }
 
     private void RunPosted()

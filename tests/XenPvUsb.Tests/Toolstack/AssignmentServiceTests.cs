@@ -139,6 +139,8 @@ public sealed class AssignmentServiceTests
         SimulatedFrontend fe2 = await g2.ConnectFrontendAsync(0);
         await fe2.WaitForPortAsync(1, connected: true, s_timeout);
         Assert.That(await PortAsync(g2, 0, 1), Is.EqualTo(stick));
+        // The record follows the attach: the guest may see its port connected a moment before it is written.
+        Assert.That((await _audit.WaitForAsync(AuditAction.Attach, stick, nth: 2)).DomId, Is.EqualTo(g2.Id));
         Assert.That(_audit.Of(AuditAction.Attach).Count(r => r.BusId == stick), Is.EqualTo(2));
     }
 
@@ -306,12 +308,13 @@ public sealed class AssignmentServiceTests
 
         public IEnumerable<AuditRecord> Of(AuditAction action) => _records.Where(r => r.Action == action);
 
-        public async Task<AuditRecord> WaitForAsync(AuditAction action, string busId)
+        /// <summary>The <paramref name="nth"/> record (1: the first) of that action for that device, once it is there.</summary>
+        public async Task<AuditRecord> WaitForAsync(AuditAction action, string busId, int nth = 1)
         {
             using var cts = new CancellationTokenSource(s_timeout);
             while (true)
             {
-                if (_records.FirstOrDefault(r => r.Action == action && r.BusId == busId) is { } r)
+                if (_records.Where(r => r.Action == action && r.BusId == busId).Skip(nth - 1).FirstOrDefault() is { } r)
                 {
                     return r;
                 }

@@ -55,6 +55,64 @@ public sealed class EventLoopTests
     }
 
     [Test]
+    public async Task Flush_RunsOncePerTurn_AfterEveryHandlerOfTheTurn()
+    {
+        using var loop = new EventLoop(busyPollMicroseconds: 0);
+        var flush = new CountingFlush();
+        int a = EventFd.Create(), b = EventFd.Create();
+        try
+        {
+            var order = new List<string>();
+            var ha = new AskingHandler(loop, flush, order, "a", a);
+            var hb = new AskingHandler(loop, flush, order, "b", b);
+            flush.Order = order;
+            loop.Register(a, ha);
+            loop.Register(b, hb);
+            // Both ready before the loop looks: one turn serves both, then flushes once.
+            await loop.InvokeAsync(() =>
+            {
+                EventFd.Signal(a);
+                EventFd.Signal(b);
+            });
+            for (int i = 0; i < 100 && await loop.InvokeAsync(() => flush.Count) == 0; i++)
+            {
+                await Task.Delay(10);
+            }
+            List<string> seen = await loop.InvokeAsync(() => order.ToList());
+            Assert.That(seen.Count(x => x == "flush"), Is.EqualTo(1), string.Join(",", seen));
+            Assert.That(seen[^1], Is.EqualTo("flush"), "after the handlers");
+            Assert.That(seen.Take(seen.Count - 1), Is.EquivalentTo(new[] { "a", "b" }));
+        }
+        finally
+        {
+            EventFd.Close(a);
+            EventFd.Close(b);
+        }
+    }
+
+    private sealed class CountingFlush : IFlushable
+    {
+        public int Count;
+        public List<string>? Order;
+
+        public void Flush()
+        {
+            Count++;
+            Order?.Add("flush");
+        }
+    }
+
+    private sealed class AskingHandler(EventLoop loop, IFlushable flush, List<string> order, string name, int fd) : IEventHandler
+    {
+        public void OnEvent(uint events)
+        {
+            EventFd.Drain(fd);
+            order.Add(name);
+            loop.RequestFlush(flush);
+        }
+    }
+
+    [Test]
     public async Task ThrowingPostedWork_DoesNotStopTheLoop()
     {
         using var loop = new EventLoop(busyPollMicroseconds: 0);
