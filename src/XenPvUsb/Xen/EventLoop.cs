@@ -390,23 +390,27 @@ public sealed unsafe class EventLoop : IDisposable
         }
     }
 
-    private void PollReady()
+    // Poll each ring that asked once; those that stop at their budget again ask again.
+    private void PollReady() => RunEach(_ready, _readyNow, static p => p.Poll());
+
+    /// <summary>Runs <paramref name="work"/> once for each of <paramref name="pending"/> (which may grow meanwhile, for the next time), each fault contained.</summary>
+    private void RunEach<T>(List<T> pending, List<T> now, Action<T> work)
+        where T : class
     {
-        // Poll each ring that asked once; those that stop at their budget again ask again.
-        _readyNow.AddRange(_ready);
-        _ready.Clear();
-        foreach (IBusyPollable pollable in _readyNow)
+        now.AddRange(pending);
+        pending.Clear();
+        foreach (T item in now)
         {
             try
             {
-                pollable.Poll();
+                work(item);
             }
             catch (Exception e)
             {
-                Fault(pollable, e);
+                Fault(item, e);
             }
         }
-        _readyNow.Clear();
+        now.Clear();
     }
 
     private void PollHot()
@@ -458,24 +462,10 @@ public sealed unsafe class EventLoop : IDisposable
 
     private void RunFlushes()
     {
-        if (_flush.Count == 0)
+        if (_flush.Count > 0)
         {
-            return;
+            RunEach(_flush, _flushNow, static f => f.Flush());
         }
-        _flushNow.AddRange(_flush);
-        _flush.Clear();
-        foreach (IFlushable f in _flushNow)
-        {
-            try
-            {
-                f.Flush();
-            }
-            catch (Exception e)
-            {
-                Fault(f, e);
-            }
-        }
-        _flushNow.Clear();
     }
 
     private void RunPosted()
