@@ -1,7 +1,7 @@
 # XenPvUsb — userspace PVUSB backend for Xen dom0.
 #   make run     the daemon on the built-in simulated Xen host, with a guest using an emulated stick and keyboard
 #   make test    every test; ends with "N passed, N failed"
-#   make bench   URB throughput and latency through the real backend code on the simulated host
+#   make bench   URB throughput and latency through the real backend code on the simulated host (BENCH=polling ... for some sections)
 #   make fuzz    10^6 hostile requests, ring and xenstore games through the real backend (FUZZ_REQUESTS, FUZZ_SEED)
 #   make publish NativeAOT single binaries of xenpvusbd and xenpvusb (no .NET needed on the dom0), the shim, the unit
 #   make check   formatting (dotnet format, clang-format) and the shim's exported ABI
@@ -57,8 +57,10 @@ test: build
 	echo "$${passed:-0} passed, $$failed failed"; \
 	[ $$failed -eq 0 ]
 
+# BENCH="polling scaling events isolation": only those sections (default: all).
+BENCH ?=
 bench: build
-	$(DOTNET) run --project tests/XenPvUsb.Bench -c Release --no-build
+	$(DOTNET) run --project tests/XenPvUsb.Bench -c Release --no-build -- $(BENCH)
 
 # Needs only the .NET SDK and NuGet restore (no native shim, no Debian packages): the simulated host is in-process.
 FUZZ_REQUESTS ?= 1000000

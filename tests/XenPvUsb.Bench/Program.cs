@@ -23,8 +23,11 @@ internal static class Program
     private static readonly TimeSpan s_warmup = TimeSpan.FromSeconds(1);
     private static readonly TimeSpan s_measure = TimeSpan.FromSeconds(4);
 
-    private static async Task<int> Main()
+    /// <summary>Sections to run: polling, scaling, events, isolation (all when none is named).</summary>
+    private static async Task<int> Main(string[] args)
     {
+        bool all = args.Length == 0;
+        bool Run(string section) => all || args.Contains(section);
         Console.WriteLine($"xenpvusb bench: bulk IN 512 B URBs, null device, {Environment.ProcessorCount} cores, {s_measure.TotalSeconds:0} s per run");
         int cores = Environment.ProcessorCount;
         // The polling guest spins on a core of its own: the backend's loops get the others.
@@ -36,20 +39,23 @@ internal static class Program
         Console.WriteLine($"{"controllers",-12} {"in flight",9} {"URB/s",10} {"p50 us",8} {"p99 us",8} {"p99.9 us",9}");
         foreach ((int n, int window) in new[] { (1, 1), (1, 8), (16, 1), (64, 1) })
         {
-            await RunPolledAsync(n, window, pollLoops).ConfigureAwait(false);
+            if (Run("polling"))
+            {
+                await RunPolledAsync(n, window, pollLoops).ConfigureAwait(false);
+            }
         }
         Console.WriteLine();
         Console.WriteLine("controllers sharded over loops (event-driven guests: one thread each, sleeping on its event channel; busy-poll 0)");
         Console.WriteLine($"{"controllers",-12} {"loops",6} {"URB/s",10} {"p50 us",8} {"p99 us",8} {"p99.9 us",9}");
         foreach (int n in new[] { 1, 16, 64 })
         {
-            for (int loops = 1; loops <= cores; loops *= 2)
+            for (int loops = 1; loops <= cores && Run("scaling"); loops *= 2)
             {
                 await RunAsync(n, 0, loopCount: loops, scaling: true).ConfigureAwait(false);
             }
         }
         Console.WriteLine();
-        foreach (int busyPoll in new[] { 0, EventLoop.DefaultBusyPollMicroseconds })
+        foreach (int busyPoll in Run("events") ? new[] { 0, EventLoop.DefaultBusyPollMicroseconds } : [])
         {
             Console.WriteLine($"backend busy-poll window {busyPoll} us");
             Console.WriteLine($"{"controllers",-12} {"URB/s",10} {"p50 us",8} {"p99 us",8} {"p99.9 us",9} {"RSS MiB",8}");
@@ -57,6 +63,10 @@ internal static class Program
             {
                 await RunAsync(n, busyPoll).ConfigureAwait(false);
             }
+        }
+        if (!Run("isolation"))
+        {
+            return 0;
         }
         Console.WriteLine();
         Console.WriteLine("isolation: one guest streams (as above, 1 controller) while another guest's controller has");
