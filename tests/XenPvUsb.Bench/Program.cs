@@ -282,9 +282,10 @@ internal static class Program
             for (int w = 0; w < window; w++)
             {
                 byte[] b = new byte[512];
+                long t0 = Stopwatch.GetTimestamp();
                 int slot = frontends[f].PostPolled(pipe, b);
                 buffers[(f * SimulatedFrontend.ShadowSlots) + slot] = b;
-                posted[(f * SimulatedFrontend.ShadowSlots) + slot] = Stopwatch.GetTimestamp();
+                posted[(f * SimulatedFrontend.ShadowSlots) + slot] = t0;
             }
         }
         while (true)
@@ -314,10 +315,12 @@ internal static class Program
                         samples.Add(now - posted[at]);
                     }
                     byte[] b = buffers[at];
+                    // From before the post: the backend may answer while the guest is still in it.
+                    long t0 = Stopwatch.GetTimestamp();
                     int slot = fe.PostPolled(pipe, b);
                     int next = (f * SimulatedFrontend.ShadowSlots) + slot;
                     buffers[next] = b;
-                    posted[next] = Stopwatch.GetTimestamp();
+                    posted[next] = t0;
                 }
             }
         }
