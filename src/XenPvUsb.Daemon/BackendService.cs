@@ -35,6 +35,7 @@ internal sealed class BackendService : IHostedService
     private BackendRegistry? _registry;
     private BackendHost? _host;
     private Task _watchdog = Task.CompletedTask;
+    private System.Runtime.InteropServices.PosixSignalRegistration? _countersSignal;
     private volatile bool _stopping;
 
     public BackendService(Func<EventLoop, Task<BackendHost>> hostFactory, IHostApplicationLifetime lifetime, ILogger<BackendService> logger,
@@ -100,11 +101,32 @@ internal sealed class BackendService : IHostedService
         _registry = registry;
         _assignments = assignments;
         _watchdog = WatchAsync(loop, host);
+        // SIGUSR1 (`systemctl kill -s USR1 xenpvusbd`): every connected controller's counters to the log.
+        BackendRegistry served = registry;
+        _countersSignal = System.Runtime.InteropServices.PosixSignalRegistration.Create(SigUsr1, context =>
+        {
+            context.Cancel = true;
+            _ = Task.Run(async () =>
+            {
+                try
+                {
+                    int logged = await served.LogCountersAsync().ConfigureAwait(false);
+                    _logger.CountersLogged(logged);
+                }
+                catch (Exception e)
+                {
+                    _logger.CountersFailed(e);
+                }
+            });
+        });
     }
+
+    private const System.Runtime.InteropServices.PosixSignal SigUsr1 = (System.Runtime.InteropServices.PosixSignal)10;
 
     public async Task StopAsync(CancellationToken cancellationToken)
     {
         _stopping = true;
+        _countersSignal?.Dispose();
         // A stopping daemon is normally restarted (upgrade, systemctl restart, a lost xenstored): guests keep
         // their controllers and dom0 keeps off their devices; the successor takes over.
         (_host?.Usb as UsbfsHost)?.KeepClaimsForRestart();

@@ -217,6 +217,25 @@ public sealed class BackendRegistry : IAsyncDisposable
         }
     }
 
+    /// <summary>Logs the counters of every controller that has a connection (each on the loop thread); returns how many.</summary>
+    public async Task<int> LogCountersAsync()
+    {
+        VusbBackend[] all;
+        lock (_lock)
+        {
+            all = [.. _backends.Values];
+        }
+        int logged = 0;
+        foreach (VusbBackend b in all.OrderBy(b => (b.Frontend.Value, b.DevId)))
+        {
+            if (await b.LogCountersAsync().ConfigureAwait(false))
+            {
+                logged++;
+            }
+        }
+        return logged;
+    }
+
     private async Task EnsureAsync(ushort dom, int dev, bool changed)
     {
         VusbBackend? backend;

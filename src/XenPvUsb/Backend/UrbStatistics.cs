@@ -43,6 +43,22 @@ public struct UrbStatistics
 
     public long IsoPacketErrors;
 
+    /// <summary>Event-channel notifications received from the guest (the loop found its fd ready).</summary>
+    public long Kicks;
+
+    /// <summary>Event-channel notifications sent to the guest, and the response pushes that published at least one response.</summary>
+    public long Notifies;
+
+    public long Pushes;
+
+    /// <summary>Grant copy and map calls (one ioctl each, of up to 16 segments per hypercall in gntdev) and the segments in them.</summary>
+    public long GrantCalls;
+
+    public long GrantSegments;
+
+    /// <summary>Transfers handed to devices (a merged transfer counts once; an isochronous request once per chunk).</summary>
+    public long Submits;
+
     public long DeviceTicks;
 
     public long GrantTicks;
@@ -52,6 +68,9 @@ public struct UrbStatistics
     public readonly double MeanGrantMicroseconds => Mean(GrantTicks);
 
     public readonly double MeanBatch => Batches == 0 ? 0 : (double)Requests / Batches;
+
+    /// <summary>Total ticks in microseconds.</summary>
+    public static double Microseconds(long ticks) => ticks * 1e6 / Stopwatch.Frequency;
 
     private readonly double Mean(long ticks) => Completed == 0 ? 0 : ticks * 1e6 / Stopwatch.Frequency / Completed;
 }

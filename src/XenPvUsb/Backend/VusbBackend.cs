@@ -67,6 +67,17 @@ internal sealed class VusbBackend : IAsyncDisposable
 
     internal VusbController? Controller => _controller;
 
+    /// <summary>Logs the controller's counters if it is connected (<see cref="VusbController.LogCounters"/>).</summary>
+    internal Task<bool> LogCountersAsync() => _host.Loop.InvokeAsync(() =>
+    {
+        if (_controller is not { IsConnected: true } c)
+        {
+            return false;
+        }
+        c.LogCounters();
+        return true;
+    });
+
     /// <summary>Bus id assigned to a port in xenstore (even while the device is unplugged), or null.</summary>
     public string? AssignedBusId(int port) => port >= 1 && port < _assigned.Length ? _assigned[port] : null;
 

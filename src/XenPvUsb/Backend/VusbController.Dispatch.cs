@@ -359,6 +359,7 @@ internal sealed partial class VusbController
         slot.SubmittedAt = Stopwatch.GetTimestamp();
         _stats.GrantTicks += slot.SubmittedAt - start;
         ChargeDevice(slot, t.Length);
+        _stats.Submits++;
         p.Device!.Submit(t);
     }
 
@@ -456,6 +457,7 @@ internal sealed partial class VusbController
         _stats.MergedTransfers++;
         lead.SubmittedAt = Stopwatch.GetTimestamp();
         ChargeDevice(lead, total);
+        _stats.Submits++;
         p.Device!.Submit(t);
     }
 
@@ -542,6 +544,8 @@ internal sealed partial class VusbController
         GrantMapping mapping;
         try
         {
+            _stats.GrantCalls++;
+            _stats.GrantSegments += n;
             mapping = _grants.Map(Frontend, refs, writable);
         }
         catch (GrantException)
@@ -584,7 +588,13 @@ internal sealed partial class VusbController
             c.Status = 0;
             done += len;
         }
-        return n == 0 || _grants.Copy(Frontend, _copySegments.AsSpan(0, n));
+        if (n == 0)
+        {
+            return true;
+        }
+        _stats.GrantCalls++;
+        _stats.GrantSegments += n;
+        return _grants.Copy(Frontend, _copySegments.AsSpan(0, n));
     }
 
     private void HandleUnlink(ushort id, int port, ushort unlinkId)

@@ -93,6 +93,7 @@ internal sealed partial class VusbController
         _stats.GrantTicks += slot.SubmittedAt - start;
         ChargeDevice(slot, total + ((chunks - 1) * UsbfsOverheadPerUrb));
         IUsbHostDevice device = p.Device!;
+        _stats.Submits += chunks;
         // A device may complete a URB inline; the request is answered when the last one is back.
         device.Submit(first);
         for (int c = 1; c < chunks; c++)
@@ -229,7 +230,13 @@ internal sealed partial class VusbController
                 }
                 local += iso.Lengths[packet];
             }
-            return n == 0 || _grants.Copy(Frontend, _isoCopies.AsSpan(0, n));
+            if (n == 0)
+            {
+                return true;
+            }
+            _stats.GrantCalls++;
+            _stats.GrantSegments += n;
+            return _grants.Copy(Frontend, _isoCopies.AsSpan(0, n));
         }
     }
 }

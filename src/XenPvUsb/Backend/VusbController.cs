@@ -309,6 +309,17 @@ internal sealed partial class VusbController : IEventHandler, IBusyPollable, IFa
         }
     }
 
+    /// <summary>Loop thread: logs this controller's cumulative counters (xenpvusbd does it for every controller on SIGUSR1).</summary>
+    public void LogCounters()
+    {
+        AssertLoopThread();
+        UrbStatistics s = _stats;
+        double deviceUs = UrbStatistics.Microseconds(s.DeviceTicks);
+        double grantUs = UrbStatistics.Microseconds(s.GrantTicks);
+        _logger.ControllerCounters(Frontend.Value, DevId, s.Completed, s.Bytes, s.Requests, s.Batches, s.Kicks, s.Notifies, s.Pushes,
+            s.GrantCalls, s.GrantSegments, s.Submits, s.Merged, s.MergedTransfers, deviceUs, grantUs);
+    }
+
     /// <summary>
     /// Stops serving the connection: the event channel unbound, the rings unmapped. With
     /// <paramref name="cancelInFlight"/> the URBs in flight are cancelled (and dropped unanswered: the ring
@@ -407,6 +418,7 @@ internal sealed partial class VusbController : IEventHandler, IBusyPollable, IFa
             return;
         }
         _evtchn.ConsumePending();
+        _stats.Kicks++;
         ProcessRings();
     }
 
@@ -459,10 +471,16 @@ internal sealed partial class VusbController : IEventHandler, IBusyPollable, IFa
         }
         // The snapshot first: a successor that finds the push undone finishes it from the snapshot.
         SaveSnapshot();
+        if ((_urbRing.IsAttached && _urbRing.SharedResponseProd != _urbRing.RspProdPvt)
+            || (_connRing.IsAttached && _connRing.SharedResponseProd != _connRing.RspProdPvt))
+        {
+            _stats.Pushes++;
+        }
         bool notify = _urbRing.IsAttached && _urbRing.PushResponsesAndCheckNotify();
         notify |= _connRing.IsAttached && _connRing.PushResponsesAndCheckNotify();
         if (notify)
         {
+            _stats.Notifies++;
             _evtchn.Notify();
         }
     }

@@ -75,6 +75,12 @@ internal static partial class Log
     public static partial void ControllerStatistics(this ILogger logger, int domId, int devId, XenPvUsb.Backend.GrantMode grantMode, long urbs, long bytes, long mapped,
         double deviceUs, double grantUs, double meanBatch, long merged, long mergedTransfers);
 
+    [LoggerMessage(EventId = 241, Level = LogLevel.Information,
+        Message = "vusb {DomId}/{DevId}: counters: urbs={Urbs} bytes={Bytes} requests={Requests} batches={Batches} kicks={Kicks} notifies={Notifies} pushes={Pushes} grant-calls={GrantCalls} grant-segs={GrantSegments} submits={Submits} merged={Merged} merged-transfers={MergedTransfers} device-us={DeviceUs:F0} grant-us={GrantUs:F0}")]
+    public static partial void ControllerCounters(this ILogger logger, int domId, int devId, long urbs, long bytes, long requests, long batches,
+        long kicks, long notifies, long pushes, long grantCalls, long grantSegments, long submits, long merged, long mergedTransfers,
+        double deviceUs, double grantUs);
+
     [LoggerMessage(EventId = 229, Level = LogLevel.Information, Message = "vusb {DomId}/{DevId}: {Packets} isochronous packets served, {Errors} of them with an error status")]
     public static partial void IsochronousStatistics(this ILogger logger, int domId, int devId, long packets, long errors);
 

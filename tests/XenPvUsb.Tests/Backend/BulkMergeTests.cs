@@ -89,6 +89,24 @@ public sealed class BulkMergeTests
     }
 
     [Test]
+    public async Task Counters_SayWhatTheDataPathDid()
+    {
+        var storage = new GuestMassStorage(_dev) { ScatterReads = true };
+        await storage.ReadCapacityAsync();
+        byte[] data = new byte[GuestMassStorage.BlocksPerCommand * 512];
+        await storage.ReadAsync(0, data);
+
+        UrbStatistics s = await StatisticsAsync();
+        Assert.That(s.Kicks, Is.GreaterThan(0), "the guest's notifications were counted");
+        Assert.That(s.Pushes, Is.InRange(1, s.Requests), "at most one push per request answered");
+        Assert.That(s.Notifies, Is.InRange(1, s.Pushes), "a notification only with a push");
+        Assert.That(s.Submits, Is.EqualTo(s.Completed - s.Merged + s.MergedTransfers), "a merged transfer is one submit");
+        Assert.That(s.GrantSegments, Is.GreaterThanOrEqualTo(s.GrantCalls));
+        Assert.That(s.GrantCalls, Is.GreaterThan(0));
+        Assert.That(await _world.Registry.LogCountersAsync(), Is.EqualTo(1), "one connected controller logged");
+    }
+
+    [Test]
     public async Task ControllerWithMergingOff_GivesEveryRequestItsOwnTransfer()
     {
         _world.MergeBulkIn = false;
