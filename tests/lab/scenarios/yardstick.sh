@@ -14,10 +14,10 @@ YS=$LAB_TMP/yardstick
 mkdir -p $YS
 YS_G=ysg
 YS_MIB=16                                  # read region: MiB 0..15 (LAB_STICK_*_SHA256_16M)
-YS_WOFF=${LAB_YS_WRITE_MIB:-48}            # write region: MiB 48..55 (LAB_STICK_*_SHA256_48M8)
-YS_WCNT=${LAB_YS_WRITE_COUNT:-8}
+YS_WOFF=${LAB_YS_WRITE_MIB:-48}            # write region: MiB 48..51 (LAB_STICK_*_SHA256_YSW)
+YS_WCNT=${LAB_YS_WRITE_COUNT:-4}
 YS_PRESSES=50
-YS_HOLD_MS=100                             # QEMU sendkey hold time: a press every 2 x 100 ms
+YS_HOLD_MS=60                              # QEMU sendkey hold time: a press every 2 x 60 ms
 YS_TOOL=/payload/ystool
 YS_VDEV=51728                              # xvdb = 202 * 256 + 16
 YS_XS=/dev/xen/xenbus
@@ -27,7 +27,7 @@ echo 0 > $YS/cmdn
 
 ys_serial() { case $1 in ehci) echo "$LAB_STICK_EHCI_SERIAL";; xhci) echo "$LAB_STICK_XHCI_SERIAL";; esac; }
 ys_rsum() { case $1 in ehci) echo "$LAB_STICK_EHCI_SHA256_16M";; xhci) echo "$LAB_STICK_XHCI_SHA256_16M";; esac; }
-ys_wsum() { case $1 in ehci) echo "$LAB_STICK_EHCI_SHA256_48M8";; xhci) echo "$LAB_STICK_XHCI_SHA256_48M8";; esac; }
+ys_wsum() { case $1 in ehci) echo "$LAB_STICK_EHCI_SHA256_YSW";; xhci) echo "$LAB_STICK_XHCI_SHA256_YSW";; esac; }
 ys_ctrl() { case $1 in ehci) echo 0;; xhci) echo 1;; esac; }
 ys_id() { cat $YS/domid; }
 ys_busid() { local d; d=$(usb_dev_by_serial "$(ys_serial $1)") || return 1; echo "${d##*/}"; }
@@ -93,19 +93,21 @@ ys_cdelta() { awk -F= 'NR == FNR { a[$1] = $2; next } { printf "%s%s=%s", s, $1,
 
 # --- dom0's native passes --------------------------------------------------------------------------
 ys_native() { # STICK ROUND
-  local s=$1 r=$2 ser dev t0 t1 r0 w0 sum want f=/dev/shm/ys.bin save=/dev/shm/ys-save.bin pat=/dev/shm/ys-pat.bin saved psum back rest why=
+  local s=$1 r=$2 ser dev t0 t1 r0 w0 sum want i f=/dev/shm/ys.bin save=/dev/shm/ys-save.bin pat=/dev/shm/ys-pat.bin saved psum back rest why=""
   ser=$(ys_serial $s)
   wait_for 90 usb_has_disk "$ser" || { reason "$ser has no block device in dom0"; return 1; }
   dev=$(usb_disk_by_serial "$ser")
   want=$(ys_rsum $s)
-  ys_dstat $dev; r0=$YR
-  t0=$(lab_now)
-  dd if=/dev/$dev of=$f bs=1M count=$YS_MIB iflag=direct status=none || { reason "dd of /dev/$dev failed"; return 1; }
-  t1=$(lab_now)
-  ys_dstat $dev
-  sum=$(sha256sum < $f | cut -d' ' -f1); rm -f $f
-  [ "$sum" = "$want" ] || { reason "/dev/$dev: MiB 0-$((YS_MIB - 1)) sha256 $sum, the image's $want"; return 1; }
-  ys_rec stick=$s path=native op=read round=$r us=$((t1 - t0)) bytes=$((YS_MIB << 20)) cmds=$((YR - r0))
+  for i in 1 2; do
+    ys_dstat $dev; r0=$YR
+    t0=$(lab_now)
+    dd if=/dev/$dev of=$f bs=1M count=$YS_MIB iflag=direct status=none || { reason "dd of /dev/$dev failed"; return 1; }
+    t1=$(lab_now)
+    ys_dstat $dev
+    sum=$(sha256sum < $f | cut -d' ' -f1); rm -f $f
+    [ "$sum" = "$want" ] || { reason "/dev/$dev: MiB 0-$((YS_MIB - 1)) sha256 $sum, the image's $want"; return 1; }
+    ys_rec stick=$s path=native op=read round=$r.$i us=$((t1 - t0)) bytes=$((YS_MIB << 20)) cmds=$((YR - r0)) pair_cmds=$((YR - r0))
+  done
   # write pass: save, pattern, read back, restore, check
   dd if=/dev/$dev of=$save bs=1M skip=$YS_WOFF count=$YS_WCNT iflag=direct status=none || { reason "saving MiB $YS_WOFF+ failed"; return 1; }
   saved=$(sha256sum < $save | cut -d' ' -f1)
@@ -125,20 +127,31 @@ ys_native() { # STICK ROUND
   [ "$rest" = "$(ys_wsum $s)" ] || why="$why""after the restore the region is $rest, the image's $(ys_wsum $s); "
   [ -z "$why" ] || { reason "/dev/$dev: $why"; return 1; }
   ys_rec stick=$s path=native op=write round=$r us=$((t1 - t0)) bytes=$((YS_WCNT << 20)) cmds=$((YW - w0))
-  reason "/dev/$dev: read $(ys_mbps $s native read $r) MB/s (checksum OK), write $(ys_mbps $s native write $r) MB/s (pattern read back, region restored and equal to the image)"
+  reason "/dev/$dev: read $(ys_mbps $s native read $r.1), $(ys_mbps $s native read $r.2) MB/s (checksums OK), write $(ys_mbps $s native write $r) MB/s (pattern read back, region restored and equal to the image)"
 }
 # ys_mbps STICK PATH OP ROUND: MB/s of that recorded pass
 ys_mbps() { awk -v s=$1 -v p=$2 -v o=$3 -v r=$4 '{ delete v; for (i = 1; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] } } v["stick"] == s && v["path"] == p && v["op"] == o && v["round"] == r { printf "%.2f", v["bytes"] / v["us"] }' $YS/res; }
 
-# ys_guest_pass STICK PATH ROUND SEED: the guest reads and writes its disk (DISK, set by the "usb" or
-# "xvd" command); records both passes. Extra per-pass key=values in YS_EXTRA_READ.
-ys_guest_passes() {
-  local s=$1 p=$2 r=$3 tag=ys-$1-$2-r$3 why="" want ws
-  want=$(ys_rsum $s); ws=$(ys_wsum $s)
-  ys_cmd read $tag-read 0 $YS_MIB; ys_done 600 || { reason "no end of the guest's read"; return 1; }
-  [ "$(ys_res $tag-read sha256)" = "$want" ] || { reason "the guest's read: $(guest_log $YS_G | grep "GUEST-RESULT $tag-read " | tail -n1 | cut -d' ' -f3-) (want sha256 $want)"; return 1; }
-  YS_READ="stick=$s path=$p op=read round=$r us=$(ys_res $tag-read us) bytes=$(ys_res $tag-read bytes) cmds=$(ys_res $tag-read rios) girq_hcd=$(ys_res $tag-read hcd) girq_blk=$(ys_res $tag-read blk)"
-  return 0
+# ys_guest_reads STICK PATH ROUND: the guest reads its disk (DISK, set by the "usb" or "xvd" command)
+# twice, checksums; records both reads (the second with EXTRA, key=values measured around the pair,
+# and pair_cmds, the commands of both).
+ys_guest_reads() {
+  local s=$1 p=$2 r=$3 i tag want
+  want=$(ys_rsum $s)
+  for i in 1 2; do
+    tag=ys-$s-$p-r$r-read$i
+    ys_cmd read $tag 0 $YS_MIB; ys_done 600 || { reason "no end of the guest's read"; return 1; }
+    [ "$(ys_res $tag sha256)" = "$want" ] || { reason "the guest's read: $(guest_log $YS_G | grep "GUEST-RESULT $tag " | tail -n1 | cut -d' ' -f3-) (want sha256 $want)"; return 1; }
+  done
+}
+ys_guest_rec() { # STICK PATH ROUND EXTRA...
+  local s=$1 p=$2 r=$3 i tag pc
+  shift 3
+  pc=$(( $(ys_res ys-$s-$p-r$r-read1 rios) + $(ys_res ys-$s-$p-r$r-read2 rios) ))
+  for i in 1 2; do
+    tag=ys-$s-$p-r$r-read$i
+    ys_rec stick=$s path=$p op=read round=$r.$i us=$(ys_res $tag us) bytes=$(ys_res $tag bytes) cmds=$(ys_res $tag rios) girq_hcd=$(ys_res $tag hcd) girq_blk=$(ys_res $tag blk) $([ $i = 2 ] && echo "pair_cmds=$pc $*")
+  done
 }
 ys_guest_write() {
   local s=$1 p=$2 r=$3 tag=ys-$1-$2-r$3 why="" ws
@@ -165,22 +178,22 @@ ys_blk_detach() {
   ys_done 120 || { reason "the guest still has xvdb"; return 1; }
   wait_for 30 eval "! xenstore-exists /local/domain/0/backend/vbd/$(ys_id)/$YS_VDEV 2>/dev/null" || { reason "backend/vbd/$(ys_id)/$YS_VDEV still there"; return 1; }
 }
+# (One attach, rw, for both passes: under TCG each xl block-attach/block-detach pair costs 15-20 s of
+# hotplug scripts; a read-only attach reads the same way.)
 ys_blkback() { # STICK ROUND
-  local s=$1 r=$2 ser dev bb0 bb1 d0 rec
+  local s=$1 r=$2 ser dev bb0 bb1 d0 dr0 ex
   ser=$(ys_serial $s)
   wait_for 90 usb_has_disk "$ser" || { reason "$ser has no block device in dom0"; return 1; }
   dev=$(usb_disk_by_serial "$ser")
-  ys_blk_attach $dev r || return 1
-  bb0=$(ys_bbstat); ys_d0irq; d0=$YB; ys_dstat $dev; local dr0=$YR
-  ys_guest_passes $s blkback $r || { ys_blk_detach; return 1; }
-  bb1=$(ys_bbstat); ys_d0irq; ys_dstat $dev
-  rec="$YS_READ dirq=$((YB - d0)) dom0_cmds=$((YR - dr0)) $(echo "$bb0 $bb1" | awk '{ printf "bb_rd_req=%d bb_rd_sect=%d bb_oo_req=%d", $6 - $1, $7 - $2, $10 - $5 }')"
-  ys_blk_detach || return 1
-  ys_rec "$rec"
   ys_blk_attach $dev w || return 1
+  bb0=$(ys_bbstat); ys_d0irq; d0=$YB; ys_dstat $dev; dr0=$YR
+  ys_guest_reads $s blkback $r || { ys_blk_detach; return 1; }
+  bb1=$(ys_bbstat); ys_d0irq; ys_dstat $dev
+  ex="dirq=$((YB - d0)) dom0_cmds=$((YR - dr0)) $(echo "$bb0 $bb1" | awk '{ printf "bb_rd_req=%d bb_rd_sect=%d bb_oo_req=%d", $6 - $1, $7 - $2, $10 - $5 }')"
+  ys_guest_rec $s blkback $r $ex
   ys_guest_write $s blkback $r || { ys_blk_detach; return 1; }
   ys_blk_detach || return 1
-  reason "phy:/dev/$dev,xvdb,r: read $(ys_mbps $s blkback read $r) MB/s (checksum OK; $(echo "$rec" | sed 's/.* cmds=\([0-9]*\).* dom0_cmds=\([0-9]*\).* bb_rd_req=\([0-9]*\).*/\1 blkfront requests, \3 blkback rd_req, \2 SCSI commands in dom0/')); ...,w: write $(ys_mbps $s blkback write $r) MB/s (pattern read back, region restored = the image)"
+  reason "phy:/dev/$dev,xvdb,w: read $(ys_mbps $s blkback read $r.1), $(ys_mbps $s blkback read $r.2) MB/s (checksums OK; around both: $ex), write $(ys_mbps $s blkback write $r) MB/s (pattern read back, region restored = the image)"
 }
 
 # --- xenpvusbd -------------------------------------------------------------------------------------
@@ -194,11 +207,10 @@ ys_pvusb() { # STICK ROUND
   guest_log $YS_G | grep 'GUEST-RESULT disk ' | tail -n1 | grep -q 'disk dev=' || { pv_log 20; reason "the guest saw no USB disk"; xenpvusb usb-detach $YS_G $c 1; return 1; }
   [ -f $YS/usr1 ] && ys_counters $c $YS/pvc-$tag-0
   ys_d0irq; d0=$YE
-  if ! ys_guest_passes $s pvusb $r; then xenpvusb usb-detach $YS_G $c 1; return 1; fi
+  if ! ys_guest_reads $s pvusb $r; then xenpvusb usb-detach $YS_G $c 1; return 1; fi
   ys_d0irq
-  [ -f $YS/usr1 ] && ys_counters $c $YS/pvc-$tag-1 && delta=$(ys_cdelta $YS/pvc-$tag-0 $YS/pvc-$tag-1 | sed 's/\([^ =]*\)=/pv_\1=/g')
-  rec="$YS_READ dirq=$((YE - d0)) $delta"
-  ys_rec "$rec"
+  [ -f $YS/usr1 ] && { if ys_counters $c $YS/pvc-$tag-1; then delta=$(ys_cdelta $YS/pvc-$tag-0 $YS/pvc-$tag-1 | sed 's/\([^ =]*\)=/pv_\1=/g'); else echo "yardstick: no counters line after SIGUSR1"; fi; }
+  ys_guest_rec $s pvusb $r dirq=$((YE - d0)) $delta
   ys_guest_write $s pvusb $r || { xenpvusb usb-detach $YS_G $c 1; return 1; }
   ys_cmd gone
   t0=$(lab_now)
@@ -207,7 +219,7 @@ ys_pvusb() { # STICK ROUND
   ys_done 120 || { reason "the guest still sees the stick"; return 1; }
   # the guest's commands over the disk's whole life on this controller (for the served-line figures)
   echo "$(ys_res gone rios) $(ys_res gone wios)" >> $YS/life-$s
-  reason "$b -> controller $c: read $(ys_mbps $s pvusb read $r) MB/s (checksum OK, $(ys_res $tag-read rios) SCSI commands), write $(ys_mbps $s pvusb write $r) MB/s (pattern read back, region restored = the image); back with dom0's usb-storage $(lab_elapsed $t0) s after usb-detach${delta:+; daemon: $delta}"
+  reason "$b -> controller $c: read $(ys_mbps $s pvusb read $r.1), $(ys_mbps $s pvusb read $r.2) MB/s (checksums OK, $(ys_res $tag-read1 rios) + $(ys_res $tag-read2 rios) SCSI commands), write $(ys_mbps $s pvusb write $r) MB/s (pattern read back, region restored = the image); back with dom0's usb-storage $(lab_elapsed $t0) s after usb-detach${delta:+; daemon: $delta}"
 }
 
 # --- the guest -------------------------------------------------------------------------------------
@@ -339,9 +351,12 @@ ys_16hc() {
   local i c id t0 rss n
   id=$(ys_id)
   t0=$(lab_now)
-  for i in $(seq 1 16); do
-    xenpvusb usb-hc-create $YS_G 2 8 > /dev/null || { pv_log 20; reason "usb-hc-create number $i failed"; return 1; }
+  # four at a time (the CLI picks the devid in a xenstore transaction, retried on a conflict)
+  for i in 1 2 3 4; do
+    for c in 1 2 3 4; do xenpvusb usb-hc-create $YS_G 2 8 > $YS/hc-$i-$c.out 2>&1 & done
+    wait
   done
+  for i in 1 2 3 4; do for c in 1 2 3 4; do grep -qi "error\|fail" $YS/hc-$i-$c.out && { cat $YS/hc-$i-$c.out; pv_log 20; reason "usb-hc-create: $(head -n1 $YS/hc-$i-$c.out)"; return 1; }; done; done
   n=0
   for c in $(xenstore-list /local/domain/0/backend/vusb/$id); do
     wait_for 120 eval "[ \"\$(xenstore-read /local/domain/0/backend/vusb/$id/$c/state 2>/dev/null)\" = 4 ]" \
@@ -356,15 +371,17 @@ ys_16hc() {
   echo "guest: $(guest_log $YS_G | grep -c 'xen_hcd\|xenhcd\|new USB bus registered') xen-hcd lines"
   for c in $(xenstore-list /local/domain/0/backend/vusb/$id); do xenpvusb usb-hc-destroy $YS_G $c > /dev/null 2>&1 || true; done
   wait_for 60 eval "[ -z \"\$(xenstore-list /local/domain/0/backend/vusb/$id 2>/dev/null)\" ]" || { reason "controllers left after usb-hc-destroy: $(xenstore-list /local/domain/0/backend/vusb/$id | tr '\n' ' ')"; return 1; }
-  reason "16 controllers (usb-hc-create $YS_G 2 8) Connected to the guest's xen-hcd in $(lab_elapsed $t0) s; VmRSS $rss MB (aim < 30); all destroyed"
+  reason "16 controllers (usb-hc-create $YS_G 2 8, four at a time) Connected to the guest's xen-hcd in $(lab_elapsed $t0) s; VmRSS $rss MB (aim < 30); all destroyed"
 }
 
 # --- ratios and the breakdown ---------------------------------------------------------------------
-# ys_agg STICK PATH OP: "mbps_mean us_sum bytes_sum cmds_sum n list" over the rounds
+# ys_agg STICK PATH OP: "median_mbps n list" over the passes
 ys_agg() {
   awk -v s=$1 -v p=$2 -v o=$3 '{ delete v; for (i = 1; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] } }
-    v["stick"] == s && v["path"] == p && v["op"] == o { n++; m += v["bytes"] / v["us"]; l = l sprintf("%s%.2f", n > 1 ? "," : "", v["bytes"] / v["us"]) }
-    END { if (n) printf "%.2f %d %s", m / n, n, l; else print "0 0 none" }' $YS/res
+    v["stick"] == s && v["path"] == p && v["op"] == o { m[++n] = v["bytes"] / v["us"]; l = l sprintf("%s%.2f", n > 1 ? "," : "", m[n]) }
+    END { if (!n) { print "0 0 none"; exit }
+      for (i = 2; i <= n; i++) { x = m[i]; for (j = i - 1; j >= 1 && m[j] > x; j--) m[j + 1] = m[j]; m[j + 1] = x }
+      printf "%.2f %d %s", n % 2 ? m[(n + 1) / 2] : (m[n / 2] + m[n / 2 + 1]) / 2, n, l }' $YS/res
 }
 ys_ratio() { # STICK OP
   local s=$1 o=$2 nat blk pv why
@@ -380,27 +397,31 @@ ys_ratio() { # STICK OP
   figure yardstick-$s-$o-blkback-MBps $blk MB/s
   figure yardstick-$s-$o-pvusb-MBps $pv MB/s
   why="goal pvusb/blkback >= 0.9 $(awk -v r=$3 'BEGIN { print (r >= 0.9) ? "met" : "not met" }')"
-  reason "pvusb/native $1 blkback/native $2 pvusb/blkback $3 (pvusb $pv, blkback $blk, native $nat MB/s; means of the rounds: pvusb $pl, blkback $bl, native $nl); $why"
+  reason "pvusb/native $1 blkback/native $2 pvusb/blkback $3 (pvusb $pv, blkback $blk, native $nat MB/s; medians of the passes: pvusb $pl, blkback $bl, native $nl); $why"
 }
 
-# ys_breakdown STICK: where a read command's time goes, per path (sums over the rounds / commands)
+# ys_breakdown STICK: where a read command's time goes, per path. Commands: the block layer's read I/Os
+# (the guest's sdX for pvusb = SCSI commands, its xvdb for blkback = blkfront requests; dom0's sdX
+# natively); time: the reads' own; interrupts, blkback's statistics and the daemon's counters were
+# taken around each pass's pair of reads (divided by pair_cmds).
 ys_breakdown() {
   local s=$1 served line u wl
   line=$(awk -v s=$s '{ delete v; for (i = 1; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] } }
-    v["stick"] == s && v["op"] == "read" { p = v["path"]; n[p]++; us[p] += v["us"]; c[p] += v["cmds"]; by[p] += v["bytes"]; gh[p] += v["girq_hcd"]; gb[p] += v["girq_blk"]; di[p] += v["dirq"]; dc[p] += v["dom0_cmds"]; bbr[p] += v["bb_rd_req"]; bbs[p] += v["bb_rd_sect"]
-      for (k in v) if (k ~ /^pv_/) pv[k] += v[k] }
+    v["stick"] == s && v["op"] == "read" { p = v["path"]; n[p]++; us[p] += v["us"]; c[p] += v["cmds"]; by[p] += v["bytes"]; gi[p] += (p == "pvusb" ? v["girq_hcd"] : v["girq_blk"])
+      if ("pair_cmds" in v) { pc[p] += v["pair_cmds"]; di[p] += v["dirq"]; dc[p] += v["dom0_cmds"]; bbr[p] += v["bb_rd_req"]; bbs[p] += v["bb_rd_sect"] }
+      if ("pv_urbs" in v) { pvc += v["pair_cmds"]; for (k in v) if (k ~ /^pv_/) pv[k] += v[k] } }
     END {
-      for (p in n) printf "%s cmds=%d kib_per_cmd=%.1f ms_per_cmd=%.2f guest_irqs_per_cmd=%.2f dom0_irqs_per_cmd=%.2f\n", p, c[p], c[p] ? by[p] / 1024 / c[p] : 0, c[p] ? us[p] / 1000 / c[p] : 0, c[p] ? (p == "pvusb" ? gh[p] : gb[p]) / c[p] : 0, c[p] ? di[p] / c[p] : 0
-      if (c["blkback"]) printf "blkback-extra dom0_scsi_per_req=%.2f bb_rd_req_per_req=%.2f sect_per_req=%.1f\n", dc["blkback"] / c["blkback"], bbr["blkback"] / c["blkback"], bbs["blkback"] / c["blkback"]
-      if (c["pvusb"]) { printf "pvusb-extra"; for (k in pv) printf " %s_per_cmd=%.2f", substr(k, 4), pv[k] / c["pvusb"]; printf "\n" }
+      for (p in n) printf "%s cmds=%d kib_per_cmd=%.1f ms_per_cmd=%.2f guest_irqs_per_cmd=%.2f dom0_irqs_per_cmd=%.2f\n", p, c[p], c[p] ? by[p] / 1024 / c[p] : 0, c[p] ? us[p] / 1000 / c[p] : 0, c[p] ? gi[p] / c[p] : 0, pc[p] ? di[p] / pc[p] : 0
+      if (pc["blkback"]) printf "blkback-extra dom0_scsi_per_req=%.2f bb_rd_req_per_req=%.2f sect_per_req=%.1f\n", dc["blkback"] / pc["blkback"], bbr["blkback"] / pc["blkback"], bbs["blkback"] / pc["blkback"]
+      if (pvc) { printf "pvusb-extra"; for (k in pv) printf " %s_per_cmd=%.2f", substr(k, 4), pv[k] / pvc; printf "\n" }
     }' $YS/res)
-  echo "--- yardstick $s, read passes (sums over the rounds): where a command's time goes"
-  echo "$line" | sort
+  echo "--- yardstick $s, read passes: where a command's time goes (per command of the path's block device)"
+  echo "$line" | sort | column -t 2>/dev/null || echo "$line" | sort
   echo "$line" | while read -r p rest; do
     for kv in $rest; do
       k=${kv%%=*}; v=${kv#*=}
       case $p:$k in
-        native:ms_per_cmd|blkback:ms_per_cmd|pvusb:ms_per_cmd) figure yardstick-$s-$p-ms-per-cmd $v ms;;
+        *:ms_per_cmd) figure yardstick-$s-$p-ms-per-cmd $v ms;;
         blkback:guest_irqs_per_cmd|pvusb:guest_irqs_per_cmd) figure yardstick-$s-$p-guest-irqs-per-cmd $v irqs;;
         blkback:dom0_irqs_per_cmd|pvusb:dom0_irqs_per_cmd) figure yardstick-$s-$p-dom0-irqs-per-cmd $v irqs;;
         blkback-extra:*) figure yardstick-$s-blkback-${k//_/-} $v count;;
@@ -410,19 +431,18 @@ ys_breakdown() {
     done
   done
   wl=
-  if [ ! -f $YS/usr1 ]; then
-    # the daemon's 'served' line of this stick's controller (its whole life: every pass, enumerations)
-    served=$(cat $YS/served-$s 2>/dev/null)
-    if [ -n "$served" ]; then
-      u=$(echo "$served" | sed -n 's/.*served \([0-9]*\) URBs.*/\1/p')
-      wl=$(awk '{ r += $1; w += $2 } END { print r + w }' $YS/life-$s 2>/dev/null)
-      if [ -n "$u" ] && [ "${wl:-0}" -gt 0 ]; then
-        figure yardstick-$s-pvusb-urbs-per-cmd "$(awk -v u=$u -v c=$wl 'BEGIN { printf "%.2f", u / c }')" URBs
-        echo "pvusb (daemon's served line, controller life: $wl commands of the guest, reads and writes): $(echo "$served" | sed 's/.*: served/served/')"
-      fi
+  served=$(cat $YS/served-$s 2>/dev/null)
+  if [ ! -f $YS/usr1 ] && [ -n "$served" ]; then
+    # no SIGUSR1 dumps: the daemon's 'served' line of this stick's controller (its whole life: every
+    # pass, reads and writes, and the enumerations) over the guest's commands on that disk
+    u=$(echo "$served" | sed -n 's/.*served \([0-9]*\) URBs.*/\1/p')
+    wl=$(awk '{ r += $1; w += $2 } END { print r + w }' $YS/life-$s 2>/dev/null)
+    if [ -n "$u" ] && [ "${wl:-0}" -gt 0 ]; then
+      figure yardstick-$s-pvusb-urbs-per-cmd "$(awk -v u=$u -v c=$wl 'BEGIN { printf "%.2f", u / c }')" URBs
+      echo "pvusb (the daemon's served line, the controller's life: $wl commands of the guest, reads and writes): ${served#*: }"
     fi
   fi
-  reason "$(echo "$line" | sort | tr '\n' ';' | sed 's/;$//')${wl:+; pvusb served line over $wl commands: $(echo "$served" | sed 's/.*: served/served/')}"
+  reason "$(echo "$line" | sort | tr '\n' ';' | sed 's/;$//')${wl:+; pvusb served line over $wl commands: ${served#*: }}"
 }
 
 # ys_destroy_ctrls: destroys controllers 0-2 (their 'served' lines: figures of the whole life)
@@ -588,8 +608,44 @@ ys_hid_pvusb() {
   reason "$1 presses through xenpvusbd (controller $c, guest usbhid + evdev, CLOCK_REALTIME): dom0's usbmon completion -> the guest's evdev event median $2 ms, worst $3 ms; guest-dom0 realtime offset $off us, bound +-$err us (min-RTT of 2 x 20 xenstore ping-pongs); native: median $(ys_lat_stats $YS/lat-native | cut -d' ' -f2) ms"
 }
 
+# Hypercalls per command on both PV paths (xentrace + xenalyze of Debian's xen-utils), the EHCI
+# stick, one 16 MiB read each, untimed (tracing slows everything): SKIP when the tools are missing or
+# their summary has no hypercall counts.
+ys_hypercalls() {
+  local xa p tp ser b dev out
+  xa=; for p in /usr/bin/xenalyze /usr/sbin/xenalyze /usr/lib/xen-*/bin/xenalyze; do [ -x "$p" ] && { xa=$p; break; }; done
+  command -v xentrace > /dev/null && [ -n "$xa" ] || { reason "no xentrace or xenalyze in dom0"; return 77; }
+  ser=$(ys_serial ehci)
+  for p in blkback pvusb; do
+    wait_for 90 usb_has_disk "$ser" || { reason "no EHCI stick in dom0"; return 1; }
+    dev=$(usb_disk_by_serial "$ser"); b=$(ys_busid ehci)
+    if [ $p = blkback ]; then ys_blk_attach $dev w || return 1
+    else
+      xenpvusb usb-attach $YS_G 0 1 $b || { reason "usb-attach failed"; return 1; }
+      ys_cmd usb; ys_done 300 || { xenpvusb usb-detach $YS_G 0 1; reason "no USB disk in the guest"; return 1; }
+    fi
+    xentrace -D -S 256 -e 0x0022f000 $YS/trace-$p.bin > $YS/xentrace-$p.log 2>&1 &
+    tp=$!
+    lab_sleep 2
+    ys_cmd read ys-hc-$p 0 $YS_MIB; ys_done 600
+    kill -INT $tp 2>/dev/null; wait $tp
+    if [ $p = blkback ]; then ys_blk_detach || return 1
+    else
+      ys_cmd gone; xenpvusb usb-detach $YS_G 0 1; wait_for 90 usb_has_disk "$ser"; ys_done 120
+    fi
+    echo "--- xentrace ($p): $(tail -n 3 $YS/xentrace-$p.log | tr '\n' ' ') $(stat -c %s $YS/trace-$p.bin 2>/dev/null) bytes; commands $(ys_res ys-hc-$p rios)"
+    timeout 120 $xa --summary $YS/trace-$p.bin > $YS/xa-$p.txt 2>&1
+    grep -n -i -B2 -A12 "hypercall" $YS/xa-$p.txt | head -n 80
+    rm -f $YS/trace-$p.bin
+  done
+  out=$(grep -ci hypercall $YS/xa-blkback.txt $YS/xa-pvusb.txt | tr '\n' ' ')
+  grep -qi hypercall $YS/xa-pvusb.txt || { head -n 30 $YS/xa-pvusb.txt; reason "xenalyze's summary has no hypercall lines ($out)"; return 77; }
+  reason "xenalyze summaries printed above ($out hypercall lines); not yet turned into figures"
+  return 77
+}
+
 ys_cleanup() {
-  local id c why= k s
+  local id c why="" k s f
   id=$(ys_id 2>/dev/null)
   [ -n "$id" ] && for c in $(xenstore-list /local/domain/0/backend/vusb/$id 2>/dev/null); do xenpvusb usb-hc-destroy $YS_G $c > /dev/null 2>&1 || true; done
   [ -n "$id" ] && xenstore-exists /local/domain/0/backend/vbd/$id 2>/dev/null && { xl block-detach $YS_G xvdb 2>&1 || true; }
@@ -622,6 +678,7 @@ if stage daemon -t 120 pv_ensure; then
     if stage hid-prep -t 60 ys_hid_prep && stage hid-native -t 180 ys_hid_native; then
       stage hid-pvusb -t 600 ys_hid_pvusb
     fi
+    stage hypercalls -t 400 ys_hypercalls
   fi
   stage cleanup -t 240 ys_cleanup
   cat $YS/res
