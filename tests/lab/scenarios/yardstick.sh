@@ -411,7 +411,8 @@ ys_breakdown() {
       if ("pair_cmds" in v) { pc[p] += v["pair_cmds"]; di[p] += v["dirq"]; dc[p] += v["dom0_cmds"]; bbr[p] += v["bb_rd_req"]; bbs[p] += v["bb_rd_sect"] }
       if ("pv_urbs" in v) { pvc += v["pair_cmds"]; for (k in v) if (k ~ /^pv_/) pv[k] += v[k] } }
     END {
-      for (p in n) printf "%s cmds=%d kib_per_cmd=%.1f ms_per_cmd=%.2f guest_irqs_per_cmd=%.2f dom0_irqs_per_cmd=%.2f\n", p, c[p], c[p] ? by[p] / 1024 / c[p] : 0, c[p] ? us[p] / 1000 / c[p] : 0, c[p] ? gi[p] / c[p] : 0, pc[p] ? di[p] / pc[p] : 0
+      for (p in n) if (p == "native") printf "%s cmds=%d kib_per_cmd=%.1f ms_per_cmd=%.2f\n", p, c[p], c[p] ? by[p] / 1024 / c[p] : 0, c[p] ? us[p] / 1000 / c[p] : 0
+        else printf "%s cmds=%d kib_per_cmd=%.1f ms_per_cmd=%.2f guest_irqs_per_cmd=%.2f dom0_irqs_per_cmd=%.2f\n", p, c[p], c[p] ? by[p] / 1024 / c[p] : 0, c[p] ? us[p] / 1000 / c[p] : 0, c[p] ? gi[p] / c[p] : 0, pc[p] ? di[p] / pc[p] : 0
       if (pc["blkback"]) printf "blkback-extra dom0_scsi_per_req=%.2f bb_rd_req_per_req=%.2f sect_per_req=%.1f\n", dc["blkback"] / pc["blkback"], bbr["blkback"] / pc["blkback"], bbs["blkback"] / pc["blkback"]
       if (pvc) { printf "pvusb-extra"; for (k in pv) printf " %s_per_cmd=%.2f", substr(k, 4), pv[k] / pvc; printf "\n" }
     }' $YS/res)
@@ -425,6 +426,7 @@ ys_breakdown() {
         blkback:guest_irqs_per_cmd|pvusb:guest_irqs_per_cmd) figure yardstick-$s-$p-guest-irqs-per-cmd $v irqs;;
         blkback:dom0_irqs_per_cmd|pvusb:dom0_irqs_per_cmd) figure yardstick-$s-$p-dom0-irqs-per-cmd $v irqs;;
         blkback-extra:*) figure yardstick-$s-blkback-${k//_/-} $v count;;
+        pvusb-extra:*-us_per_cmd) figure yardstick-$s-pvusb-${k//_/-} $v us;;
         pvusb-extra:*) figure yardstick-$s-pvusb-${k//_/-} $v count;;
         *:kib_per_cmd) figure yardstick-$s-$p-kib-per-cmd $v KiB;;
       esac
