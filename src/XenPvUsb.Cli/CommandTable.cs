@@ -44,7 +44,7 @@ internal static partial class CommandTable
         };
         var noMerge = new Option<bool>("--no-merge")
         {
-            Description = "give every bulk IN request its own transfer to the device (default: requests queued together are merged)",
+            Description = "give every bulk request its own transfer to the device (default: bulk requests queued together are merged, IN and OUT)",
         };
         Command hcCreate = Verb("usb-hc-create", "Create a virtual USB host controller for a domain", [domain, usbVer, ports], async (r, ctx, ct) =>
         {

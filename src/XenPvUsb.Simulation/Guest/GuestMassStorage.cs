@@ -40,6 +40,9 @@ public sealed class GuestMassStorage
     /// </summary>
     public bool ScatterReads { get; set; }
 
+    /// <summary>As <see cref="ScatterReads"/>, for the data phase of writes (bulk OUT, one URB per page).</summary>
+    public bool ScatterWrites { get; set; }
+
     public long BlockCount { get; private set; }
 
     public async Task<string> InquiryAsync(CancellationToken cancellationToken = default)
@@ -107,8 +110,8 @@ public sealed class GuestMassStorage
         Check(await _device.BulkAsync(_bulkOut, _cbw, cancellationToken).ConfigureAwait(false), "CBW");
         if (data.Length > 0)
         {
-            UrbResult r = isIn && ScatterReads
-                ? await ScatterReadAsync(data, cancellationToken).ConfigureAwait(false)
+            UrbResult r = (isIn ? ScatterReads : ScatterWrites)
+                ? await ScatterAsync(isIn ? _bulkIn : _bulkOut, data, cancellationToken).ConfigureAwait(false)
                 : await _device.BulkAsync(isIn ? _bulkIn : _bulkOut, data, cancellationToken).ConfigureAwait(false);
             if (r.Status == Usbif.Usbif.USBIF_STATUS_STALL)
             {
@@ -132,14 +135,14 @@ public sealed class GuestMassStorage
     }
 
     /// <summary>One URB per page; the first that did not succeed fully is the result (usb_sg_wait's io->status).</summary>
-    private async Task<UrbResult> ScatterReadAsync(Memory<byte> data, CancellationToken cancellationToken)
+    private async Task<UrbResult> ScatterAsync(byte endpoint, Memory<byte> data, CancellationToken cancellationToken)
     {
         var pieces = new List<Memory<byte>>();
         for (int off = 0; off < data.Length; off += 4096)
         {
             pieces.Add(data.Slice(off, Math.Min(4096, data.Length - off)));
         }
-        UrbResult[] results = await _device.BulkManyAsync(_bulkIn, pieces, shortNotOk: true, cancellationToken).ConfigureAwait(false);
+        UrbResult[] results = await _device.BulkManyAsync(endpoint, pieces, shortNotOk: (endpoint & 0x80) != 0, cancellationToken).ConfigureAwait(false);
         foreach (UrbResult r in results)
         {
             if (!r.Ok)

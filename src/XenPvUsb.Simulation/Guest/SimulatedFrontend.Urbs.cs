@@ -132,6 +132,28 @@ public sealed partial class SimulatedFrontend
         return tcs.Task;
     }
 
+    /// <summary>Raw requests put on the ring together and published with one req_prod update (the backend sees them as one batch).</summary>
+    public Task<usbif_urb_response[]> SubmitRawBatchAsync(IReadOnlyList<usbif_urb_request> requests)
+    {
+        var tasks = new Task<usbif_urb_response>[requests.Count];
+        lock (_ringLock)
+        {
+            ThrowIfDead();
+            for (int i = 0; i < requests.Count; i++)
+            {
+                var tcs = new TaskCompletionSource<usbif_urb_response>(TaskCreationOptions.RunContinuationsAsynchronously);
+                _rawWaiters.Add(requests[i].id, tcs);
+                tasks[i] = tcs.Task;
+                _urbRing.PutRequest(requests[i]);
+            }
+            if (_urbRing.PushRequestsAndCheckNotify())
+            {
+                _port!.Notify();
+            }
+        }
+        return Task.WhenAll(tasks);
+    }
+
     /// <summary>Ids of the requests this frontend has in flight.</summary>
     public IReadOnlyList<ushort> InFlightRequestIds()
     {

@@ -148,7 +148,7 @@ internal sealed partial class VusbController
         {
             return SubmitIsochronous(ref req, pipe, p, dataLength) ? 1 : 0;
         }
-        if (pipe.Type == UsbTransferType.Bulk && pipe.IsIn && GrantMode == GrantMode.Copy && MergeBulkIn)
+        if (pipe.Type == UsbTransferType.Bulk && GrantMode == GrantMode.Copy && MergeBulkIn)
         {
             int members = MergeableRun(index, count, pipe, dataLength, out int total);
             if (members > 1)
@@ -157,8 +157,12 @@ internal sealed partial class VusbController
                 {
                     return 0;
                 }
-                SubmitMerged(index, members, pipe, p, total);
-                return members;
+                members = SubmitMerged(index, members, pipe, p, total);
+                if (members > 1)
+                {
+                    return members;
+                }
+                // The first request's OUT data could not be copied: it is refused on its own below.
             }
         }
         int deviceBytes = pipe.Type == UsbTransferType.Control ? UsbTransfer.SetupSize + (int)(req.u_ctrl >> 48) : dataLength;
@@ -365,20 +369,21 @@ internal sealed partial class VusbController
 
     /// <summary>
     /// How many requests, starting at <paramref name="index"/>, can share one transfer to the device.
-    /// Linux drivers queue a scatter-gather read as many URBs at once (usb_sg_init, used by
+    /// Linux drivers queue a scatter-gather transfer as many URBs at once (usb_sg_init, used by
     /// usb-storage), and xen-hcd, having no scatter-gather, puts one request on the ring per segment,
-    /// mostly single pages; each would cost dom0 a URB, an interrupt and a reap. Consecutive bulk IN
+    /// mostly single pages; each would cost dom0 a URB, an interrupt and a reap. Consecutive bulk
     /// requests of one batch are merged into one transfer when that cannot change what the guest
-    /// sees: same pipe and flags, every one marked SHORT_NOT_OK (a short packet ends the guest's whole
-    /// sequence: the short one fails with an error and the driver unlinks the rest, which are answered
-    /// unserved), and every one but the last a multiple of 1024 bytes (whole packets at any bulk
-    /// max-packet size), so the packets on the bus are the same.
+    /// sees: same pipe and flags, every one but the last a multiple of 1024 bytes (whole packets at
+    /// any bulk max-packet size), so the packets on the bus are the same; for IN, every one marked
+    /// SHORT_NOT_OK too (a short packet ends the guest's whole sequence: the short one fails with an
+    /// error and the driver unlinks the rest, which are answered unserved). An OUT transfer cannot end
+    /// short but by an error, which ends the guest's sequence the same way.
     /// </summary>
     private int MergeableRun(int index, int count, UsbifPipe pipe, int firstLength, out int total)
     {
         ref usbif_urb_request first = ref _batch[index];
         total = firstLength;
-        if ((first.transfer_flags & USBIF_SHORT_NOT_OK) == 0 || firstLength == 0 || _freeSlots.Count < 2
+        if ((pipe.IsIn && (first.transfer_flags & USBIF_SHORT_NOT_OK) == 0) || firstLength == 0 || _freeSlots.Count < 2
             || (_mergedTransfers.Count == 0 && _mergedTransfersMade == MaxMergedInFlight))
         {
             return 1;
@@ -421,16 +426,39 @@ internal sealed partial class VusbController
     }
 
     /// <summary>
-    /// Submits batch requests [index, index + members) as one bulk IN transfer of <paramref name="total"/>
-    /// bytes; their data lengths are the ones <see cref="MergeableRun"/> left in _mergeLengths.
+    /// Submits batch requests [index, index + members) as one bulk transfer of <paramref name="total"/>
+    /// bytes; their data lengths are the ones <see cref="MergeableRun"/> left in _mergeLengths. OUT data is
+    /// grant-copied in, all members in one call; the merge stops before the first member whose data could
+    /// not be copied (that one is then refused on its own). Returns how many requests it took: 1 means
+    /// none (the first one's copy failed) and the caller serves the first request alone.
     /// </summary>
-    private void SubmitMerged(int index, int members, UsbifPipe pipe, VusbPort p, int total)
+    private unsafe int SubmitMerged(int index, int members, UsbifPipe pipe, VusbPort p, int total)
     {
         if (!_mergedTransfers.TryPop(out UsbTransfer? t))
         {
             t = new UsbTransfer(MaxMergedBytes);
             _buffersHeld = true;
             _mergedTransfersMade++;
+        }
+        if (!pipe.IsIn)
+        {
+            long start = Stopwatch.GetTimestamp();
+            int copied;
+            fixed (byte* buf = t.Buffer)
+            {
+                copied = CopyGroup(index, members, buf, lengths: _mergeLengths, toGuest: false);
+            }
+            _stats.GrantTicks += Stopwatch.GetTimestamp() - start;
+            if (copied < 2)
+            {
+                _mergedTransfers.Push(t);
+                return 1;
+            }
+            for (int k = copied; k < members; k++)
+            {
+                total -= _mergeLengths[k];
+            }
+            members = copied;
         }
         UrbSlot lead = _freeSlots.Pop();
         lead.Request = _batch[index];
@@ -451,7 +479,7 @@ internal sealed partial class VusbController
         }
         t.Type = UsbTransferType.Bulk;
         t.Endpoint = pipe.EndpointAddress;
-        t.ShortNotOk = true;
+        t.ShortNotOk = pipe.IsIn;
         t.Length = total;
         _stats.Merged += members;
         _stats.MergedTransfers++;
@@ -459,6 +487,52 @@ internal sealed partial class VusbController
         ChargeDevice(lead, total);
         _stats.Submits++;
         p.Device!.Submit(t);
+        return members;
+    }
+
+    /// <summary>
+    /// Grant-copies, in one call, the data of batch requests [index, index + members) (IN: those of
+    /// <paramref name="slots"/>) between their segments and <paramref name="buffer"/>, where they lie side
+    /// by side with <paramref name="lengths"/> bytes each (0: nothing to copy for that one). Returns how
+    /// many members, from the first, had every segment copied.
+    /// </summary>
+    private unsafe int CopyGroup(int index, int members, byte* buffer, int[] lengths, bool toGuest, UrbSlot[]? slots = null)
+    {
+        int n = 0;
+        int offset = 0;
+        for (int k = 0; k < members; k++)
+        {
+            ref usbif_urb_request req = ref slots is null ? ref _batch[index + k] : ref slots[k].Request;
+            int from = slots is null ? offset : slots[k].GroupOffset;
+            n += FillCopySegments(ref req, 0, req.nr_buffer_segs, buffer + from, lengths[k], toGuest, _groupCopies.AsSpan(n));
+            _groupCopyEnds[k] = n;
+            offset += lengths[k];
+        }
+        if (n > 0)
+        {
+            _stats.GrantCalls++;
+            _stats.GrantSegments += n;
+            if (_grants.Copy(Frontend, _groupCopies.AsSpan(0, n)))
+            {
+                return members;
+            }
+        }
+        else
+        {
+            return members;
+        }
+        int segment = 0;
+        for (int k = 0; k < members; k++)
+        {
+            for (; segment < _groupCopyEnds[k]; segment++)
+            {
+                if (_groupCopies[segment].Status != GrantStatus.Okay)
+                {
+                    return k;
+                }
+            }
+        }
+        return members;
     }
 
     /// <summary>
@@ -466,7 +540,7 @@ internal sealed partial class VusbController
     /// the transfer stopped gets its status and partial length; the ones after it were never served
     /// and are answered SHUTDOWN (the guest unlinks them after the error anyway).
     /// </summary>
-    private void CompleteMerged(UrbSlot lead, long now)
+    private unsafe void CompleteMerged(UrbSlot lead, long now)
     {
         UsbTransfer t = lead.Transfer!;
         int actual = Math.Clamp(t.ActualLength, 0, t.Length);
@@ -479,10 +553,10 @@ internal sealed partial class VusbController
         _stats.DeviceTicks += (now - lead.SubmittedAt) * n;
         _stats.Completed += n;
         bool stopped = false;
+        Span<int> statuses = stackalloc int[n];
         for (int k = 0; k < n; k++)
         {
             UrbSlot m = _groupScratch[k];
-            _groupScratch[k] = null!;
             int got = stopped ? 0 : Math.Clamp(actual - m.GroupOffset, 0, m.GroupLength);
             int status;
             if (stopped)
@@ -500,7 +574,25 @@ internal sealed partial class VusbController
                     : m.Cancelled || cancelled ? USBIF_STATUS_SHUTDOWN : USBIF_STATUS_OK;
                 stopped = true;
             }
-            if (got > 0 && _evtchn is not null && !CopySegments(ref m.Request, t, m.GroupOffset, got, toGuest: true))
+            statuses[k] = status;
+            _mergeLengths[k] = got;
+        }
+        // IN data back to the guest: every member's pages in one grant-copy call.
+        int copiedMembers = n;
+        if (t.IsIn && _evtchn is not null)
+        {
+            fixed (byte* buf = t.Buffer)
+            {
+                copiedMembers = CopyGroup(0, n, buf, _mergeLengths, toGuest: true, _groupScratch);
+            }
+        }
+        for (int k = 0; k < n; k++)
+        {
+            UrbSlot m = _groupScratch[k];
+            _groupScratch[k] = null!;
+            int status = statuses[k];
+            int got = _mergeLengths[k];
+            if (k >= copiedMembers && got > 0 && t.IsIn && !MemberCopied(k))
             {
                 status = USBIF_STATUS_INVAL;
                 got = 0;
@@ -573,13 +665,30 @@ internal sealed partial class VusbController
     /// </summary>
     private unsafe bool CopySegmentRange(ref usbif_urb_request req, int first, int end, byte* local, int length, bool toGuest)
     {
+        int n = FillCopySegments(ref req, first, end, local, length, toGuest, _copySegments);
+        if (n == 0)
+        {
+            return true;
+        }
+        _stats.GrantCalls++;
+        _stats.GrantSegments += n;
+        return _grants.Copy(Frontend, _copySegments.AsSpan(0, n));
+    }
+
+    /// <summary>
+    /// Fills <paramref name="into"/> with the copy operations for <paramref name="length"/> bytes between segments
+    /// [<paramref name="first"/>, <paramref name="end"/>) of the request, taken in order as one run of bytes, and
+    /// <paramref name="local"/>. Returns how many it wrote.
+    /// </summary>
+    private static unsafe int FillCopySegments(ref usbif_urb_request req, int first, int end, byte* local, int length, bool toGuest, Span<GrantCopySegment> into)
+    {
         int n = 0;
         int done = 0;
         for (int i = first; i < end && done < length; i++)
         {
             usbif_request_segment seg = req.seg[i];
             int len = Math.Min(seg.length, length - done);
-            ref GrantCopySegment c = ref _copySegments[n++];
+            ref GrantCopySegment c = ref into[n++];
             c.Ref = new GrantRef(seg.gref);
             c.Offset = seg.offset;
             c.Length = (ushort)len;
@@ -588,13 +697,20 @@ internal sealed partial class VusbController
             c.Status = 0;
             done += len;
         }
-        if (n == 0)
+        return n;
+    }
+
+    /// <summary>After <see cref="CopyGroup"/>: true if every segment of member <paramref name="k"/> was copied.</summary>
+    private bool MemberCopied(int k)
+    {
+        for (int i = k == 0 ? 0 : _groupCopyEnds[k - 1]; i < _groupCopyEnds[k]; i++)
         {
-            return true;
+            if (_groupCopies[i].Status != GrantStatus.Okay)
+            {
+                return false;
+            }
         }
-        _stats.GrantCalls++;
-        _stats.GrantSegments += n;
-        return _grants.Copy(Frontend, _copySegments.AsSpan(0, n));
+        return true;
     }
 
     private void HandleUnlink(ushort id, int port, ushort unlinkId)

@@ -25,7 +25,7 @@ internal sealed partial class VusbController : IEventHandler, IBusyPollable, IFa
     private readonly Action _drainForeignCompletions;
     private readonly GrantCopySegment[] _copySegments = new GrantCopySegment[Usbif.Usbif.USBIF_MAX_SEGMENTS_PER_REQUEST];
 
-    /// <summary>Merged bulk IN transfers: at most this many bytes, this many in flight, members' lengths (but the last) multiples of this.</summary>
+    /// <summary>Merged bulk transfers: at most this many bytes, this many in flight, members' lengths (but the last) multiples of this.</summary>
     private const int MaxMergedBytes = 256 * 1024;
     private const int MaxMergedInFlight = 4;
     private const int MergeAlignment = 1024;
@@ -51,6 +51,10 @@ internal sealed partial class VusbController : IEventHandler, IBusyPollable, IFa
     private readonly Stack<UsbTransfer> _mergedTransfers = new(MaxMergedInFlight);
     private int _mergedTransfersMade;
     private readonly UrbSlot[] _groupScratch = new UrbSlot[Usbif.Usbif.USB_URB_RING_SIZE];
+
+    // A merged transfer's grant copies, all members in one call, and where each member's segments end.
+    private readonly GrantCopySegment[] _groupCopies = new GrantCopySegment[Usbif.Usbif.USB_URB_RING_SIZE * Usbif.Usbif.USBIF_MAX_SEGMENTS_PER_REQUEST];
+    private readonly int[] _groupCopyEnds = new int[Usbif.Usbif.USB_URB_RING_SIZE];
     private readonly UsbTransfer[] _cancelScratch = new UsbTransfer[UrbRequestValidator.MaxIsoPacketsPerRequest / UsbTransfer.MaxIsoPackets];
 
     private BackRing<usbif_urb_request, usbif_urb_response> _urbRing;

@@ -71,7 +71,7 @@ internal static partial class Log
     public static partial void RegistryStarted(this ILogger logger, string path);
 
     [LoggerMessage(EventId = 230, Level = LogLevel.Information,
-        Message = "vusb {DomId}/{DevId}: served {Urbs} URBs, {Bytes} bytes ({GrantMode} mode, {Mapped} mapped); per URB: device {DeviceUs:F1} us, grant copy/map {GrantUs:F1} us; {MeanBatch:F2} requests per ring batch; {Merged} bulk IN requests merged into {MergedTransfers} transfers")]
+        Message = "vusb {DomId}/{DevId}: served {Urbs} URBs, {Bytes} bytes ({GrantMode} mode, {Mapped} mapped); per URB: device {DeviceUs:F1} us, grant copy/map {GrantUs:F1} us; {MeanBatch:F2} requests per ring batch; {Merged} bulk requests merged into {MergedTransfers} transfers")]
     public static partial void ControllerStatistics(this ILogger logger, int domId, int devId, XenPvUsb.Backend.GrantMode grantMode, long urbs, long bytes, long mapped,
         double deviceUs, double grantUs, double meanBatch, long merged, long mergedTransfers);
 

@@ -460,7 +460,7 @@ cl_stats() {
   wait_for 30 eval "pv_journal $t0 | grep -q 'vusb $id/$c: served '" || { pv_log 20; reason "no statistics line for vusb $id/$c within 30 s"; return 1; }
   line=$(pv_journal $t0 | grep -m1 "vusb $id/$c: served ")
   echo "$line"
-  set -- $(echo "$line" | sed -n 's/.*served \([0-9]*\) URBs, \([0-9]*\) bytes .*device \([0-9.]*\) us, grant copy\/map \([0-9.]*\) us; \([0-9.]*\) requests per ring batch; \([0-9]*\) bulk IN requests merged into \([0-9]*\) transfers.*/\1 \2 \3 \4 \5 \6 \7/p')
+  set -- $(echo "$line" | sed -n 's/.*served \([0-9]*\) URBs, \([0-9]*\) bytes .*device \([0-9.]*\) us, grant copy\/map \([0-9.]*\) us; \([0-9.]*\) requests per ring batch; \([0-9]*\) bulk [IN ]*requests merged into \([0-9]*\) transfers.*/\1 \2 \3 \4 \5 \6 \7/p')
   [ $# = 7 ] || { reason "cannot parse: $line"; return 1; }
   urbs=$1 bytes=$2 dev=$3 gr=$4 batch=$5 merged=$6 mt=$7
   figure classes-$nm-urbs $urbs URBs
