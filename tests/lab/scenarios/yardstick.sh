@@ -610,42 +610,6 @@ ys_hid_pvusb() {
   reason "$1 presses through xenpvusbd (controller $c, guest usbhid + evdev, CLOCK_REALTIME): dom0's usbmon completion -> the guest's evdev event median $2 ms, worst $3 ms; guest-dom0 realtime offset $off us, bound +-$err us (min-RTT of 2 x 20 xenstore ping-pongs); native: median $(ys_lat_stats $YS/lat-native | cut -d' ' -f2) ms"
 }
 
-# Hypercalls per command on both PV paths (xentrace + xenalyze of Debian's xen-utils), the EHCI
-# stick, one 16 MiB read each, untimed (tracing slows everything): SKIP when the tools are missing or
-# their summary has no hypercall counts.
-ys_hypercalls() {
-  local xa p tp ser b dev out
-  xa=; for p in /usr/bin/xenalyze /usr/sbin/xenalyze /usr/lib/xen-*/bin/xenalyze; do [ -x "$p" ] && { xa=$p; break; }; done
-  command -v xentrace > /dev/null && [ -n "$xa" ] || { reason "no xentrace or xenalyze in dom0"; return 77; }
-  ser=$(ys_serial ehci)
-  for p in blkback pvusb; do
-    wait_for 90 usb_has_disk "$ser" || { reason "no EHCI stick in dom0"; return 1; }
-    dev=$(usb_disk_by_serial "$ser"); b=$(ys_busid ehci)
-    if [ $p = blkback ]; then ys_blk_attach $dev w || return 1
-    else
-      xenpvusb usb-attach $YS_G 0 1 $b || { reason "usb-attach failed"; return 1; }
-      ys_cmd usb; ys_done 300 || { xenpvusb usb-detach $YS_G 0 1; reason "no USB disk in the guest"; return 1; }
-    fi
-    xentrace -D -S 256 -e 0x0022f000 $YS/trace-$p.bin > $YS/xentrace-$p.log 2>&1 &
-    tp=$!
-    lab_sleep 2
-    ys_cmd read ys-hc-$p 0 $YS_MIB; ys_done 600
-    kill -INT $tp 2>/dev/null; wait $tp
-    if [ $p = blkback ]; then ys_blk_detach || return 1
-    else
-      ys_cmd gone; xenpvusb usb-detach $YS_G 0 1; wait_for 90 usb_has_disk "$ser"; ys_done 120
-    fi
-    echo "--- xentrace ($p): $(tail -n 3 $YS/xentrace-$p.log | tr '\n' ' ') $(stat -c %s $YS/trace-$p.bin 2>/dev/null) bytes; commands $(ys_res ys-hc-$p rios)"
-    timeout 120 $xa --summary $YS/trace-$p.bin > $YS/xa-$p.txt 2>&1
-    grep -n -i -B2 -A12 "hypercall" $YS/xa-$p.txt | head -n 80
-    rm -f $YS/trace-$p.bin
-  done
-  out=$(grep -ci hypercall $YS/xa-blkback.txt $YS/xa-pvusb.txt | tr '\n' ' ')
-  grep -qi hypercall $YS/xa-pvusb.txt || { head -n 30 $YS/xa-pvusb.txt; reason "xenalyze's summary has no hypercall lines ($out)"; return 77; }
-  reason "xenalyze summaries printed above ($out hypercall lines); not yet turned into figures"
-  return 77
-}
-
 ys_cleanup() {
   local id c why="" k s f
   id=$(ys_id 2>/dev/null)
@@ -680,7 +644,6 @@ if stage daemon -t 120 pv_ensure; then
     if stage hid-prep -t 60 ys_hid_prep && stage hid-native -t 180 ys_hid_native; then
       stage hid-pvusb -t 600 ys_hid_pvusb
     fi
-    stage hypercalls -t 400 ys_hypercalls
   fi
   stage cleanup -t 240 ys_cleanup
   cat $YS/res
