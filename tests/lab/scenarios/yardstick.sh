@@ -556,6 +556,9 @@ ys_hid_native() {
 # the guest's CLOCK_REALTIME against dom0's: ping-pong over xenstore (min-RTT sample; bound RTT/2)
 ys_offset() { # NAME
   local out
+  # a fresh data/ys: a ready=1 left by the session before would let xsping ping before xspong reset
+  # its nodes (the first full run lost its second session that way)
+  xenstore-rm /local/domain/$(ys_id)/data/ys 2>/dev/null
   ys_cmd pong 20 60
   out=$($YS_TOOL xsping -x $YS_XS /local/domain/$(ys_id)/data/ys 20 60 2>&1)
   ys_done 90 || { reason "the guest's xspong did not end"; return 1; }
