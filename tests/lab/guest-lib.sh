@@ -4,7 +4,8 @@
 #   STAGE <scenario>/<name> PASS|FAIL|SKIP <seconds>s <reason>
 #   FIGURE <name> <value> <unit>
 #   LAB-REQUEST <id> <verb> <args>   ask the host to act on QEMU (verbs: unplug ID, replug ID, hmp CMD,
-#                                    sendkey KEY... = one HMP sendkey per key, in one monitor session)
+#                                    sendkey KEY... = one HMP sendkey per key, in one monitor session,
+#                                    sendkeys HOLD_MS KEY... = the same with a hold time)
 #   GUESTLOG <guest>| <line>         a guest's console log, copied live (guest_follow)
 # Scenario scripts: scenarios/<name>.sh, sourced in a subshell with LAB_SCENARIO=<name>.
 

@@ -24,12 +24,12 @@ read_all
 dd if=/dev/$DISK of=/tmp/save.bin bs=1M skip=8 count=4 iflag=direct 2>/dev/null
 write_verify $DISK 8 4
 dd if=/tmp/save.bin of=/dev/$DISK bs=1M seek=8 oflag=direct conv=fsync 2>/dev/null && result "restore ok"
-# dom0 detaches the stick and attaches it again, in turn to controllers with other data paths
-for r in 2 3 4 5; do
+# dom0 detaches the stick and attaches it again (round 2, the same controller)
+for r in 2 3; do
   n=0; while [ -e /sys/block/$DISK ] && [ $n -lt 300 ]; do sleep 1; n=$((n + 1)); done
   [ -e /sys/block/$DISK ] && { result "gone r=$r no"; exit 0; }
   result "gone r=$r after=${n}s"
-  [ $r = 7 ] && break
+  [ $r = 3 ] && break
   wait_usb_disk 300 || exit 0
   result "back r=$r dev=$DISK"
   read_all | sed "s/^GUEST-RESULT read /GUEST-RESULT read$r /"
@@ -100,20 +100,9 @@ pv_gone() {
   return 0
 }
 
-# Attach again, in turn to controller 1 (grant map), 2 (grant copy, every bulk IN request its own
-# transfer) and 0 (grant copy, queued bulk IN requests merged: the default): the data paths are
-# compared on the same stick, guest and boot, interleaved against drifting host load.
-pv_more_ctrls() {
-  local c
-  xenpvusb usb-hc-create --grant-mode map pvg 2 8 || { reason "usb-hc-create --grant-mode map failed"; return 1; }
-  xenpvusb usb-hc-create --no-merge pvg 2 8 || { reason "usb-hc-create --no-merge failed"; return 1; }
-  for c in 1 2; do
-    wait_for 60 sh -c "xenstore-read /local/domain/0/backend/vusb/\$(xl domid pvg)/$c/state | grep -q 4" \
-      || { pv_log 20; reason "controller $c did not connect"; return 1; }
-  done
-  reason "controllers 1 (grant map) and 2 (no merging) connected"
-}
-
+# Attach again (round 2, the default data path: grant copy, queued bulk IN requests merged): attach-again
+# works. (Rounds through a --grant-mode map and a --no-merge controller were dropped for the 45-minute
+# budget when scenario yardstick came; yardstick reads the EHCI stick through a map controller.)
 # pv_round R CTRL MODE: attach the stick to CTRL port 1, the guest reads it whole (read<R>), detach.
 pv_round() {
   local r=$1 ctrl=$2 mode=$3 d sum mbps
@@ -176,18 +165,13 @@ if stage install -t 120 pv_ensure; then
   if stage guest-create -t 240 pv_guest && stage hc-create -t 120 pv_hc_create && stage attach -t 240 pv_attach; then
     stage guest-read -t 960 pv_read
     stage write-back -t 360 pv_write
-    if stage detach -t 120 pv_detach && stage more-controllers -t 120 pv_more_ctrls; then
-      stage round2-map -t 960 pv_round 2 1 map && stage round3-nomerge -t 960 pv_round 3 2 nomerge \
-        && stage round4-copy -t 960 pv_round 4 0 copy
-    fi
+    stage detach -t 120 pv_detach && stage round2-copy -t 960 pv_round 2 0 copy
   fi
-  for c in 2 1 0; do xenpvusb usb-hc-destroy pvg $c 2>&1 || true; done
+  xenpvusb usb-hc-destroy pvg 0 2>&1 || true
   guest_destroy pvg > /dev/null
   stage stats pv_stats
   WHEN=after stage native-read-after -t 200 pv_native_read
   stage ratio pv_ratio
   stage ratio-copy pv_ratio_of copy
-  stage ratio-nomerge pv_ratio_of nomerge
-  stage ratio-map pv_ratio_of map
   pv_log 40
 fi
