@@ -96,6 +96,20 @@ usb_drivers() {
   echo "$out"
 }
 # usb_bound_to BUSID DRIVER: an interface of the device is bound to DRIVER (builtins only, no output).
+# lab_xhci_kbd: the bus id of QEMU's usb-kbd (0627:0001 "QEMU USB Keyboard") on the xHCI controller.
+lab_xhci_kbd() {
+  local d v p n bn drv
+  for d in /sys/bus/usb/devices/*; do
+    [ -f $d/idVendor ] && [ -f $d/product ] || continue
+    read -r v < $d/idVendor; read -r p < $d/idProduct; read -r n < $d/product
+    [ "$v:$p" = 0627:0001 ] && [ "$n" = "QEMU USB Keyboard" ] || continue
+    read -r bn < $d/busnum
+    drv=$(readlink -f /sys/bus/usb/devices/usb$bn/../driver)
+    [ "${drv##*/}" = xhci_hcd ] && { echo ${d##*/}; return 0; }
+  done
+  return 1
+}
+
 usb_bound_to() { local f; for f in /sys/bus/usb/drivers/"$2"/"$1":*; do [ -e "$f" ] && return 0; done; return 1; }
 
 # wait_for TIMEOUT_S CMD...: run CMD every second (keep CMD cheap: builtins) until it succeeds.

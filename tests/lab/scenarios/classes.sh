@@ -367,26 +367,13 @@ cl_ratio() {
   reason "guest $g MB/s / dom0 $2 MB/s (before ${b:-none}, after ${a:-none}) = $1"
 }
 
-# cl_kbd: the bus id of QEMU's usb-kbd (0627:0001 "QEMU USB Keyboard") on the xHCI controller.
-cl_kbd() {
-  local d v p n bn drv
-  for d in /sys/bus/usb/devices/*; do
-    [ -f $d/idVendor ] && [ -f $d/product ] || continue
-    read -r v < $d/idVendor; read -r p < $d/idProduct; read -r n < $d/product
-    [ "$v:$p" = 0627:0001 ] && [ "$n" = "QEMU USB Keyboard" ] || continue
-    read -r bn < $d/busnum
-    drv=$(readlink -f /sys/bus/usb/devices/usb$bn/../driver)
-    [ "${drv##*/}" = xhci_hcd ] && { echo ${d##*/}; return 0; }
-  done
-  return 1
-}
 
 cl_hid() {
   local k t0 dt ev evl first bad why= pre m jw
   for m in hid usbhid hid_generic evdev; do
     guest_log clg | grep -q "^GUEST-MODULE $m loaded" || { reason "module $m not loaded in the guest: $(guest_log clg | grep "^GUEST-MODULE $m " || echo 'no GUEST-MODULE line (an image without the optional HID modules?)')"; return 1; }
   done
-  k=$(cl_kbd) || { lsusb; reason "no QEMU USB Keyboard (0627:0001) on the xHCI controller in dom0"; return 1; }
+  k=$(lab_xhci_kbd) || { lsusb; reason "no QEMU USB Keyboard (0627:0001) on the xHCI controller in dom0"; return 1; }
   echo $k > $CL/kbd
   if wait_for 10 usb_bound_to $k usbhid; then pre="usbhid had it in dom0"; else pre="dom0's usbhid did not have it before (drivers: $(usb_drivers $k))"; fi
   guest_wait clg 'GUEST-RESULT hid-mark' 600 || { reason "the guest's script did not reach the keyboard part"; return 1; }
@@ -697,7 +684,7 @@ cl_cleanup() {
   local id b b3 k t f u c fixed= why= di dev drv
   read -r b < $CL/ss-busid 2>/dev/null || b=$(d=$(usb_dev_by_serial $LAB_STICK_XHCI_SERIAL) && echo ${d##*/})
   read -r b3 < $CL/hs-busid 2>/dev/null || b3=$(d=$(usb_dev_by_serial $LAB_STICK_EHCI3_SERIAL) && echo ${d##*/})
-  read -r k < $CL/kbd 2>/dev/null || k=$(cl_kbd)
+  read -r k < $CL/kbd 2>/dev/null || k=$(lab_xhci_kbd)
   t=$(cl_find 0627:0001 "QEMU USB Tablet"); f=$(cl_find 0403:6001 "QEMU USB SERIAL" || cl_find 0403:6001 "QEMU USB Serial")
   u=$(cl_find 0525:a4a2 "RNDIS/QEMU USB Network Device")
   if [ -f $CL/domid ]; then

@@ -480,18 +480,6 @@ ys_map_read() {
 }
 
 # --- HID latency ----------------------------------------------------------------------------------
-ys_kbd() {
-  local d v p n bn drv
-  for d in /sys/bus/usb/devices/*; do
-    [ -f $d/idVendor ] && [ -f $d/product ] || continue
-    read -r v < $d/idVendor; read -r p < $d/idProduct; read -r n < $d/product
-    [ "$v:$p" = 0627:0001 ] && [ "$n" = "QEMU USB Keyboard" ] || continue
-    read -r bn < $d/busnum
-    drv=$(readlink -f /sys/bus/usb/devices/usb$bn/../driver)
-    [ "${drv##*/}" = xhci_hcd ] && { echo ${d##*/}; return 0; }
-  done
-  return 1
-}
 ys_usbmon_start() { # NAME: dom0's usbmon text of the keyboard's bus into $YS/mon-NAME.txt
   local k bus
   k=$(cat $YS/kbd); read -r bus < /sys/bus/usb/devices/$k/busnum
@@ -513,7 +501,7 @@ ys_lat_stats() { sort -n "$1" | awk '{ v[NR] = $1 } END { if (!NR) { print "0 0 
 
 ys_hid_prep() {
   local k
-  k=$(ys_kbd) || { reason "no QEMU USB Keyboard on xHCI in dom0"; return 1; }
+  k=$(lab_xhci_kbd) || { reason "no QEMU USB Keyboard on xHCI in dom0"; return 1; }
   echo $k > $YS/kbd
   wait_for 20 usb_bound_to $k usbhid || { reason "dom0's usbhid does not have $k"; return 1; }
   if [ ! -d /sys/kernel/debug/usb/usbmon ]; then
@@ -625,7 +613,7 @@ ys_cleanup() {
   for s in ehci xhci; do
     wait_for 60 usb_has_disk "$(ys_serial $s)" || { lab_recover_stick "$(ys_serial $s)"; why="$why""$s stick not with usb-storage (replugged in QEMU); "; }
   done
-  k=$(cat $YS/kbd 2>/dev/null || ys_kbd)
+  k=$(cat $YS/kbd 2>/dev/null || lab_xhci_kbd)
   [ -z "$k" ] || wait_for 30 usb_bound_to $k usbhid || why="$why""keyboard $k not with usbhid ($(usb_drivers $k)); "
   [ -z "$why" ] || { reason "$why"; return 1; }
   reason "guest destroyed, no controller or vbd left; both sticks with usb-storage, the keyboard with usbhid${id:+; usbmon $([ -f $YS/usbmon-loaded ] && echo unloaded again || echo untouched)}"
