@@ -508,28 +508,21 @@ internal sealed partial class VusbController
             _groupCopyEnds[k] = n;
             offset += lengths[k];
         }
-        if (n > 0)
-        {
-            _stats.GrantCalls++;
-            _stats.GrantSegments += n;
-            if (_grants.Copy(Frontend, _groupCopies.AsSpan(0, n)))
-            {
-                return members;
-            }
-        }
-        else
+        if (n == 0)
         {
             return members;
         }
-        int segment = 0;
+        _stats.GrantCalls++;
+        _stats.GrantSegments += n;
+        if (_grants.Copy(Frontend, _groupCopies.AsSpan(0, n)))
+        {
+            return members;
+        }
         for (int k = 0; k < members; k++)
         {
-            for (; segment < _groupCopyEnds[k]; segment++)
+            if (!MemberCopied(k))
             {
-                if (_groupCopies[segment].Status != GrantStatus.Okay)
-                {
-                    return k;
-                }
+                return k;
             }
         }
         return members;
