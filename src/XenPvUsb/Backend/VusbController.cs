@@ -482,6 +482,10 @@ internal sealed partial class VusbController : IEventHandler, IBusyPollable, IFl
             || (_connRing.IsAttached && _connRing.SharedResponseProd != _connRing.RspProdPvt))
         {
             _stats.Pushes++;
+            if (!_suspended)
+            {
+                _loop.KeepHot(this);
+            }
         }
         bool notify = _urbRing.IsAttached && _urbRing.PushResponsesAndCheckNotify();
         notify |= _connRing.IsAttached && _connRing.PushResponsesAndCheckNotify();

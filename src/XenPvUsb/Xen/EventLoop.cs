@@ -152,6 +152,23 @@ public sealed unsafe class EventLoop : IDisposable
         return true;
     }
 
+    /// <summary>
+    /// Loop thread only: <paramref name="pollable"/> just answered its guest, whose next request most often
+    /// follows an answer: keep polling it (no event needed from the guest) for the window from now.
+    /// </summary>
+    public void KeepHot(IBusyPollable pollable)
+    {
+        if (_busyPollTicks == 0)
+        {
+            return;
+        }
+        if (!_hot.Contains(pollable))
+        {
+            _hot.Add(pollable);
+        }
+        _lastHotWork = System.Diagnostics.Stopwatch.GetTimestamp();
+    }
+
     /// <summary>Loop thread only: stop polling (the ring went away).</summary>
     public void RemoveHot(IBusyPollable pollable)
     {

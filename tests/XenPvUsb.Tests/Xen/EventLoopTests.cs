@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using XenPvUsb.Interop.Linux;
 using XenPvUsb.Xen;
 
@@ -163,6 +164,69 @@ public sealed class EventLoopTests
         await Task.Delay(50);
         List<string> seen = await loop.InvokeAsync(() => order.ToList());
         Assert.That(seen, Is.EqualTo(new[] { "poll", "posted", "poll", "poll" }), "work posted during a pass runs before the ring's next pass");
+    }
+
+    [Test]
+    public async Task AnAnswer_KeepsTheRingPolled_ForAWholeWindowFromIt()
+    {
+        const int windowUs = 1_000_000;
+        using var loop = new EventLoop(busyPollMicroseconds: windowUs);
+        var ring = new ArmRecorder();
+        long markedAt = await loop.InvokeAsync(() =>
+        {
+            Assert.That(loop.TryMarkHot(ring), Is.True);
+            return Stopwatch.GetTimestamp();
+        });
+        // A while later (within the window) the ring answers its guest: the window starts again from the answer.
+        await Task.Delay(300);
+        long answeredAt = await loop.InvokeAsync(() =>
+        {
+            loop.KeepHot(ring);
+            return Stopwatch.GetTimestamp();
+        });
+        long armedAt = await ring.Armed.Task.WaitAsync(TimeSpan.FromSeconds(10));
+        Assert.That(Stopwatch.GetElapsedTime(answeredAt, armedAt).TotalMicroseconds, Is.GreaterThanOrEqualTo(windowUs),
+            "armed (the guest asked for events again) a whole window after the answer, not after the request");
+        Assert.That(Stopwatch.GetElapsedTime(markedAt, armedAt), Is.GreaterThan(Stopwatch.GetElapsedTime(markedAt, answeredAt)));
+        Assert.That(ring.Arms, Is.EqualTo(1), "and once: then it sleeps on its event channel");
+
+        // Kept hot while not hot (the ring had armed): polled again, armed again after the window.
+        ring.Armed = new TaskCompletionSource<long>(TaskCreationOptions.RunContinuationsAsynchronously);
+        await loop.InvokeAsync(() => loop.KeepHot(ring));
+        await ring.Armed.Task.WaitAsync(TimeSpan.FromSeconds(10));
+        Assert.That(ring.Arms, Is.EqualTo(2));
+    }
+
+    [Test]
+    public async Task KeepHot_WithoutBusyPolling_DoesNothing()
+    {
+        using var loop = new EventLoop(busyPollMicroseconds: 0);
+        var ring = new ArmRecorder();
+        await loop.InvokeAsync(() => loop.KeepHot(ring));
+        await Task.Delay(50);
+        Assert.That(ring.Polls, Is.Zero);
+        Assert.That(ring.Arms, Is.Zero);
+    }
+
+    private sealed class ArmRecorder : IBusyPollable
+    {
+        public volatile int Polls;
+        public volatile int Arms;
+
+        public TaskCompletionSource<long> Armed { get; set; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        public bool Poll()
+        {
+            Polls++;
+            return false;
+        }
+
+        public bool Arm()
+        {
+            Arms++;
+            Armed.TrySetResult(Stopwatch.GetTimestamp());
+            return false;
+        }
     }
 
     private sealed class CountingPollable(List<string> order, int rounds, EventLoop loop) : IBusyPollable

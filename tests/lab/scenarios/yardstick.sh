@@ -197,8 +197,11 @@ ys_blkback() { # STICK ROUND
 }
 
 # --- xenpvusbd -------------------------------------------------------------------------------------
-ys_pvusb() { # STICK ROUND
-  local s=$1 r=$2 c b ser d0 rec delta="" tag=ys-$1-pvusb-r$2 t0
+# ys_cpu: the daemon's CPU time so far (utime + stime, clock ticks of /proc/PID/stat)
+ys_cpu() { local f; f=$(cat /proc/$(pv_pid)/stat 2>/dev/null) || { echo 0; return; }; f=${f##*) }; set -- $f; echo $(($12 + $13)); }
+ys_pvusb() { # STICK ROUND [PATH: the records' path, pvusb unless a sweep names its own]
+  local s=$1 r=$2 p=${3:-pvusb} c b ser d0 rec delta="" tag t0 cpu0 cpu1
+  tag=ys-$s-$p-r$r
   c=$(ys_ctrl $s); ser=$(ys_serial $s)
   wait_for 90 usb_has_disk "$ser" || { reason "$ser has no block device in dom0"; return 1; }
   b=$(ys_busid $s)
@@ -206,12 +209,12 @@ ys_pvusb() { # STICK ROUND
   ys_cmd usb; ys_done 300 || { pv_log 20; reason "no USB disk in the guest"; return 1; }
   guest_log $YS_G | grep 'GUEST-RESULT disk ' | tail -n1 | grep -q 'disk dev=' || { pv_log 20; reason "the guest saw no USB disk"; xenpvusb usb-detach $YS_G $c 1; return 1; }
   [ -f $YS/usr1 ] && ys_counters $c $YS/pvc-$tag-0
-  ys_d0irq; d0=$YE
-  if ! ys_guest_reads $s pvusb $r; then xenpvusb usb-detach $YS_G $c 1; return 1; fi
-  ys_d0irq
+  ys_d0irq; d0=$YE; cpu0=$(ys_cpu)
+  if ! ys_guest_reads $s $p $r; then xenpvusb usb-detach $YS_G $c 1; return 1; fi
+  ys_d0irq; cpu1=$(ys_cpu)
   [ -f $YS/usr1 ] && { if ys_counters $c $YS/pvc-$tag-1; then delta=$(ys_cdelta $YS/pvc-$tag-0 $YS/pvc-$tag-1 | sed 's/\([^ =]*\)=/pv_\1=/g'); else echo "yardstick: no counters line after SIGUSR1"; fi; }
-  ys_guest_rec $s pvusb $r dirq=$((YE - d0)) $delta
-  ys_guest_write $s pvusb $r || { xenpvusb usb-detach $YS_G $c 1; return 1; }
+  ys_guest_rec $s $p $r dirq=$((YE - d0)) cpu_ticks=$((cpu1 - cpu0)) $delta
+  ys_guest_write $s $p $r || { xenpvusb usb-detach $YS_G $c 1; return 1; }
   ys_cmd gone
   t0=$(lab_now)
   xenpvusb usb-detach $YS_G $c 1 || { pv_log 20; reason "usb-detach failed"; return 1; }
@@ -219,7 +222,7 @@ ys_pvusb() { # STICK ROUND
   ys_done 120 || { reason "the guest still sees the stick"; return 1; }
   # the guest's commands over the disk's whole life on this controller (for the served-line figures)
   echo "$(ys_res gone rios) $(ys_res gone wios)" >> $YS/life-$s
-  reason "$b -> controller $c: read $(ys_mbps $s pvusb read $r.1), $(ys_mbps $s pvusb read $r.2) MB/s (checksums OK, $(ys_res $tag-read1 rios) + $(ys_res $tag-read2 rios) SCSI commands), write $(ys_mbps $s pvusb write $r) MB/s (pattern read back, region restored = the image); back with dom0's usb-storage $(lab_elapsed $t0) s after usb-detach${delta:+; daemon: $delta}"
+  reason "$b -> controller $c: read $(ys_mbps $s $p read $r.1), $(ys_mbps $s $p read $r.2) MB/s (checksums OK, $(ys_res $tag-read1 rios) + $(ys_res $tag-read2 rios) SCSI commands), write $(ys_mbps $s $p write $r) MB/s (pattern read back, region restored = the image); back with dom0's usb-storage $(lab_elapsed $t0) s after usb-detach${delta:+; daemon: $delta}"
 }
 
 # --- the guest -------------------------------------------------------------------------------------
@@ -407,7 +410,7 @@ ys_ratio() { # STICK OP
 ys_breakdown() {
   local s=$1 served line u wl
   line=$(awk -v s=$s '{ delete v; for (i = 1; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] } }
-    v["stick"] == s && v["op"] == "read" { p = v["path"]; n[p]++; us[p] += v["us"]; c[p] += v["cmds"]; by[p] += v["bytes"]; gi[p] += (p == "pvusb" ? v["girq_hcd"] : v["girq_blk"])
+    v["stick"] == s && v["op"] == "read" && v["path"] ~ /^(native|blkback|pvusb)$/ { p = v["path"]; n[p]++; us[p] += v["us"]; c[p] += v["cmds"]; by[p] += v["bytes"]; gi[p] += (p == "pvusb" ? v["girq_hcd"] : v["girq_blk"])
       if ("pair_cmds" in v) { pc[p] += v["pair_cmds"]; di[p] += v["dirq"]; dc[p] += v["dom0_cmds"]; bbr[p] += v["bb_rd_req"]; bbs[p] += v["bb_rd_sect"] }
       if ("pv_urbs" in v) { pvc += v["pair_cmds"]; for (k in v) if (k ~ /^pv_/) pv[k] += v[k] } }
     END {
@@ -445,6 +448,57 @@ ys_breakdown() {
     fi
   fi
   reason "$(echo "$line" | sort | tr '\n' ';' | sed 's/;$//')${wl:+; pvusb served line over $wl commands: ${served#*: }}"
+}
+
+# --- busy-poll sweep: LAB_YS_POLL_SWEEP="0 50 500 2000" (not in make lab's run) ------------------------
+# How long a loop keeps polling a ring after its last request or answer (--busy-poll, µs) before the guest
+# must notify again: for each value the daemon is restarted with it (controllers 0 and 1 stay connected,
+# as after any restart) and one pvusb pass per stick is recorded as path pvusb-bpV; the conffile is
+# restored at the end. Figures: each value's read and write MB/s over blkback's medians, with the
+# guest's notifications (kicks), the daemon's notifications and its CPU per command.
+ys_poll_set() { # USEC
+  local v=$1 c pid
+  [ -f $YS/defaults.saved ] || cp $PV_DEFAULTS $YS/defaults.saved 2>/dev/null || : > $YS/defaults.saved
+  echo "XENPVUSBD_OPTS=\"${LAB_XENPVUSBD_ARGS:+$LAB_XENPVUSBD_ARGS }--busy-poll $v\"" > $PV_DEFAULTS
+  ys_restart_serving "--busy-poll $v"
+}
+ys_poll_restore() {
+  [ -f $YS/defaults.saved ] || { reason "nothing to restore"; return 0; }
+  cp $YS/defaults.saved $PV_DEFAULTS
+  ys_restart_serving "${LAB_XENPVUSBD_ARGS:-}"
+}
+# ys_restart_serving ARGS: systemctl restart; the new MainPID runs with ARGS; controllers 0 and 1 connected
+ys_restart_serving() {
+  local c pid
+  systemctl restart xenpvusbd || { pv_log 20; reason "systemctl restart xenpvusbd failed ($(cat $PV_DEFAULTS))"; return 1; }
+  pid=$(pv_pid)
+  [ -z "$1" ] || tr '\0' ' ' < /proc/$pid/cmdline | grep -qF -- "$1" || { reason "MainPID $pid runs $(tr '\0' ' ' < /proc/$pid/cmdline), not with $1"; return 1; }
+  for c in 0 1; do
+    wait_for 60 eval "[ \"\$(xenstore-read /local/domain/0/backend/vusb/$(ys_id)/$c/state 2>/dev/null)\" = 4 ]" \
+      || { pv_log 20; reason "controller $c not Connected after the restart"; return 1; }
+  done
+  reason "xenpvusbd pid $pid: $(tr '\0' ' ' < /proc/$pid/cmdline); controllers 0 and 1 connected"
+}
+ys_poll_ratio() { # STICK
+  local s=$1 v blk wb pv wp per out=""
+  set -- $(ys_agg $s blkback read); blk=$1
+  set -- $(ys_agg $s blkback write); wb=$1
+  for v in $LAB_YS_POLL_SWEEP; do
+    set -- $(ys_agg $s pvusb-bp$v read); pv=$1
+    set -- $(ys_agg $s pvusb-bp$v write); wp=$1
+    per=$(awk -v s=$s -v p=pvusb-bp$v '{ delete v; for (i = 1; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] } }
+      v["stick"] == s && v["path"] == p && v["op"] == "read" { us += v["us"]; c += v["cmds"]; if ("pair_cmds" in v) { pc += v["pair_cmds"]; k += v["pv_kicks"]; nt += v["pv_notifies"]; cpu += v["cpu_ticks"] } }
+      END { printf "%.2f %.2f %.2f %.2f", c ? us / 1000 / c : 0, pc ? k / pc : 0, pc ? nt / pc : 0, pc ? cpu * 10 / pc : 0 }' $YS/res)
+    set -- $per
+    awk -v a=$pv -v b=$blk 'BEGIN { exit !(a > 0 && b > 0) }' || { reason "no pass for --busy-poll $v (pvusb $pv, blkback $blk MB/s)"; return 1; }
+    figure yardstick-$s-read-pvusb-bp$v/blkback "$(awk -v a=$pv -v b=$blk 'BEGIN { printf "%.2f", a / b }')" ratio
+    figure yardstick-$s-write-pvusb-bp$v/blkback "$(awk -v a=$wp -v b=$wb 'BEGIN { printf "%.2f", b > 0 ? a / b : 0 }')" ratio
+    figure yardstick-$s-pvusb-bp$v-ms-per-cmd $1 ms
+    figure yardstick-$s-pvusb-bp$v-kicks-per-cmd $2 count
+    figure yardstick-$s-pvusb-bp$v-cpu-ms-per-cmd $4 ms
+    out="$out${out:+; }--busy-poll $v: read $pv MB/s ($(awk -v a=$pv -v b=$blk 'BEGIN { printf "%.2f", a / b }') of blkback's), write $wp MB/s, $1 ms/cmd, kicks $2 notifies $3 daemon CPU $4 ms per cmd"
+  done
+  reason "$s, blkback read $blk write $wb MB/s; $out"
 }
 
 # ys_destroy_ctrls: destroys controllers 0-2 (their 'served' lines: figures of the whole life)
@@ -624,6 +678,13 @@ if stage daemon -t 120 pv_ensure; then
   if stage guest-create -t 300 ys_guest && stage hc-create -t 180 ys_hc; then
     for s in ehci xhci; do stage $s-r1-native -t 300 ys_native $s 1 && stage $s-r1-blkback -t 600 ys_blkback $s 1 && stage $s-r1-pvusb -t 600 ys_pvusb $s 1; done
     for s in ehci xhci; do stage $s-r2-pvusb -t 600 ys_pvusb $s 2 && stage $s-r2-blkback -t 600 ys_blkback $s 2 && stage $s-r2-native -t 300 ys_native $s 2; done
+    if [ -n "${LAB_YS_POLL_SWEEP:-}" ]; then
+      for v in $LAB_YS_POLL_SWEEP; do
+        stage poll-$v-restart -t 180 ys_poll_set $v && for s in ehci xhci; do stage $s-poll-$v -t 600 ys_pvusb $s p$v pvusb-bp$v; done
+      done
+      stage poll-restore -t 180 ys_poll_restore
+      for s in ehci xhci; do stage $s-poll-ratio ys_poll_ratio $s; done
+    fi
     stage map-read -t 600 ys_map_read
     stage controllers-stats -t 120 ys_destroy_ctrls
     for s in ehci xhci; do
