@@ -198,7 +198,7 @@ ys_blkback() { # STICK ROUND
 
 # --- xenpvusbd -------------------------------------------------------------------------------------
 # ys_cpu: the daemon's CPU time so far (utime + stime, clock ticks of /proc/PID/stat)
-ys_cpu() { local f; f=$(cat /proc/$(pv_pid)/stat 2>/dev/null) || { echo 0; return; }; f=${f##*) }; set -- $f; echo $(($12 + $13)); }
+ys_cpu() { local f; f=$(cat /proc/$(pv_pid)/stat 2>/dev/null) || { echo 0; return; }; f=${f##*) }; set -- $f; echo $((${12} + ${13})); }
 ys_pvusb() { # STICK ROUND [PATH: the records' path, pvusb unless a sweep names its own]
   local s=$1 r=$2 p=${3:-pvusb} c b ser d0 rec delta="" tag t0 cpu0 cpu1
   tag=ys-$s-$p-r$r
