@@ -140,8 +140,8 @@ internal sealed record DaemonOptions(bool Simulate, bool Demo, string? RunDirect
           --grant-mode  how URB data moves for controllers that do not say (backend node grant-mode):
                         copy (default: grant copy into the daemon's buffers) or map (bulk and
                         interrupt pages mapped and handed to the device in place)
-          --busy-poll   keep polling a busy ring this many microseconds before sleeping on its
-                        event channel (default 50; 0 disables)
+          --busy-poll   keep polling a ring this many microseconds after its last request or
+                        answer before sleeping on its event channel (default 50; 0 disables)
           --usbfs-budget  usbfs memory (KiB) one controller may have in flight at its devices;
                         more waits (default 1/16 of usbcore's usbfs_memory_mb, so one guest
                         cannot use up what every usbfs user in dom0 shares)

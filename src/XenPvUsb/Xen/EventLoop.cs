@@ -47,7 +47,7 @@ public interface IFaultContained
 /// <summary>How an <see cref="EventLoop"/> reports that it is alive, and what it does when it cannot go on.</summary>
 public sealed class EventLoopOptions
 {
-    /// <summary>How long rings stay polled after their last work; 0 disables busy polling.</summary>
+    /// <summary>How long rings stay polled after their last request or answer; 0 disables busy polling.</summary>
     public int BusyPollMicroseconds { get; init; } = EventLoop.DefaultBusyPollMicroseconds;
 
     /// <summary>Called on the loop thread about every <see cref="HeartbeatInterval"/> (systemd's WATCHDOG=1).</summary>
@@ -106,7 +106,7 @@ public sealed unsafe class EventLoop : IDisposable
     private volatile bool _stopping;
     private int _wakePending;
 
-    /// <param name="busyPollMicroseconds">How long rings stay polled after their last work; 0 disables busy polling.</param>
+    /// <param name="busyPollMicroseconds">How long rings stay polled after their last request or answer; 0 disables busy polling.</param>
     public EventLoop(ILogger? logger = null, int busyPollMicroseconds = DefaultBusyPollMicroseconds)
         : this(logger, new EventLoopOptions { BusyPollMicroseconds = busyPollMicroseconds })
     {
