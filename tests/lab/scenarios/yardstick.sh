@@ -229,7 +229,7 @@ ys_pvusb() { # STICK ROUND [PATH: the records' path, pvusb unless a sweep names 
 ys_guest() {
   cat > $YS/guest.sh <<'G'
 # dom0 drives this script through data/lab-cmdN: usb | xvd | read TAG SKIP COUNT | write TAG SKIP COUNT SEED
-# | gone | hid TAG PRESSES | pong ROUNDS TIMEOUT | quit. (ys_* names: guest/init's helpers use globals.)
+# | gone | hid TAG PRESSES | pong ROUNDS TIMEOUT | sys N | quit. (ys_* names: guest/init's helpers use globals.)
 ys_now() { read -r ys_u ys_x < /proc/uptime; echo "$ys_u"; }
 # ys_snap: the disk's read and write I/Os (YR YW) and the interrupts of xen-hcd and blkfront (YH YB)
 ys_snap() {
@@ -306,6 +306,7 @@ while pvfront xs-wait data/lab-cmd$ys_n 3000; do
     gone) ys_gone ;;
     hid) ys_hid "$@" ;;
     pong) ystool xspong data/ys "$1" "$2" ;;
+    sys) result "sys $(ystool syscalls "$1")" ;;
     quit) result "cmd$ys_n-done quit"; break ;;
   esac
   result "cmd$ys_n-done $ys_c"
@@ -448,6 +449,49 @@ ys_breakdown() {
     fi
   fi
   reason "$(echo "$line" | sort | tr '\n' ';' | sed 's/;$//')${wl:+; pvusb served line over $wl commands: ${served#*: }}"
+}
+
+# --- the daemon's system calls per command ----------------------------------------------------------
+# strace of every thread of xenpvusbd (-f -p) while the guest reads MiB 0-15 of the EHCI stick once
+# more through controller 0 (a pass of its own, checksum checked: strace slows every call, so its MB/s is
+# no figure), and what one system call costs in dom0 and in the guest (ystool syscalls: getppid()).
+# Figures: yardstick-ehci-pvusb-syscalls-per-cmd, -syscall-<name>-per-cmd for the five most frequent,
+# dom0-syscall-us, guest-syscall-us.
+ys_syscalls() {
+  local s=ehci c b ser pid spid tag=ys-sys want calls cmds top d0 g0 st=/payload/strace why=""
+  [ -x $st/strace ] || { reason "no strace in the payload (run-lab copies the host's)"; return 1; }
+  c=$(ys_ctrl $s); ser=$(ys_serial $s); want=$(ys_rsum $s)
+  wait_for 90 usb_has_disk "$ser" || { reason "$ser has no block device in dom0"; return 1; }
+  b=$(ys_busid $s)
+  xenpvusb usb-attach $YS_G $c 1 $b || { pv_log 20; reason "usb-attach $YS_G $c 1 $b failed"; return 1; }
+  ys_cmd usb; ys_done 300 || { pv_log 20; reason "no USB disk in the guest"; xenpvusb usb-detach $YS_G $c 1; return 1; }
+  pid=$(pv_pid)
+  # A full trace counted here: strace 6.1's -c summary is lost when it is interrupted after -p.
+  LD_LIBRARY_PATH=$st/lib $st/strace -f -qq -o $YS/strace.txt -p $pid 2> $YS/strace.err & spid=$!
+  lab_sleep 3
+  ys_cmd read $tag 0 $YS_MIB; ys_done 900 || why="no end of the guest's read under strace; "
+  kill -TERM $spid 2>/dev/null; wait $spid
+  [ "$(ys_res $tag sha256)" = "$want" ] || why="$why""the read's checksum: $(guest_log $YS_G | grep "GUEST-RESULT $tag " | tail -n1 | cut -d' ' -f3-); "
+  ys_cmd gone
+  xenpvusb usb-detach $YS_G $c 1 || why="$why""usb-detach failed; "
+  wait_for 90 usb_has_disk "$ser" || why="$why""dom0 did not get $b back; "
+  ys_done 120 || why="$why""the guest still sees the stick; "
+  [ -z "$why" ] || { reason "$why$(head -c 300 $YS/strace.err)"; return 1; }
+  # every call's first line ("TID name(..." or "TID name(... <unfinished ...>"; not "<... name resumed>")
+  sed -E 's/^[0-9]+ +//' $YS/strace.txt | grep -E '^[a-z_0-9]+\(' > $YS/strace.calls
+  sed 's/(.*//' $YS/strace.calls | sort | uniq -c | sort -rn > $YS/syscalls.txt
+  grep '^ioctl(' $YS/strace.calls | awk -F', ' '{ print $2 }' | sort | uniq -c | sort -rn | head -n 6 > $YS/ioctls.txt
+  calls=$(awk '{ n += $1 } END { print n + 0 }' $YS/syscalls.txt)
+  cmds=$(ys_res $tag rios)
+  [ "$calls" -gt 0 ] && [ "${cmds:-0}" -gt 0 ] || { reason "no system call traced ($(head -c 300 $YS/strace.err | tr '\n' ' ')) or no commands ($cmds)"; return 1; }
+  figure yardstick-ehci-pvusb-syscalls-per-cmd "$(awk -v a=$calls -v c=$cmds 'BEGIN { printf "%.1f", a / c }')" count
+  top=$(head -n 5 $YS/syscalls.txt)
+  echo "$top" | while read -r n name; do figure yardstick-ehci-pvusb-syscall-$name-per-cmd "$(awk -v a=$n -v c=$cmds 'BEGIN { printf "%.2f", a / c }')" count; done
+  d0=$($YS_TOOL syscalls 20000 | sed -n 's/.* ns_per_call=\([0-9]*\).*/\1/p')
+  ys_cmd sys 20000; ys_done 120 && g0=$(ys_res sys ns_per_call)
+  [ -n "$d0" ] && figure dom0-syscall-us "$(awk -v n=$d0 'BEGIN { printf "%.2f", n / 1000 }')" us
+  [ -n "$g0" ] && figure guest-syscall-us "$(awk -v n=$g0 'BEGIN { printf "%.2f", n / 1000 }')" us
+  reason "$(awk -v a=$calls -v c=$cmds 'BEGIN { printf "%.1f", a / c }') system calls of xenpvusbd per SCSI command ($calls over $cmds commands; most: $(echo "$top" | awk -v c=$cmds '{ printf "%s%s %.2f", s, $2, $1 / c; s = ", " }'); ioctls: $(awk -v c=$cmds '{ printf "%s%s %.2f", s, $2, $1 / c; s = ", " }' $YS/ioctls.txt)); one getppid() costs ${d0:-?} ns in dom0, ${g0:-?} ns in the guest: $(awk -v a=$calls -v c=$cmds -v n=${d0:-0} 'BEGIN { printf "%.2f", a / c * n / 1e6 }') ms of a command in dom0's system-call entry and exit alone"
 }
 
 # --- busy-poll sweep: LAB_YS_POLL_SWEEP="0 50 500 2000" (not in make lab's run) ------------------------
@@ -678,6 +722,7 @@ if stage daemon -t 120 pv_ensure; then
   if stage guest-create -t 300 ys_guest && stage hc-create -t 180 ys_hc; then
     for s in ehci xhci; do stage $s-r1-native -t 300 ys_native $s 1 && stage $s-r1-blkback -t 600 ys_blkback $s 1 && stage $s-r1-pvusb -t 600 ys_pvusb $s 1; done
     for s in ehci xhci; do stage $s-r2-pvusb -t 600 ys_pvusb $s 2 && stage $s-r2-blkback -t 600 ys_blkback $s 2 && stage $s-r2-native -t 300 ys_native $s 2; done
+    stage syscalls -t 900 ys_syscalls
     if [ -n "${LAB_YS_POLL_SWEEP:-}" ]; then
       for v in $LAB_YS_POLL_SWEEP; do
         stage poll-$v-restart -t 180 ys_poll_set $v && for s in ehci xhci; do stage $s-poll-$v -t 600 ys_pvusb $s p$v pvusb-bp$v; done

@@ -18,6 +18,9 @@
  *       DIR/pong = "I T", T1 = realtime; prints "sample i=I rtt_us=T1-T0 off_us=T-(T0+T1)/2" and at
  *       the end "best rtt_us= off_us= err_us=RTT/2 n=" (the sample with the smallest round trip) and
  *       "median off_us=". off = the other side's realtime minus ours.
+ *   ystool syscalls N
+ *       the cost of a system call on this kernel: N getppid() calls (raw syscall(2), never a vDSO or
+ *       cached answer), best of 5 rounds: "syscalls n=N ns_per_call=B median_ns_per_call=M".
  *   XENSTORE: /dev/xen/xenbus (default) or a xenstored unix socket (e.g. /run/xenstored/socket).
  *
  * Written for this project from the public headers (xs_wire.h, linux/input.h).
@@ -34,6 +37,7 @@
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
@@ -366,6 +370,32 @@ out:
     return 0;
 }
 
+/* ---- syscalls ---------------------------------------------------------------------------------- */
+static int cmp_i64(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+static int cmd_syscalls(int argc, char **argv)
+{
+    long n = argc >= 2 ? strtol(argv[1], NULL, 10) : 0;
+    int64_t per[5];
+    if (n < 1 || n > 100000000) {
+        fprintf(stderr, "ystool syscalls: N from 1 to 100000000\n");
+        return 2;
+    }
+    for (int r = 0; r < 5; r++) {
+        int64_t t0 = ns_of(CLOCK_MONOTONIC);
+        for (long i = 0; i < n; i++)
+            syscall(SYS_getppid);
+        per[r] = (ns_of(CLOCK_MONOTONIC) - t0) / n;
+    }
+    qsort(per, 5, sizeof per[0], cmp_i64);
+    printf("syscalls n=%ld ns_per_call=%lld median_ns_per_call=%lld\n", n, (long long)per[0], (long long)per[2]);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     setvbuf(stdout, NULL, _IOLBF, 0);
@@ -377,7 +407,9 @@ int main(int argc, char **argv)
         return cmd_xspong(argc - 1, argv + 1);
     if (argc >= 2 && !strcmp(argv[1], "xsping"))
         return cmd_xsping(argc - 1, argv + 1);
+    if (argc >= 2 && !strcmp(argv[1], "syscalls"))
+        return cmd_syscalls(argc - 1, argv + 1);
     fprintf(stderr, "usage: ystool clocks | evread [-m] [-p PREFIX] DEV PRESSES TIMEOUT_S | "
-                    "xspong|xsping [-x XENSTORE] DIR ROUNDS TIMEOUT_S\n");
+                    "xspong|xsping [-x XENSTORE] DIR ROUNDS TIMEOUT_S | syscalls N\n");
     return 2;
 }
