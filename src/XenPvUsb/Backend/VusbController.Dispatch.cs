@@ -342,9 +342,13 @@ internal sealed partial class VusbController
             t.ShortNotOk = isIn && (req.transfer_flags & USBIF_SHORT_NOT_OK) != 0;
         }
 
-        long start = Stopwatch.GetTimestamp();
+        // The clock is read only around grant work (a system call in a PV dom0 without a stable TSC).
+        long start = _loop.Now;
+        bool granted = false;
         if (!control && dataLength > 0 && GrantMode == GrantMode.Map && IsOneBuffer(ref slot.Request))
         {
+            start = Stopwatch.GetTimestamp();
+            granted = true;
             if (!TryMapSegments(slot, t, dataLength, writable: isIn))
             {
                 slot.Release();
@@ -353,14 +357,19 @@ internal sealed partial class VusbController
                 return;
             }
         }
-        else if (!isIn && dataLength > 0 && !CopySegments(ref slot.Request, t, setupLength, dataLength, toGuest: false))
+        else if (!isIn && dataLength > 0)
         {
-            slot.Release();
-            _freeSlots.Push(slot);
-            Reject(req.id, USBIF_STATUS_INVAL, "grant copy of OUT data failed", p.Number);
-            return;
+            start = Stopwatch.GetTimestamp();
+            granted = true;
+            if (!CopySegments(ref slot.Request, t, setupLength, dataLength, toGuest: false))
+            {
+                slot.Release();
+                _freeSlots.Push(slot);
+                Reject(req.id, USBIF_STATUS_INVAL, "grant copy of OUT data failed", p.Number);
+                return;
+            }
         }
-        slot.SubmittedAt = Stopwatch.GetTimestamp();
+        slot.SubmittedAt = granted ? Stopwatch.GetTimestamp() : start;
         _stats.GrantTicks += slot.SubmittedAt - start;
         ChargeDevice(slot, t.Length);
         _stats.Submits++;
@@ -483,7 +492,7 @@ internal sealed partial class VusbController
         t.Length = total;
         _stats.Merged += members;
         _stats.MergedTransfers++;
-        lead.SubmittedAt = Stopwatch.GetTimestamp();
+        lead.SubmittedAt = pipe.IsIn ? _loop.Now : Stopwatch.GetTimestamp();
         ChargeDevice(lead, total);
         _stats.Submits++;
         p.Device!.Submit(t);
@@ -543,7 +552,7 @@ internal sealed partial class VusbController
         // come before the others'); the lead's release clears its group, so take the members first.
         int n = lead.Group!.Count;
         lead.Group.CopyTo(_groupScratch);
-        _stats.DeviceTicks += (now - lead.SubmittedAt) * n;
+        _stats.DeviceTicks += Math.Max(0, now - lead.SubmittedAt) * n;
         _stats.Completed += n;
         bool stopped = false;
         Span<int> statuses = stackalloc int[n];
@@ -595,7 +604,10 @@ internal sealed partial class VusbController
         }
         _mergedTransfers.Push(t);
         // As for a single transfer: the copies back to the guest (and the answers) count as grant work.
-        _stats.GrantTicks += Stopwatch.GetTimestamp() - now;
+        if (t.IsIn)
+        {
+            _stats.GrantTicks += Math.Max(0, Stopwatch.GetTimestamp() - now);
+        }
     }
 
     /// <summary>
@@ -844,7 +856,7 @@ internal sealed partial class VusbController
         CreditDevice(slot);
         if (slot.IsGroupLead)
         {
-            CompleteMerged(slot, Stopwatch.GetTimestamp());
+            CompleteMerged(slot, _loop.Now);
             return;
         }
         int status = UsbifStatus.FromLinuxStatus(t.Status);
@@ -856,11 +868,13 @@ internal sealed partial class VusbController
             status = USBIF_STATUS_SHUTDOWN;
         }
         bool isIn = t.Type == UsbTransferType.Control ? (slot.Request.u_ctrl & 0x80) != 0 : t.IsIn;
-        long now = Stopwatch.GetTimestamp();
-        _stats.DeviceTicks += now - slot.SubmittedAt;
+        long now = _loop.Now;
+        _stats.DeviceTicks += Math.Max(0, now - slot.SubmittedAt);
         _stats.Completed++;
+        bool granted = slot.Mapping is not null;
         if (isIn && actual > 0 && _evtchn is not null && slot.Mapping is null)
         {
+            granted = true;
             if (!CopySegments(ref slot.Request, t, offset, actual, toGuest: true))
             {
                 status = USBIF_STATUS_INVAL;
@@ -870,7 +884,10 @@ internal sealed partial class VusbController
         // Unmapping (in Finish) costs as much as mapping: count it with the grant work.
         Finish(slot, status, actual);
         _stats.Bytes += actual;
-        _stats.GrantTicks += Stopwatch.GetTimestamp() - now;
+        if (granted)
+        {
+            _stats.GrantTicks += Math.Max(0, Stopwatch.GetTimestamp() - now);
+        }
     }
 
     /// <summary>

@@ -454,7 +454,7 @@ internal sealed partial class VusbController : IEventHandler, IBusyPollable, IFl
         _passBudget = RequestsPerPass;
         if (_urbRing.HasUnconsumedRequests())
         {
-            _lastRequest = System.Diagnostics.Stopwatch.GetTimestamp();
+            _lastRequest = _loop.Now;
         }
         _dispatchDepth++;
         try

@@ -466,6 +466,7 @@ ys_syscalls() {
   xenpvusb usb-attach $YS_G $c 1 $b || { pv_log 20; reason "usb-attach $YS_G $c 1 $b failed"; return 1; }
   ys_cmd usb; ys_done 300 || { pv_log 20; reason "no USB disk in the guest"; xenpvusb usb-detach $YS_G $c 1; return 1; }
   pid=$(pv_pid)
+  for t in /proc/$pid/task/*; do echo "${t##*/} $(tr ' ' '_' < $t/comm)"; done > $YS/tids.txt
   # A full trace counted here: strace 6.1's -c summary is lost when it is interrupted after -p.
   LD_LIBRARY_PATH=$st/lib $st/strace -f -qq -o $YS/strace.txt -p $pid 2> $YS/strace.err & spid=$!
   lab_sleep 3
@@ -481,6 +482,9 @@ ys_syscalls() {
   sed -E 's/^[0-9]+ +//' $YS/strace.txt | grep -E '^[a-z_0-9]+\(' > $YS/strace.calls
   sed 's/(.*//' $YS/strace.calls | sort | uniq -c | sort -rn > $YS/syscalls.txt
   grep '^ioctl(' $YS/strace.calls | awk -F', ' '{ print $2 }' | sort | uniq -c | sort -rn | head -n 6 > $YS/ioctls.txt
+  # per thread (name from /proc/PID/task/TID/comm at the start): its calls, and its two most frequent
+  awk 'NR == FNR { name[$1] = $2; next } $2 !~ /^</ { split($2, c, "("); k = (($1 in name) ? name[$1] : "new") " " c[1]; n[k]++ }
+    END { for (k in n) print n[k], k }' $YS/tids.txt $YS/strace.txt | sort -rn > $YS/bythread.txt
   calls=$(awk '{ n += $1 } END { print n + 0 }' $YS/syscalls.txt)
   cmds=$(ys_res $tag rios)
   [ "$calls" -gt 0 ] && [ "${cmds:-0}" -gt 0 ] || { reason "no system call traced ($(head -c 300 $YS/strace.err | tr '\n' ' ')) or no commands ($cmds)"; return 1; }
@@ -491,7 +495,7 @@ ys_syscalls() {
   ys_cmd sys 20000; ys_done 120 && g0=$(ys_res sys ns_per_call)
   [ -n "$d0" ] && figure dom0-syscall-us "$(awk -v n=$d0 'BEGIN { printf "%.2f", n / 1000 }')" us
   [ -n "$g0" ] && figure guest-syscall-us "$(awk -v n=$g0 'BEGIN { printf "%.2f", n / 1000 }')" us
-  reason "$(awk -v a=$calls -v c=$cmds 'BEGIN { printf "%.1f", a / c }') system calls of xenpvusbd per SCSI command ($calls over $cmds commands; most: $(echo "$top" | awk -v c=$cmds '{ printf "%s%s %.2f", s, $2, $1 / c; s = ", " }'); ioctls: $(awk -v c=$cmds '{ printf "%s%s %.2f", s, $2, $1 / c; s = ", " }' $YS/ioctls.txt)); one getppid() costs ${d0:-?} ns in dom0, ${g0:-?} ns in the guest: $(awk -v a=$calls -v c=$cmds -v n=${d0:-0} 'BEGIN { printf "%.2f", a / c * n / 1e6 }') ms of a command in dom0's system-call entry and exit alone"
+  reason "$(awk -v a=$calls -v c=$cmds 'BEGIN { printf "%.1f", a / c }') system calls of xenpvusbd per SCSI command ($calls over $cmds commands; most: $(echo "$top" | awk -v c=$cmds '{ printf "%s%s %.2f", s, $2, $1 / c; s = ", " }'); ioctls: $(awk -v c=$cmds '{ printf "%s%s %.2f", s, $2, $1 / c; s = ", " }' $YS/ioctls.txt); by thread and call: $(head -n 8 $YS/bythread.txt | awk -v c=$cmds '{ printf "%s%s %s %.2f", s, $2, $3, $1 / c; s = ", " }')); one getppid() costs ${d0:-?} ns in dom0, ${g0:-?} ns in the guest: $(awk -v a=$calls -v c=$cmds -v n=${d0:-0} 'BEGIN { printf "%.2f", a / c * n / 1e6 }') ms of a command in dom0's system-call entry and exit alone"
 }
 
 # --- busy-poll sweep: LAB_YS_POLL_SWEEP="0 50 500 2000" (not in make lab's run) ------------------------

@@ -335,7 +335,11 @@ internal sealed unsafe class UsbfsDevice : IUsbHostDevice, IEventHandler
         return _worker.Post(operation) ? operation.Task : s_noDevice;
     }
 
-    /// <summary>Reaps until nothing is left. Returns false if the device is gone (ENODEV) or unusable.</summary>
+    /// <summary>
+    /// Reaps until nothing is left: until EAGAIN, or until every URB this device submitted is back (the kernel
+    /// has no other to give, and one ioctl less a completion pass counts: a system call in a PV dom0 goes
+    /// through Xen). Returns false if the device is gone (ENODEV) or unusable.
+    /// </summary>
     private bool ReapAll()
     {
         while (!_disposed)
@@ -344,6 +348,10 @@ internal sealed unsafe class UsbfsDevice : IUsbHostDevice, IEventHandler
             if (rc == 0)
             {
                 Finish(urb);
+                if (_pending == 0)
+                {
+                    return true;
+                }
                 continue;
             }
             if (rc == -EINTR)
