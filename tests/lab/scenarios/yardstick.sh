@@ -452,7 +452,7 @@ ys_breakdown() {
 }
 
 # --- the daemon's system calls per command ----------------------------------------------------------
-# strace of every thread of xenpvusbd (-f -p) while the guest reads MiB 0-15 of the EHCI stick once
+# strace of every thread of xenpvusbd (-f -p) while the guest reads MiB 0-3 of the EHCI stick once
 # more through controller 0 (a pass of its own, checksum checked: strace slows every call, so its MB/s is
 # no figure), and what one system call costs in dom0 and in the guest (ystool syscalls: getppid()).
 # Figures: yardstick-ehci-pvusb-syscalls-per-cmd, -syscall-<name>-per-cmd for the five most frequent,
@@ -460,7 +460,7 @@ ys_breakdown() {
 ys_syscalls() {
   local s=ehci c b ser pid spid tag=ys-sys want calls cmds top d0 g0 st=/payload/strace why=""
   [ -x $st/strace ] || { reason "no strace in the payload (run-lab copies the host's)"; return 1; }
-  c=$(ys_ctrl $s); ser=$(ys_serial $s); want=$(ys_rsum $s)
+  c=$(ys_ctrl $s); ser=$(ys_serial $s); want=$LAB_STICK_EHCI_SHA256_4M
   wait_for 90 usb_has_disk "$ser" || { reason "$ser has no block device in dom0"; return 1; }
   b=$(ys_busid $s)
   xenpvusb usb-attach $YS_G $c 1 $b || { pv_log 20; reason "usb-attach $YS_G $c 1 $b failed"; return 1; }
@@ -470,7 +470,7 @@ ys_syscalls() {
   # A full trace counted here: strace 6.1's -c summary is lost when it is interrupted after -p.
   LD_LIBRARY_PATH=$st/lib $st/strace -f -qq -o $YS/strace.txt -p $pid 2> $YS/strace.err & spid=$!
   lab_sleep 3
-  ys_cmd read $tag 0 $YS_MIB; ys_done 900 || why="no end of the guest's read under strace; "
+  ys_cmd read $tag 0 4; ys_done 900 || why="no end of the guest's read under strace; "
   kill -TERM $spid 2>/dev/null; wait $spid
   [ "$(ys_res $tag sha256)" = "$want" ] || why="$why""the read's checksum: $(guest_log $YS_G | grep "GUEST-RESULT $tag " | tail -n1 | cut -d' ' -f3-); "
   ys_cmd gone
