@@ -357,17 +357,21 @@ ys_16hc() {
   t0=$(lab_now)
   # four at a time (the CLI picks the devid in a xenstore transaction, retried on a conflict)
   for i in 1 2 3 4; do
-    for c in 1 2 3 4; do xenpvusb usb-hc-create $YS_G 2 8 > $YS/hc-$i-$c.out 2>&1 & done
+    for c in 1 2 3 4; do { xenpvusb usb-hc-create $YS_G 2 8; echo "rc=$?"; } > $YS/hc-$i-$c.out 2>&1 & done
     wait
   done
-  for i in 1 2 3 4; do for c in 1 2 3 4; do grep -qi "error\|fail" $YS/hc-$i-$c.out && { cat $YS/hc-$i-$c.out; pv_log 20; reason "usb-hc-create: $(head -n1 $YS/hc-$i-$c.out)"; return 1; }; done; done
+  # each create's exit status (a backend that does not reach InitWait within libxl's 10 s makes the CLI
+  # remove the controller again and exit non-zero, with a message that need not say "error")
+  for i in 1 2 3 4; do for c in 1 2 3 4; do
+    grep -q '^rc=0$' $YS/hc-$i-$c.out || { cat $YS/hc-$i-$c.out; pv_log 30; reason "usb-hc-create (batch $i, $c of 4): $(grep -v '^rc=' $YS/hc-$i-$c.out | head -n1) ($(grep '^rc=' $YS/hc-$i-$c.out))"; return 1; }
+  done; done
   n=0
   for c in $(xenstore-list /local/domain/0/backend/vusb/$id); do
     wait_for 120 eval "[ \"\$(xenstore-read /local/domain/0/backend/vusb/$id/$c/state 2>/dev/null)\" = 4 ]" \
       || { pv_log 20; reason "controller $c did not reach Connected"; return 1; }
     n=$((n + 1))
   done
-  [ $n = 16 ] || { reason "$n controllers, not 16"; return 1; }
+  [ $n = 16 ] || { pv_log 30; reason "$n controllers, not 16 (devids $(xenstore-list /local/domain/0/backend/vusb/$id | tr '\n' ' '); the creates said: $(cat $YS/hc-*.out | tr '\n' ' ')"; return 1; }
   figure yardstick-16hc-connected-s "$(lab_elapsed $t0)" s
   lab_sleep 3
   rss=$(ys_rss) || { reason "no VmRSS"; return 1; }
