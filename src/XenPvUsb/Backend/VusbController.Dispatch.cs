@@ -343,33 +343,24 @@ internal sealed partial class VusbController
         }
 
         // The clock is read only around grant work (a system call in a PV dom0 without a stable TSC).
-        long start = _loop.Now;
-        bool granted = false;
-        if (!control && dataLength > 0 && GrantMode == GrantMode.Map && IsOneBuffer(ref slot.Request))
+        bool map = !control && dataLength > 0 && GrantMode == GrantMode.Map && IsOneBuffer(ref slot.Request);
+        bool copyOut = !map && !isIn && dataLength > 0;
+        long start = map || copyOut ? Stopwatch.GetTimestamp() : _loop.Now;
+        if (map && !TryMapSegments(slot, t, dataLength, writable: isIn))
         {
-            start = Stopwatch.GetTimestamp();
-            granted = true;
-            if (!TryMapSegments(slot, t, dataLength, writable: isIn))
-            {
-                slot.Release();
-                _freeSlots.Push(slot);
-                Reject(req.id, USBIF_STATUS_INVAL, "grant map of the data pages failed", p.Number);
-                return;
-            }
+            slot.Release();
+            _freeSlots.Push(slot);
+            Reject(req.id, USBIF_STATUS_INVAL, "grant map of the data pages failed", p.Number);
+            return;
         }
-        else if (!isIn && dataLength > 0)
+        if (copyOut && !CopySegments(ref slot.Request, t, setupLength, dataLength, toGuest: false))
         {
-            start = Stopwatch.GetTimestamp();
-            granted = true;
-            if (!CopySegments(ref slot.Request, t, setupLength, dataLength, toGuest: false))
-            {
-                slot.Release();
-                _freeSlots.Push(slot);
-                Reject(req.id, USBIF_STATUS_INVAL, "grant copy of OUT data failed", p.Number);
-                return;
-            }
+            slot.Release();
+            _freeSlots.Push(slot);
+            Reject(req.id, USBIF_STATUS_INVAL, "grant copy of OUT data failed", p.Number);
+            return;
         }
-        slot.SubmittedAt = granted ? Stopwatch.GetTimestamp() : start;
+        slot.SubmittedAt = map || copyOut ? Stopwatch.GetTimestamp() : start;
         _stats.GrantTicks += slot.SubmittedAt - start;
         ChargeDevice(slot, t.Length);
         _stats.Submits++;
